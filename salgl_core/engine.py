@@ -1,0 +1,337 @@
+"""The training loop: plain functions, the official recipe (SALGL.md section 2).
+
+AdamW on all parameters, OneCycleLR stepped per iteration (20% warm-up), model EMA (its copy averages
+the co-occurrence counts too), ASL + scene entropy terms, AMP and channels_last on CUDA. After every
+epoch both the live and the EMA model are evaluated with the official protocol, a checkpoint is written
+atomically, and the epoch's metrics go to a callback (what the Ray trainable wraps).
+
+Resume is exact: model, EMA, optimizer, scheduler, grad scaler, RNG states and history are restored,
+and the data order of epoch e depends only on (seed, e).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from salgl_core.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from salgl_core.config import ExperimentConfig
+from salgl_core.ema import ModelEMA
+from salgl_core.io import atomic_write_text
+from salgl_core.losses import SALGLLoss
+from salgl_core.metrics import contingency, evaluate, nmi
+from salgl_core.model import SALGL, build_model
+
+CHECKPOINT = "checkpoint.pt"
+BEST_EMA = "best_ema.pt"
+
+
+class DivergedError(RuntimeError):
+    """A loss became NaN or infinite; training cannot continue from here."""
+
+    def __init__(self, epoch: int, step: int, losses: dict[str, float]) -> None:
+        self.epoch, self.step, self.losses = epoch, step, losses
+        super().__init__(f"training diverged at epoch {epoch}, step {step} (counted from the start of the run): "
+                         f"non-finite loss {losses}; lower --lr or use --amp none")
+
+
+@dataclass
+class FitResult:
+    epochs: list[dict[str, Any]]
+    best_epoch: int
+    best_mAP_ema: float
+    stopped_early: bool
+    scene_report: dict[str, Any]
+    class_names: list[str]
+    device: str
+    model: SALGL | None = field(default=None, repr=False)
+    ema_model: SALGL | None = field(default=None, repr=False)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
+    return "cpu"
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; derive numpy/random from it.
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, drop_last: bool,
+                generator: torch.Generator | None = None) -> DataLoader:
+    from salgl_core.data import collate
+
+    # Not persistent: workers are re-seeded from `generator` every epoch, which makes resume exact.
+    sampler = RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last and train,
+                      worker_init_fn=_seed_worker, generator=generator,
+                      prefetch_factor=4 if num_workers > 0 else None)
+
+
+def _autocast(device: torch.device, amp: str):
+    enabled = device.type == "cuda" and amp != "none"
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+
+
+def _to_device(batch: dict, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    images = batch["images"].to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, batch["targets"].to(device, non_blocking=True)
+
+
+def train_one_epoch(model: SALGL, ema: ModelEMA, criterion: SALGLLoss, loader: DataLoader,
+                    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                    scaler: torch.amp.GradScaler, cfg: ExperimentConfig, device: torch.device, epoch: int,
+                    progress: bool = False) -> dict[str, float]:
+    model.train()
+    channels_last = cfg.train.channels_last and device.type == "cuda"
+    sums: dict[str, torch.Tensor] = {}
+    images_seen, skipped, steps = 0, 0, 0
+    start = time.perf_counter()
+    it = loader
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(loader, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+    for step, batch in enumerate(it, start=1):
+        skipped += int(batch.get("skipped", 0))
+        if batch["images"].shape[0] == 0:
+            continue
+        images, targets = _to_device(batch, device, channels_last)
+        with _autocast(device, cfg.train.amp):
+            out = model(images, targets)
+        loss, terms = criterion(out.logits, out.scene_probs, targets)
+        if not torch.isfinite(loss):
+            raise DivergedError(epoch, (epoch - 1) * len(loader) + step,
+                                {k: float(v) for k, v in terms.items()})
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        ema.update(model)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0) + v * images.shape[0]
+        images_seen += images.shape[0]
+        steps += 1
+    seconds = time.perf_counter() - start
+    n = max(images_seen, 1)
+    out_metrics = {k: float(v) / n for k, v in sums.items()}
+    out_metrics.update(train_seconds=seconds, images_per_second=images_seen / max(seconds, 1e-9),
+                       skipped_images=skipped, steps=steps)
+    return out_metrics
+
+
+@torch.no_grad()
+def predict(model: SALGL, loader: DataLoader, device: torch.device, amp: str = "none",
+            channels_last: bool = False) -> dict[str, np.ndarray]:
+    """Sigmoid scores, targets, ignore mask, argmax scene and dataset index of every validation image."""
+    model.eval()
+    scores, targets, ignore, scenes, index = [], [], [], [], []
+    for batch in loader:
+        if batch["images"].shape[0] == 0:
+            continue
+        images, y = _to_device(batch, device, channels_last and device.type == "cuda")
+        with _autocast(device, amp):
+            out = model(images)
+        scores.append(torch.sigmoid(out.logits.float()).cpu())
+        scenes.append(out.scene_probs.argmax(dim=1).cpu())
+        targets.append(y.cpu())
+        ignore.append(batch["ignore"])
+        index.append(batch["index"])
+    cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros((0,))  # noqa: E731
+    return {"scores": cat(scores), "targets": cat(targets), "ignore": cat(ignore).astype(bool),
+            "scenes": cat(scenes), "index": cat(index)}
+
+
+def scene_report(model: SALGL, scenes: np.ndarray, class_names: list[str],
+                 true_scenes: np.ndarray | None = None) -> dict[str, Any]:
+    """Per-scene co-occurrence probabilities P(j | i, k), scene usage on validation images and, on
+    synthetic data, the agreement between learned and true scenes."""
+    co = model.cooccurrence
+    k = co.counts.shape[0]
+    usage = np.bincount(scenes.astype(np.int64), minlength=k)[:k] / max(len(scenes), 1)
+    report: dict[str, Any] = {
+        "num_scenes": k, "class_names": list(class_names),
+        "cooccurrence_prob": np.round(co.probabilities().cpu().numpy(), 5).tolist(),
+        "cooccurrence_counts_diag": np.round(torch.diagonal(co.counts, dim1=1, dim2=2).cpu().numpy(), 3).tolist(),
+        "scene_usage": usage.tolist(), "true_scene_nmi": None, "contingency": None,
+    }
+    if true_scenes is not None and len(true_scenes) == len(scenes):
+        kt = int(true_scenes.max()) + 1
+        report["true_scene_nmi"] = float(nmi(scenes, true_scenes))
+        report["contingency"] = contingency(scenes, true_scenes, k, kt).astype(int).tolist()
+    return report
+
+
+def _write_epochs_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _summary_line(m: dict[str, Any]) -> str:
+    return (f"epoch {m['epoch']}/{m['epochs']}  loss {m['loss_total']:.2f} (cls {m['loss_cls']:.2f} "
+            f"Ls {m['loss_sample_entropy']:.3f} Lb {m['loss_batch_entropy']:.3f})  mAP {m['mAP']:.2f}  "
+            f"EMA mAP {m['mAP_ema']:.2f}  CF1 {m['CF1']:.2f}  OF1 {m['OF1']:.2f}  {m['seconds']:.1f}s  "
+            f"{m['images_per_second']:.0f} img/s" + (f"  skipped {m['skipped_images']}" if m["skipped_images"] else ""))
+
+
+def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None, resume: bool = False, progress: bool = False,
+        log: Callable[[str], None] | None = print, data: Any | None = None, save_best: bool = True) -> FitResult:
+    """Train SALGL with `cfg`; see the module docstring. Returns the history and the final scene report."""
+    from salgl_core.data import build_datasets
+
+    out = Path(out_dir).resolve() if out_dir is not None else None
+    log = log or (lambda _: None)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    device = resolve_device(cfg.train.device)
+    bundle = data if data is not None else build_datasets(cfg.data)
+    class_names = list(bundle.class_names)
+
+    model = build_model(cfg.model, len(class_names)).to(device)
+    if cfg.train.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    ema = ModelEMA(model, cfg.train.ema_decay, cfg.model.comat_ema)
+    criterion = SALGLLoss(cfg.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                  betas=(0.9, 0.999), eps=1e-8)
+
+    generator = torch.Generator()
+    nw = cfg.data.num_workers
+    train_loader = make_loader(bundle.train, cfg.train.batch_size, True, nw, cfg.train.drop_last, generator)
+    val_loader = make_loader(bundle.val, cfg.train.batch_size, False, nw, False)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training set has {len(bundle.train)} images, fewer than one batch of "
+                         f"{cfg.train.batch_size}; lower --batch-size or pass --no-drop-last")
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.train.lr,
+                                                    total_steps=cfg.train.epochs * steps_per_epoch,
+                                                    pct_start=cfg.train.pct_start)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.train.amp == "fp16")
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 1
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if resume and (out / CHECKPOINT).is_file():
+            state = load_checkpoint(out / CHECKPOINT)
+            model.load_state_dict(state["model"])
+            ema.module.load_state_dict(state["ema"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            restore_rng(state["rng"])
+            history = list(state["history"])
+            start_epoch = int(state["epoch"]) + 1
+            log(f"resumed from {out / CHECKPOINT} after epoch {state['epoch']}")
+        cfg.save(out / "config.json")
+
+    dev_name = describe_device(device)
+    true_scenes = getattr(bundle, "val_true_scenes", None)
+    amp, cl = cfg.train.amp, cfg.train.channels_last
+    best = max(history, key=lambda m: m["mAP_ema"]) if history else None
+    stopped_early = False
+    avg = None
+    for epoch in range(start_epoch, cfg.train.epochs + 1):
+        t0 = time.perf_counter()
+        generator.manual_seed(cfg.train.seed * 100_003 + epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        train_m = train_one_epoch(model, ema, criterion, train_loader, optimizer, scheduler, scaler, cfg, device,
+                                  epoch, progress)
+        e0 = time.perf_counter()
+        live = predict(model, val_loader, device, amp, cl)
+        avg = predict(ema.module, val_loader, device, amp, cl)
+        ignore = live["ignore"] if live["ignore"].any() else None
+        m_live = evaluate(live["scores"], live["targets"], ignore, cfg.train.threshold, cfg.train.top_k)
+        m_ema = evaluate(avg["scores"], avg["targets"], ignore, cfg.train.threshold, cfg.train.top_k)
+        k = cfg.model.num_scenes
+        usage = np.bincount(avg["scenes"].astype(np.int64), minlength=k)[:k] / max(len(avg["scenes"]), 1)
+        m: dict[str, Any] = {"epoch": epoch, "epochs": cfg.train.epochs, "lr": lr}
+        m.update({k2: v for k2, v in train_m.items() if k2 != "steps"})
+        m.update(m_live)
+        m.update(mAP_ema=m_ema["mAP"], mAP_ema_present=m_ema["mAP_present"], CF1_ema=m_ema["CF1"],
+                 OF1_ema=m_ema["OF1"])
+        if best is None or m["mAP_ema"] > best["mAP_ema"]:
+            best = m
+            if out is not None and save_best:
+                save_checkpoint(out / BEST_EMA, {"model": ema.module.state_dict(), "epoch": epoch,
+                                                 "config": cfg.to_flat(), "class_names": class_names})
+        m.update(best_mAP=max([h["mAP"] for h in history] + [m["mAP"]]), best_mAP_ema=best["mAP_ema"],
+                 best_epoch=best["epoch"], eval_seconds=time.perf_counter() - e0,
+                 seconds=time.perf_counter() - t0, scene_usage=usage.tolist(),
+                 scene_nmi=float(nmi(avg["scenes"], true_scenes[avg["index"]])) if true_scenes is not None else None,
+                 device=dev_name)
+        history.append(m)
+        if out is not None:
+            save_checkpoint(out / CHECKPOINT, {
+                "model": model.state_dict(), "ema": ema.module.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                "rng": capture_rng(), "history": history, "config": cfg.to_flat(), "class_names": class_names})
+            _write_epochs_csv(out / "epochs.csv", history)
+        log(_summary_line(m))
+        if on_epoch is not None:
+            on_epoch(m)
+        patience = cfg.train.early_stop_patience
+        if patience and epoch - best["epoch"] >= patience:
+            stopped_early = True
+            log(f"early stop: EMA mAP has not improved for {patience} epochs (best {best['mAP_ema']:.2f} at "
+                f"epoch {best['epoch']})")
+            break
+
+    final = avg if avg is not None else predict(ema.module, val_loader, device, amp, cl)
+    ts = true_scenes[final["index"]] if true_scenes is not None else None
+    report = scene_report(ema.module, final["scenes"], class_names, ts)
+    return FitResult(epochs=history, best_epoch=int(best["epoch"]) if best else 0,
+                     best_mAP_ema=float(best["mAP_ema"]) if best else math.nan, stopped_early=stopped_early,
+                     scene_report=report, class_names=class_names, device=dev_name, model=model,
+                     ema_model=ema.module)
