@@ -30,8 +30,9 @@ _AUTO_CHUNK_ELEMENTS = 1 << 27
 
 
 def _fast_scores(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    # u [B, N, A], v [Cc, A], w [A] -> scores [B, Cc, N]
-    return torch.tanh(u.unsqueeze(1) * v.unsqueeze(1)) @ w + c
+    # u [B, N, A], v [Cc, A], w [A] -> scores [B, Cc, N]. tanh in place: the product is not needed by
+    # autograd (mul saves u and v), so only one B x Cc x N x A tensor is kept for backward.
+    return (u.unsqueeze(1) * v.unsqueeze(1)).tanh_() @ w + c
 
 
 class LowRankBilinearAttention(nn.Module):

@@ -44,7 +44,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         ) from None
 
 
-def check_files_exist(paths: Sequence[str], listed_by: str, hint: str) -> None:
+def check_files_exist(paths: Sequence[str], listed_by: str, hint: str, what: str = "image files") -> None:
     """Raise one DataError if any of `paths` is not a file; cheap: one directory listing per folder."""
     by_dir: dict[str, list[str]] = defaultdict(list)
     for p in paths:
@@ -59,7 +59,7 @@ def check_files_exist(paths: Sequence[str], listed_by: str, hint: str) -> None:
         missing.extend(os.path.join(d, n) for n in names if n not in present)
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise DataError(f"{len(missing)} of {len(paths)} image files listed by {listed_by} are missing, "
+        raise DataError(f"{len(missing)} of {len(paths)} {what} listed by {listed_by} are missing, "
                         f"e.g. {missing[0]}{more}; {hint}")
 
 
@@ -111,10 +111,10 @@ class MultiLabelDataset(Dataset):
         path = str(self.paths[index])
         try:
             img = load_image(path)
-        except CorruptImageError as e:
+        except CorruptImageError:
             if not self.skip_corrupt:
                 raise
-            log.warning("skipping corrupt image %s (skip_corrupt is set): %s", path, e)
+            log.warning("skipping corrupt image %s (skip_corrupt is set)", path)
             s = self.image_size
             return SkippedImage(index, path, (3, s, s), self.num_classes)
         return (self.transform(img), torch.from_numpy(self.labels[index]),

@@ -2,7 +2,8 @@
 
 SALGL's claim is that labels co-occur differently in different (latent) scenes, so one global
 co-occurrence graph blurs structure that K per-scene graphs keep. This generator builds data with
-exactly that property and nothing else that a CNN could shortcut.
+that property in which context (which other objects are present) genuinely helps: objects are small,
+noisy and sometimes occluded, and the background only weakly hints at the scene.
 
 Generative process (all randomness from `synthetic_seed`):
 
@@ -10,8 +11,9 @@ Generative process (all randomness from `synthetic_seed`):
    "c00_red_disc", "c01_green_square", ...
 2. World (depends on seed, K, C only). Each class joins 1 to 3 of the K latent scenes (never more
    than K). Each scene partitions its classes into co-occurrence groups of 2 or 3 (a leftover class
-   is a group of its own), with no class pair grouped together in two scenes: a class shared by two
-   scenes has different partners in each (e.g. c03 appears with c07 in scene 0, with c12 in scene 2).
+   is a group of its own), with no class pair grouped together in two scenes (for extreme K/C, as
+   few such pairs as possible): a class shared by two scenes has different partners in each
+   (e.g. c03 appears with c07 in scene 0, with c12 in scene 2).
    Each scene draws group weights ~ Dirichlet(2), so its label distribution differs too. Scene
    frequencies ~ Dirichlet(10) (mildly unbalanced).
 3. Image labels. Draw the scene z. Draw 1 group, a second with p 0.45 and a third with p 0.1
@@ -32,6 +34,9 @@ bbox ([x, y, w, h] clipped to the image), area and a box polygon; every image en
 fields "scene_id" (the latent scene z) and "background_scene_id"; the top-level "scenes" key
 describes the world (classes, groups, weights). Images are 64 x 64, whatever `image_size` is: the
 transform resizes, so one dataset serves every resolution.
+
+Determinism: the labels, boxes and json are a function of the parameters alone; the JPEG bytes also
+depend on the libjpeg that Pillow ships (identical for one installation).
 
 Cache: `<cache>/synthetic-v<version>-<hash of the parameters>/`, where <cache> is cfg.cache_dir, else
 $SALGL_CACHE, else <repo root>/.cache/synthetic. A second call with the same parameters reuses the
@@ -58,6 +63,7 @@ from PIL import Image, ImageDraw
 from salgl_core.config import DataConfig
 from salgl_core.data.errors import DataError
 
+# Part of the cache key: bump it whenever the generated content changes, or stale caches get reused.
 VERSION = 1
 SIZE = 64
 _SS = 2  # supersampling factor for drawing
@@ -96,6 +102,11 @@ def default_cache_dir() -> Path:
 def synthetic_params(cfg: DataConfig) -> dict[str, int]:
     return {"version": VERSION, "size": SIZE, "train": cfg.synthetic_train_images, "val": cfg.synthetic_val_images,
             "scenes": cfg.synthetic_scenes, "classes": cfg.synthetic_classes, "seed": cfg.synthetic_seed}
+
+
+def folder_name(params: dict[str, int]) -> str:
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    return f"synthetic-v{VERSION}-{digest}"
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -321,8 +332,7 @@ def _clean_stale_tmp(cache: Path, max_age_s: float = 3600.0) -> None:
 def generate_synthetic(cfg: DataConfig) -> SyntheticPaths:
     """Generate (or reuse from the cache) the synthetic dataset for `cfg`; returns its paths."""
     params = synthetic_params(cfg)
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    name = f"synthetic-v{VERSION}-{digest}"
+    name = folder_name(params)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     final = cache / name
     paths = _paths(final)

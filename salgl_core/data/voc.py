@@ -77,7 +77,8 @@ def load_voc_split(root: Path, split: str, test_protocol: bool) -> tuple[list[st
     labels = np.zeros((len(ids), len(VOC_CLASSES)), dtype=np.uint8)
     ignore = np.zeros((len(ids), len(VOC_CLASSES)), dtype=bool)
     xmls = [str(ann_dir / f"{i}.xml") for i in ids]
-    check_files_exist(xmls, str(list_file), f"expected one annotation XML per listed id in {ann_dir}")
+    check_files_exist(xmls, str(list_file), f"expected one annotation XML per listed id in {ann_dir}",
+                      what="annotation files")
     for row, xml in enumerate(xmls):
         for name, difficult in parse_voc_xml(Path(xml)).items():
             if test_protocol and all(difficult):

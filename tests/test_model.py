@@ -1,0 +1,138 @@
+import itertools
+
+import pytest
+import torch
+
+from salgl_core.config import ConfigError, ModelConfig
+from salgl_core.losses import SALGLLoss
+from salgl_core.model import build_model
+
+SMALL = dict(backbone="small_cnn", backbone_weights=None, att_dim=16, enc_heads=4, enc_ffn=32,
+             label_embedding_dim=24)
+C = 6
+
+
+def _batch(b=6):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, 3, 32, 32, generator=g)
+    y = (torch.rand(b, C, generator=g) < 0.4).float()
+    y[:, 0] = 1  # every image has a label, so the co-occurrence counts are not empty
+    return x, y
+
+
+@pytest.mark.parametrize("K,T,soft", list(itertools.product([1, 4], [0, 3], [False, True])))
+def test_forward_backward(K, T, soft):
+    torch.manual_seed(0)
+    cfg = ModelConfig(**SMALL, num_scenes=K, gnn_steps=T, soft_assignment=soft, outmess=T > 0)
+    model = build_model(cfg, C).train()
+    x, y = _batch()
+    out = model(x, y)
+    n_tokens = 4 * 4  # 32 px / stride 8
+    assert out.logits.shape == (6, C)
+    assert out.scene_probs.shape == (6, K) and out.attention.shape == (6, C, n_tokens)
+    assert out.adjacency.shape == (6, C, C)
+    assert (model.gnn is None) == (T == 0)
+    assert model.head.in_features == (2 if T else 1) * model.feat_dim
+    loss, terms = SALGLLoss(cfg)(out.logits, out.scene_probs, y)
+    assert all(torch.isfinite(v) for v in terms.values())
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    if K > 1:
+        assert model.scene_linear.weight.grad.abs().sum() > 0
+    assert model.cooccurrence.counts.sum() > 0  # the batch was counted
+
+
+def test_hard_mode_scene_gradient_comes_only_from_entropy_terms():
+    torch.manual_seed(0)
+    cfg = ModelConfig(**SMALL, num_scenes=4, gnn_steps=2, soft_assignment=False)
+    model = build_model(cfg, C).train()
+    x, y = _batch()
+    model(x, y)  # fill the counts so that the graph carries messages
+    out = model(x, y)
+    _, terms = SALGLLoss(cfg)(out.logits, out.scene_probs, y)
+    terms_grad = torch.autograd.grad(out.logits.sum() + 0 * out.scene_probs.sum(),
+                                     model.scene_linear.weight, allow_unused=True)[0]
+    assert terms_grad is None or terms_grad.abs().sum() == 0  # argmax: no path from logits
+    out = model(x, y)
+    loss, _ = SALGLLoss(cfg)(out.logits, out.scene_probs, y)
+    g = torch.autograd.grad(loss, model.scene_linear.weight)[0]
+    assert g.abs().sum() > 0
+
+
+def test_soft_mode_scene_gradient_also_flows_from_logits():
+    torch.manual_seed(0)
+    cfg = ModelConfig(**SMALL, num_scenes=4, gnn_steps=2, soft_assignment=True)
+    model = build_model(cfg, C).train()
+    x, y = _batch()
+    out = model(x, y)
+    g = torch.autograd.grad(out.logits.sum(), model.scene_linear.weight)[0]
+    assert g.abs().sum() > 0
+
+
+def test_eval_needs_no_targets_and_training_does():
+    model = build_model(ModelConfig(**SMALL), C)
+    x, y = _batch()
+    with pytest.raises(ValueError, match="needs targets"):
+        model.train()(x)
+    model.eval()
+    before = model.cooccurrence.counts.clone()
+    with torch.no_grad():
+        out = model(x)
+    assert out.logits.shape == (6, C)
+    assert torch.equal(model.cooccurrence.counts, before)
+
+
+def test_current_batch_contributes_before_use():
+    # Official behaviour: at iteration 0 the adjacency is built from the first batch itself.
+    model = build_model(ModelConfig(**SMALL, num_scenes=1), C).train()
+    x, y = _batch()
+    out = model(x, y)
+    counts = y.t() @ y
+    expected = counts / (torch.diagonal(counts).unsqueeze(-1) + 1e-8)
+    torch.testing.assert_close(out.adjacency[0], expected)
+
+
+def test_label_embedding_sources(tmp_path):
+    import numpy as np
+
+    vec = np.random.default_rng(0).normal(size=(C, 10))
+    path = tmp_path / "emb.npy"
+    np.save(path, vec)
+    m = build_model(ModelConfig(**{**SMALL, "label_embedding": str(path)}), C)
+    assert "label_embedding.weight" in dict(m.named_buffers())  # fixed, as the official BERT vectors
+    assert m.label_embedding.dim == 10
+    learned = build_model(ModelConfig(**SMALL), C)
+    assert "label_embedding.weight" in dict(learned.named_parameters())
+    fixed = build_model(ModelConfig(**{**SMALL, "label_embedding": "random"}), C)
+    assert "label_embedding.weight" in dict(fixed.named_buffers())
+    with pytest.raises(ValueError, match="classes"):
+        build_model(ModelConfig(**{**SMALL, "label_embedding": str(path)}), C + 1)
+    with pytest.raises(ValueError, match="does not exist"):
+        build_model(ModelConfig(**{**SMALL, "label_embedding": str(tmp_path / "missing.npy")}), C)
+
+
+def test_official_bert_vectors_load():
+    from pathlib import Path
+
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "label_embeddings"
+    if not shared.is_dir():
+        pytest.skip("../shared/data/label_embeddings is absent")
+    m = build_model(ModelConfig(**{**SMALL, "label_embedding": str(shared / "voc2007" / "bert.npy")}), 20)
+    assert m.label_embedding.weight.shape == (20, 768)
+    assert m.label_embedding.weight.dtype == torch.float32
+
+
+def test_heads_must_divide_width():
+    with pytest.raises(ConfigError, match="enc_heads"):
+        build_model(ModelConfig(**{**SMALL, "enc_heads": 7}), C)
+
+
+def test_positional_encoding_changes_output():
+    torch.manual_seed(0)
+    a = build_model(ModelConfig(**SMALL, enc_dropout=0.0), C).eval()
+    b = build_model(ModelConfig(**SMALL, enc_dropout=0.0, pos_encoding=True), C).eval()
+    b.load_state_dict(a.state_dict())
+    x, _ = _batch()
+    with torch.no_grad():
+        assert not torch.allclose(a(x).logits, b(x).logits)
