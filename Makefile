@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint study results dashboard bench clean
+.PHONY: venv test lint study results dashboard dashboard-demo bench clean
 
 venv: $(STAMP)
 
@@ -20,3 +20,27 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# The main job: a scene-count ablation on the embedded synthetic data, on CPU.
+study: $(STAMP)
+	$(PY) studies/scene_count.py
+
+# Regenerate the committed example exports (one default run of each one-axis study).
+results: $(STAMP)
+	$(PY) studies/scene_count.py --name default
+	$(PY) studies/graph_depth.py --name default
+	$(PY) studies/momentum.py --name default
+
+dashboard: $(STAMP)
+	$(VENV)/bin/streamlit run dashboards/app.py --server.address 127.0.0.1
+
+dashboard-demo: $(STAMP)
+	$(PY) tests/fixtures_results.py .cache/demo_results
+	SALGL_RESULTS_DIR=.cache/demo_results $(VENV)/bin/streamlit run dashboards/app.py --server.address 127.0.0.1
+
+bench: $(STAMP)
+	$(PY) -m salgl_core.bench attention
+	$(PY) -m salgl_core.bench loader
+
+clean:
+	rm -rf .ray_results .cache .pytest_cache

@@ -44,7 +44,6 @@ TRIAL_TEXT = ("trial_id", "status", "device", "gpu_ids", "error")
 EPOCH_COLUMNS = ("trial_id", "epoch", "lr", "loss_total", "loss_cls", "loss_sample_entropy", "loss_batch_entropy",
                  "mAP", "mAP_ema", "mAP_present", "CF1", "OF1", "CF1_top3", "OF1_top3", "seconds",
                  "images_per_second")
-LOSS_COLUMNS = ("loss_total", "loss_cls", "loss_sample_entropy", "loss_batch_entropy")
 STUDY_KEYS = ("schema_version", "study", "run", "axis", "sampler", "scheduler", "metric", "mode",
               "metric_protocol", "dataset", "backbone", "image_size", "base_config", "paper_config", "seeds",
               "class_names", "status", "started", "finished", "n_trials", "n_finished", "trial_seconds_total",
@@ -171,51 +170,64 @@ def read_csv_table(path: Path, required: Sequence[str], expected: Sequence[str] 
     if "" in cols:
         warnings.append(f"{name}: a column has no name in the header; it is ignored")
         del cols[""]
-    df = pd.DataFrame({h: pd.Series([rec[i] for _, rec in good], dtype=object) for h, i in cols.items()})
     lines = [line for line, _ in good]
+    text, numeric, booleans = set(text), set(numeric), set(booleans)
+    # Plain Python per column: a few hundred cells, where per-column pandas calls would dominate.
+    data: dict[str, Any] = {}
+    for c, i in cols.items():
+        raw_vals = [rec[i] for _, rec in good]
+        vals = [None if _is_missing(v) else v.strip() for v in raw_vals]
+        if c in text:
+            data[c] = vals
+            continue
+        if c in booleans:
+            b = [None if v is None else _to_bool(v) for v in vals]
+            odd = [k for k, (v, x) in enumerate(zip(vals, b, strict=True)) if v is not None and x is None]
+            if odd:
+                warnings.append(f"{name}: column {c} has {len(odd)} value(s) that are not true/false "
+                                f"(e.g. {raw_vals[odd[0]]!r} on line {lines[odd[0]]}); read as false")
+            data[c] = [bool(x) for x in b]
+            continue
+        nums = [None if v is None else _to_number(v) for v in vals]
+        odd = [k for k, (v, x) in enumerate(zip(vals, nums, strict=True)) if v is not None and x is None]
+        present = [x for x in nums if x is not None]
+        if c in numeric:
+            if odd:
+                warnings.append(f"{name}: column {c} has {len(odd)} non-numeric value(s) (e.g. "
+                                f"{raw_vals[odd[0]]!r} on line {lines[odd[0]]}); read as missing")
+            data[c] = _number_column(nums)
+        elif present and not odd:
+            data[c] = _number_column(nums)
+        elif vals and any(v is not None for v in vals) and all(v is None or _to_bool(v) is not None for v in vals):
+            data[c] = [None if v is None else _to_bool(v) for v in vals]
+        else:
+            data[c] = vals
+    df = pd.DataFrame(data, index=range(len(good)))
     absent = [c for c in expected if c not in cols]
     if absent:
         warnings.append(f"{name}: missing column(s) {', '.join(absent)} (results/README.md lists them); "
                         f"shown as empty")
         for c in absent:
             df[c] = pd.Series([None] * len(df), dtype=object)
+    return df, warnings
 
-    text = set(text)
-    numeric = set(numeric)
-    booleans = set(booleans)
-    for c in list(cols):
-        s = df[c]
-        empty = s.map(_is_missing)
-        if c in text:
-            df[c] = s.where(~empty, None).map(lambda v: v if v is None else str(v).strip())
-            continue
-        if c in booleans:
-            b = s.map(_to_bool)
-            odd = b.isna() & ~empty
-            if odd.any():
-                k = int(np.flatnonzero(odd.to_numpy())[0])
-                warnings.append(f"{name}: column {c} has {int(odd.sum())} value(s) that are not true/false "
-                                f"(e.g. {s.iloc[k]!r} on line {lines[k]}); read as false")
-            df[c] = b.fillna(False).astype(bool)
-            continue
-        num = pd.to_numeric(s.where(~empty, None).map(lambda v: v if v is None else str(v).strip()),
-                            errors="coerce")
-        odd = num.isna() & ~empty
-        if c in numeric:
-            if odd.any():
-                k = int(np.flatnonzero(odd.to_numpy())[0])
-                warnings.append(f"{name}: column {c} has {int(odd.sum())} non-numeric value(s) (e.g. "
-                                f"{s.iloc[k]!r} on line {lines[k]}); read as missing")
-            df[c] = num.astype(float) if num.dtype.kind not in "if" or num.isna().any() else num
-        elif not odd.any() and (~empty).any():
-            df[c] = num
-        else:
-            b = s.map(_to_bool)
-            if (~empty).any() and not (b.isna() & ~empty).any():
-                df[c] = b.where(~empty, None)
-            else:
-                df[c] = s.where(~empty, None)
-    return df.reset_index(drop=True), warnings
+
+def _to_number(v: str) -> float | int | None:
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+def _number_column(nums: list) -> pd.Series:
+    """int64 when every cell is an integer, else float64 with NaN for missing cells."""
+    if nums and all(isinstance(x, int) for x in nums):
+        return pd.Series(nums, dtype="int64")
+    return pd.Series([np.nan if x is None else float(x) for x in nums], dtype="float64")
 
 
 def _dedupe(df: pd.DataFrame, keys: list[str], name: str, warnings: list[str]) -> pd.DataFrame:
@@ -243,6 +255,7 @@ def read_trials(path: Path) -> tuple[pd.DataFrame, list[str]]:
     name = shown(path)
     df = df[df["trial_id"].notna()].reset_index(drop=True)
     df["status"] = df["status"].map(lambda s: str(s).upper() if s is not None else "UNKNOWN")
+    df["is_paper_config"] = df["is_paper_config"].map(lambda v: bool(v) if isinstance(v, (bool, np.bool_)) else False)
     odd = sorted(set(df["status"]) - set(TRIAL_STATUSES))
     if odd:
         warnings.append(f"{name}: unknown trial status(es) {', '.join(odd)} (expected one of "
@@ -396,7 +409,7 @@ def load_run(run_dir: str | Path, with_epochs: bool = True) -> Run:
     if running:
         n_done = meta.get("n_finished")
         n_all = meta.get("n_trials")
-        notes.append(f"{shown(run_dir / 'study.json', 3)} says RUNNING ({n_done if n_done is not None else '?'} "
+        notes.append(f"{shown(run_dir / 'study.json')} says RUNNING ({n_done if n_done is not None else '?'} "
                      f"of {n_all if n_all is not None else '?'} trials finished): what you see is what has been "
                      f"exported so far; reload to refresh.")
         newest = max((p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file()), default=None)
@@ -472,7 +485,10 @@ def summarize(run: Run) -> RunSummary:
     total = m.get("trial_seconds_total")
     if not isinstance(total, (int, float)) and "seconds" in run.trials and len(run.trials):
         total = float(pd.to_numeric(run.trials["seconds"], errors="coerce").sum())
-    n_finished = int((run.trials["status"] == "FINISHED").sum()) if len(run.trials) else 0
+    # "Finished" as studies/export.py counts it in study.json: trials that ended, whatever the outcome.
+    n_finished = m.get("n_finished")
+    if not isinstance(n_finished, int):
+        n_finished = int(run.trials["status"].isin(TRIAL_STATUSES[1:]).sum()) if len(run.trials) else 0
     n_trials = m.get("n_trials") if isinstance(m.get("n_trials"), int) else (len(run.trials) or None)
     device = m.get("device")
     if not device and "device" in run.trials and run.trials["device"].notna().any():
@@ -490,7 +506,7 @@ def _started_key(s: RunSummary) -> float:
         try:
             return datetime.fromisoformat(str(s.started).replace("Z", "+00:00")).timestamp()
         except ValueError:
-            s.warnings.append(f"{shown(s.path / 'study.json', 3)}: started = {s.started!r} is not an ISO 8601 time")
+            s.warnings.append(f"{shown(s.path / 'study.json')}: started = {s.started!r} is not an ISO 8601 time")
     try:
         return (s.path / "study.json").stat().st_mtime
     except OSError:
@@ -735,6 +751,14 @@ def search_params(run: Run) -> list[str]:
     return varying
 
 
+def log_scale_params(run: Run) -> list[str]:
+    """Searched parameters whose search_space entry says it is sampled on a log scale (e.g. loguniform)."""
+    space = run.meta.get("search_space")
+    if not isinstance(space, dict):
+        return []
+    return [k for k, v in space.items() if "log" in json.dumps(v, default=str).lower()]
+
+
 def search_points(trials: pd.DataFrame, params: Sequence[str], metric: str) -> pd.DataFrame:
     """Long table (param, value, metric, trial_id, status) for metric-vs-parameter plots."""
     rows = []
@@ -787,7 +811,7 @@ def _float(v: Any) -> float:
 
 
 def comparison_table(best: pd.DataFrame, paper: PaperTables) -> pd.DataFrame:
-    """Our best result per dataset beside the paper's rows for the same dataset (all of COCO's table).
+    """Our best result per dataset (first) beside the paper's rows for the same dataset (all of COCO's table).
 
     Ours: mAP is the best epoch's mAP (EMA model where exported), CF1/OF1 the last epoch's."""
     cols = ["dataset", "backbone", "resolution", "pretrain", "method", "mAP", "CF1", "OF1", "CF1_top3",
@@ -795,18 +819,19 @@ def comparison_table(best: pd.DataFrame, paper: PaperTables) -> pd.DataFrame:
     rows = []
     coco = paper.coco
     for ds in sorted(set(best["dataset"]) | (set(coco["dataset"].dropna()) if len(coco) else set())):
+        for _, b in best[best["dataset"] == ds].iterrows():
+            ref = paper_reference(coco, ds, b["backbone"], b["resolution"])
+            rows.append({"dataset": ds, "backbone": b["backbone"], "resolution": b["resolution"],
+                         "pretrain": b["pretrain"], "method": f"ours: {b['run']} trial {b['trial_id']}",
+                         "mAP": round(b["value"], 3), **{c: round(b[c], 3) for c in ("CF1", "OF1", "CF1_top3",
+                                                                                      "OF1_top3")},
+                         "ours - SALGL paper": round(b["value"] - ref.value, 3) if ref else np.nan,
+                         "source": f"this project: {b['run']}/trials.csv ({b['metric']})"})
         for _, r in coco[coco["dataset"] == ds].iterrows() if len(coco) else []:
             rows.append({"dataset": ds, "backbone": r["backbone"], "resolution": r["resolution"],
                          "pretrain": r["pretrain"], "method": r["method"] + (" (paper)" if r["is_salgl"] else ""),
                          **{c: r[c] for c in ("mAP", "CF1", "OF1", "CF1_top3", "OF1_top3")},
                          "ours - SALGL paper": np.nan, "source": r["source"]})
-        for _, b in best[best["dataset"] == ds].iterrows():
-            ref = paper_reference(coco, ds, b["backbone"], b["resolution"])
-            rows.append({"dataset": ds, "backbone": b["backbone"], "resolution": b["resolution"],
-                         "pretrain": b["pretrain"], "method": f"ours: {b['run']} trial {b['trial_id']}",
-                         "mAP": b["value"], **{c: b[c] for c in ("CF1", "OF1", "CF1_top3", "OF1_top3")},
-                         "ours - SALGL paper": b["value"] - ref.value if ref else np.nan,
-                         "source": f"this project: {b['run']}/trials.csv ({b['metric']})"})
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -1,0 +1,275 @@
+"""Writes realistic study exports (the results/README.md schema) for the dashboard tests and for demos.
+
+Every number is a deterministic function of the trial's settings, so tests can recompute what a chart
+must show. `python tests/fixtures_results.py OUT_DIR` writes the full set into OUT_DIR.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from salgl_core.config import ExperimentConfig, synthetic_preset  # noqa: E402
+
+COCO_CLASSES = [
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+]
+SYN_CLASSES = [f"label_{i:02d}" for i in range(20)]
+PROTOCOL = "VOC-2012 envelope AP per class, unweighted mean over all classes (official SALGL VOCmAP), percent"
+PROVENANCE = {
+    "git_commit": "0123456789abcdef0123456789abcdef01234567", "git_dirty": False, "python": "3.11.9",
+    "packages": {"torch": "2.14.1", "ray": "2.60.0", "optuna": "4.5.0", "numpy": "2.3.0"},
+    "platform": "Linux-6.1-x86_64", "cpu": "x86_64", "cpu_count": 2, "gpus": [],
+    "ray_cluster": {"nodes": 1, "cpus": 2, "gpus": 0},
+}
+TRIAL_RESULT_COLUMNS = ["epochs_done", "best_epoch", "best_mAP", "best_mAP_ema", "mAP", "mAP_ema", "mAP_present",
+                        "CP", "CR", "CF1", "OP", "OR", "OF1", "CF1_top3", "OF1_top3", "scene_nmi", "seconds",
+                        "device", "gpu_ids", "error"]
+EPOCH_COLUMNS = ["trial_id", "epoch", "lr", "loss_total", "loss_cls", "loss_sample_entropy", "loss_batch_entropy",
+                 "mAP", "mAP_ema", "mAP_present", "CF1", "OF1", "CF1_top3", "OF1_top3", "seconds",
+                 "images_per_second"]
+
+
+def config_fields(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The flat config of a trial; `seed` and `device` are README columns of their own."""
+    flat = ExperimentConfig.from_flat(overrides).to_flat()
+    return {k: v for k, v in flat.items() if k not in ("seed", "device")}
+
+
+def _cell(v: Any) -> Any:
+    return "" if v is None else v
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([_cell(r.get(c)) for c in columns])
+
+
+def epoch_rows(trial_id: str, final: float, epochs: int, seconds: float) -> list[dict[str, Any]]:
+    rows = []
+    for e in range(1, epochs + 1):
+        m = round(final - (final - 20.0) * math.exp(-0.9 * (e - 1)) * (epochs - e) / max(epochs - 1, 1), 3)
+        rows.append({"trial_id": trial_id, "epoch": e, "lr": round(1e-3 * math.sin(math.pi * e / (epochs + 1)), 6),
+                     "loss_total": round(120.0 / e + 3.0, 3), "loss_cls": round(118.0 / e + 1.0, 3),
+                     "loss_sample_entropy": round(1.2 / e + 0.3, 4), "loss_batch_entropy": round(0.4 / e, 4),
+                     "mAP": m, "mAP_ema": round(m - 0.4 + 0.1 * e, 3), "mAP_present": m,
+                     "CF1": round(m * 0.9, 3), "OF1": round(m * 0.95, 3), "CF1_top3": round(m * 0.85, 3),
+                     "OF1_top3": round(m * 0.88, 3), "seconds": seconds / epochs, "images_per_second": 310.5})
+    return rows
+
+
+def trial_row(trial_id: str, seed: int, config: dict[str, Any], final: float, epochs: int, status: str = "FINISHED",
+              is_paper: bool = False, device: str = "cpu", seconds: float = 60.0,
+              scene_nmi: float | None = None, error: str | None = None) -> dict[str, Any]:
+    ema = round(final + 0.2, 3)
+    return {"trial_id": trial_id, "status": status, "seed": seed, "is_paper_config": is_paper, **config,
+            "epochs_done": epochs, "best_epoch": epochs, "best_mAP": final, "best_mAP_ema": ema, "mAP": final,
+            "mAP_ema": ema, "mAP_present": final, "CP": round(final + 3, 2), "CR": round(final - 8, 2),
+            "CF1": round(final * 0.9, 3), "OP": round(final + 4, 2), "OR": round(final - 6, 2),
+            "OF1": round(final * 0.95, 3), "CF1_top3": round(final * 0.85, 3), "OF1_top3": round(final * 0.88, 3),
+            "scene_nmi": scene_nmi, "seconds": seconds, "device": device, "gpu_ids": "" if device == "cpu" else "0",
+            "error": error}
+
+
+def scene_json(trial_id: str, num_scenes: int, class_names: list[str], seed: int,
+               true_scenes: int | None) -> dict[str, Any]:
+    """Co-occurrence statistics in which each scene favours its own block of labels."""
+    rng = np.random.default_rng(seed * 1000 + num_scenes)
+    c = len(class_names)
+    diag = rng.uniform(5, 20, size=(num_scenes, c))
+    for k in range(num_scenes):
+        block = slice(k * c // num_scenes, (k + 1) * c // num_scenes)
+        diag[k, block] *= 8
+    prob = rng.uniform(0, 0.3, size=(num_scenes, c, c))
+    for k in range(num_scenes):
+        block = slice(k * c // num_scenes, (k + 1) * c // num_scenes)
+        prob[k][block, block] += 0.5
+        np.fill_diagonal(prob[k], 1.0)
+    prob = np.clip(prob, 0, 1)
+    usage = diag.sum(1) / diag.sum()
+    out: dict[str, Any] = {"trial_id": trial_id, "num_scenes": num_scenes, "class_names": class_names,
+                           "cooccurrence_prob": prob.round(4).tolist(),
+                           "cooccurrence_counts_diag": diag.round(2).tolist(),
+                           "scene_usage": usage.round(4).tolist(), "true_scene_nmi": None, "contingency": None}
+    if true_scenes:
+        cont = rng.integers(0, 15, size=(num_scenes, true_scenes))
+        for k in range(num_scenes):
+            cont[k, k % true_scenes] += 200
+        out["true_scene_nmi"] = round(min(0.95, 0.2 * num_scenes), 4)
+        out["contingency"] = cont.tolist()
+    return out
+
+
+def study_meta(study: str, run: str, axis: str | None, values: list | None, dataset: str, base: dict[str, Any],
+               seeds: list[int], class_names: list[str], status: str, started: str, n_trials: int,
+               n_finished: int, trial_seconds: float, device: str, paper_config: dict[str, Any],
+               **extra: Any) -> dict[str, Any]:
+    return {
+        "schema_version": 1, "study": study, "run": run, "axis": axis, "axis_values": values,
+        "sampler": "GridSampler" if axis else "TPESampler", "scheduler": "FIFO" if axis else "ASHA",
+        "metric": "mAP_ema", "mode": "max", "metric_protocol": PROTOCOL, "dataset": dataset,
+        "backbone": base["backbone"], "image_size": base["image_size"], "base_config": base,
+        "paper_config": paper_config, "seeds": seeds, "class_names": class_names, "status": status,
+        "started": started, "finished": None if status == "RUNNING" else started.replace("T09", "T11"),
+        "n_trials": n_trials, "n_finished": n_finished, "trial_seconds_total": trial_seconds,
+        "wall_seconds": trial_seconds / 2, "max_concurrent": 2, "provenance": PROVENANCE,
+        "optuna_storage": "optuna_journal.log", "device": device, **extra,
+    }
+
+
+def write_run(root: Path, study: str, run: str, meta: dict[str, Any], trials: list[dict[str, Any]],
+              epochs: list[dict[str, Any]], scenes: dict[str, dict[str, Any]]) -> Path:
+    d = root / study / run
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "study.json").write_text(json.dumps(meta, indent=2))
+    columns = ["trial_id", "status", "seed", "is_paper_config", *[k for k in trials[0] if k not in
+               ("trial_id", "status", "seed", "is_paper_config", *TRIAL_RESULT_COLUMNS)], *TRIAL_RESULT_COLUMNS]
+    write_csv(d / "trials.csv", columns, trials)
+    write_csv(d / "epochs.csv", EPOCH_COLUMNS, epochs)
+    for tid, s in scenes.items():
+        (d / "scenes").mkdir(exist_ok=True)
+        (d / "scenes" / f"{tid}.json").write_text(json.dumps(s))
+    return d
+
+
+def synthetic_final(num_scenes: int, seed: int) -> float:
+    """The fixture's mAP of a synthetic scene_count trial (tests recompute expected chart values with it)."""
+    return round(50.0 + 3.0 * math.log2(num_scenes) + 0.5 * seed, 3)
+
+
+def write_synthetic_scene_count(root: Path, run: str = "2025-06-03_0900", values: tuple[int, ...] = (1, 2, 4),
+                                seeds: tuple[int, ...] = (0, 1)) -> Path:
+    base = config_fields(synthetic_preset())
+    trials, epochs, scenes = [], [], {}
+    for k in values:
+        for s in seeds:
+            tid = f"sc_{k}_{s}"
+            final = synthetic_final(k, s)
+            trials.append(trial_row(tid, s, {**base, "num_scenes": k}, final, 6, is_paper=k == 4, seconds=80.0,
+                                    scene_nmi=round(min(0.95, 0.2 * k), 4)))
+            epochs += epoch_rows(tid, final, 6, 80.0)
+            scenes[tid] = scene_json(tid, k, SYN_CLASSES, s, true_scenes=4)
+    meta = study_meta("scene_count", run, "num_scenes", list(values), "synthetic", base, list(seeds), SYN_CLASSES,
+                      "FINISHED", "2025-06-03T09:00:00Z", len(trials), len(trials), 80.0 * len(trials), "cpu",
+                      {"num_scenes": 4})
+    return write_run(root, "scene_count", run, meta, trials, epochs, scenes)
+
+
+def write_coco_graph_depth(root: Path, run: str = "2025-05-20_0900") -> Path:
+    """A COCO ResNet-101 448 px graph_depth study on a GPU: 84.9 (T=0) and 85.5 (T=3, the paper's)."""
+    base = config_fields({"dataset": "coco", "device": "cuda", "synthetic_seed": 0})
+    gpu = "NVIDIA H100 80GB HBM3"
+    trials, epochs, scenes = [], [], {}
+    for t, final in ((0, 84.9), (3, 85.5)):
+        tid = f"gd_{t}_0"
+        trials.append(trial_row(tid, 0, {**base, "gnn_steps": t}, final, 4, is_paper=t == 3, device=gpu,
+                                seconds=4 * 300.0))
+        epochs += epoch_rows(tid, final, 4, 4 * 300.0)
+        scenes[tid] = scene_json(tid, 4, COCO_CLASSES, 0, true_scenes=None)
+    meta = study_meta("graph_depth", run, "gnn_steps", [0, 3], "coco", base, [0], COCO_CLASSES, "FINISHED",
+                      "2025-05-20T09:00:00Z", 2, 2, 2400.0, gpu, {"gnn_steps": 3})
+    meta["provenance"] = {**PROVENANCE, "gpus": [gpu], "ray_cluster": {"nodes": 1, "cpus": 16, "gpus": 1}}
+    return write_run(root, "graph_depth", run, meta, trials, epochs, scenes)
+
+
+def write_running_momentum(root: Path, run: str = "2025-06-04_0900") -> Path:
+    """A momentum study still RUNNING: trials.csv ends in a half-written line, one trial has no row yet."""
+    base = config_fields(synthetic_preset())
+    trials = [trial_row("mo_1.0_0", 0, {**base, "comat_momentum": 1.0}, 56.0, 6, is_paper=True),
+              trial_row("mo_0.9_0", 0, {**base, "comat_momentum": 0.9}, 55.0, 6),
+              trial_row("mo_0.99_0", 0, {**base, "comat_momentum": 0.99}, 55.7, 3, status="RUNNING")]
+    epochs = epoch_rows("mo_1.0_0", 56.0, 6, 60.0) + epoch_rows("mo_0.9_0", 55.0, 6, 60.0) + \
+        epoch_rows("mo_0.99_0", 55.7, 6, 60.0)[:3] + epoch_rows("mo_0.999_0", 54.0, 6, 60.0)[:1]
+    meta = study_meta("momentum", run, "comat_momentum", [0.9, 0.99, 0.999, 1.0], "synthetic", base, [0],
+                      SYN_CLASSES, "RUNNING", "2025-06-04T09:00:00Z", 4, 2, 120.0, "cpu", {"comat_momentum": 1.0})
+    d = write_run(root, "momentum", run, meta, trials, epochs, {})
+    text = (d / "trials.csv").read_text()
+    (d / "trials.csv").write_text(text + "mo_0.999_0,FINISHED,0,false,small_cnn,,4,3")
+    return d
+
+
+def write_damaged_epochs(root: Path, run: str = "2025-06-01_0900") -> Path:
+    """A finished synthetic graph_depth study whose epochs.csv has a cut line and a non-numeric cell."""
+    base = config_fields(synthetic_preset())
+    trials, epochs = [], []
+    for t in (0, 1, 3):
+        tid = f"gds_{t}_0"
+        trials.append(trial_row(tid, 0, {**base, "gnn_steps": t}, 52.0 + t, 6, is_paper=t == 3))
+        epochs += epoch_rows(tid, 52.0 + t, 6, 60.0)
+    epochs[2]["mAP"] = "oops"
+    meta = study_meta("graph_depth", run, "gnn_steps", [0, 1, 3], "synthetic", base, [0], SYN_CLASSES,
+                      "FINISHED", "2025-06-01T09:00:00Z", 3, 3, 180.0, "cpu", {"gnn_steps": 3})
+    d = write_run(root, "graph_depth", run, meta, trials, epochs, {})
+    lines = (d / "epochs.csv").read_text().splitlines(keepends=True)
+    lines[5] = lines[5][:20] + "\n"
+    (d / "epochs.csv").write_text("".join(lines))
+    return d
+
+
+def write_invalid_study_json(root: Path, run: str = "2025-06-02_0900") -> Path:
+    d = root / "scene_count" / run
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "study.json").write_text('{"schema_version": 1, "study": "scene_count", "status": ')
+    write_csv(d / "trials.csv", ["trial_id", "status"], [{"trial_id": "x", "status": "FINISHED"}])
+    return d
+
+
+def write_tune(root: Path, run: str = "2025-05-25_0900") -> Path:
+    """A joint search (axis null) with ASHA-stopped trials."""
+    base = config_fields(synthetic_preset())
+    rng = np.random.default_rng(3)
+    trials, epochs = [], []
+    for i in range(8):
+        lr = float(10 ** rng.uniform(-4, -2))
+        k = int(rng.choice([2, 4, 8]))
+        final = round(55 - 4 * abs(math.log10(lr) + 3) + 0.3 * k, 3)
+        status = "FINISHED" if i % 3 else "STOPPED"
+        n_ep = 6 if status == "FINISHED" else 2
+        tid = f"tu_{i:02d}"
+        trials.append(trial_row(tid, 0, {**base, "lr": lr, "num_scenes": k}, final, n_ep, status=status,
+                                is_paper=i == 0))
+        epochs += epoch_rows(tid, final, n_ep, 40.0)
+    space = {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}, "num_scenes": {"type": "choice",
+                                                                                      "values": [2, 4, 8]}}
+    meta = study_meta("tune", run, None, None, "synthetic", base, [0], SYN_CLASSES, "FINISHED",
+                      "2025-05-25T09:00:00Z", 8, 8, 8 * 40.0, "cpu", {"lr": 2e-3, "num_scenes": 4},
+                      search_space=space)
+    return write_run(root, "tune", run, meta, trials, epochs, {})
+
+
+def write_good(root: Path) -> dict[str, Path]:
+    """The healthy studies only (no damaged files)."""
+    return {"scene_count": write_synthetic_scene_count(root), "coco": write_coco_graph_depth(root),
+            "tune": write_tune(root)}
+
+
+def write_all(root: Path) -> dict[str, Path]:
+    """Every case: healthy studies, a RUNNING one, a damaged epochs.csv and an invalid study.json."""
+    return {**write_good(root), "running": write_running_momentum(root), "damaged": write_damaged_epochs(root),
+            "invalid": write_invalid_study_json(root)}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tests/fixtures_results.py OUT_DIR")
+    for name, path in write_all(Path(sys.argv[1])).items():
+        print(f"{name:12s} {path}")
