@@ -42,7 +42,7 @@ class SceneCooccurrence(nn.Module):
 
     def update(self, scene_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Fold one training batch into the counts; return the counts to use in this forward."""
-        new = self.momentum * self.counts.detach() + self.batch_counts(scene_probs.float(), targets.float())
+        new = self.momentum * self.counts.detach() + self.batch_counts(scene_probs, targets)
         self.counts = new.detach()
         return new
 
@@ -58,8 +58,12 @@ class SceneCooccurrence(nn.Module):
 
     def forward(self, scene_probs: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Image-specific adjacency [B, C, C]; updates the counts first when training with targets."""
-        counts = self.update(scene_probs, targets) if self.training and targets is not None else self.counts
-        p = self.probabilities(counts).to(scene_probs.dtype)
-        if self.soft:
-            return (scene_probs @ p.flatten(1)).view(-1, p.shape[1], p.shape[2])
-        return p[scene_probs.argmax(dim=1)]
+        # Counts must stay exact: under bf16 autocast the matmuls below would round them (a count of 301
+        # becomes 300), while the official code adds fp32 outer products one by one.
+        with torch.autocast(scene_probs.device.type, enabled=False):
+            s = scene_probs.float()
+            counts = self.update(s, targets.float()) if self.training and targets is not None else self.counts
+            p = self.probabilities(counts)
+            if self.soft:
+                return (s @ p.flatten(1)).view(-1, p.shape[1], p.shape[2])
+            return p[s.argmax(dim=1)]

@@ -269,7 +269,8 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
             ema.module.load_state_dict(state["ema"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
+            if state["scaler"] and scaler.is_enabled():  # a run saved without fp16 has an empty scaler state
+                scaler.load_state_dict(state["scaler"])
             restore_rng(state["rng"])
             history = list(state["history"])
             start_epoch = int(state["epoch"]) + 1
@@ -278,7 +279,7 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
 
     dev_name = describe_device(device)
     true_scenes = getattr(bundle, "val_true_scenes", None)
-    amp, cl = cfg.train.amp, cfg.train.channels_last
+    cl = cfg.train.channels_last
     best = max(history, key=lambda m: m["mAP_ema"]) if history else None
     stopped_early = False
     avg = None
@@ -289,8 +290,9 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
         train_m = train_one_epoch(model, ema, criterion, train_loader, optimizer, scheduler, scaler, cfg, device,
                                   epoch, progress)
         e0 = time.perf_counter()
-        live = predict(model, val_loader, device, amp, cl)
-        avg = predict(ema.module, val_loader, device, amp, cl)
+        # Evaluation in float32, as the official evaluate.py (AMP only speeds up training).
+        live = predict(model, val_loader, device, "none", cl)
+        avg = predict(ema.module, val_loader, device, "none", cl)
         ignore = live["ignore"] if live["ignore"].any() else None
         m_live = evaluate(live["scores"], live["targets"], ignore, cfg.train.threshold, cfg.train.top_k)
         m_ema = evaluate(avg["scores"], avg["targets"], ignore, cfg.train.threshold, cfg.train.top_k)
@@ -322,13 +324,13 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
         if on_epoch is not None:
             on_epoch(m)
         patience = cfg.train.early_stop_patience
-        if patience and epoch - best["epoch"] >= patience:
+        if patience and epoch - best["epoch"] > patience:
             stopped_early = True
             log(f"early stop: EMA mAP has not improved for {patience} epochs (best {best['mAP_ema']:.2f} at "
                 f"epoch {best['epoch']})")
             break
 
-    final = avg if avg is not None else predict(ema.module, val_loader, device, amp, cl)
+    final = avg if avg is not None else predict(ema.module, val_loader, device, "none", cl)
     ts = true_scenes[final["index"]] if true_scenes is not None else None
     report = scene_report(ema.module, final["scenes"], class_names, ts)
     return FitResult(epochs=history, best_epoch=int(best["epoch"]) if best else 0,

@@ -2,7 +2,7 @@
 
 ASL is the official `AsymmetricLossOptimized` (gamma- 2, gamma+ 0, clip 0, eps 1e-5): the focusing
 weight is computed without gradient, and the reduction is -sum / B / C * 1000 (per-element mean x 1000).
-BCE uses the same reduction so that the two losses are on one scale (our choice).
+BCE is the official option as written: a plain per-element mean, no x1000.
   L_s = mean_n H(s_n)                  pushes each image towards one confident scene
   L_b = 100 * (log K - H(mean_n s_n))  pushes scene usage towards uniform (prevents collapse)
   L   = cls + w_s L_s + w_b L_b
@@ -41,8 +41,8 @@ def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, gamma_neg: floa
     return -loss.sum() / x.shape[0] / x.shape[1] * scale
 
 
-def bce_loss(logits: torch.Tensor, targets: torch.Tensor, scale: float = 1000.0) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="mean") * scale
+def bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="mean")
 
 
 class SALGLLoss(nn.Module):
@@ -58,7 +58,7 @@ class SALGLLoss(nn.Module):
             cls = asymmetric_loss(logits, targets, c.asl_gamma_neg, c.asl_gamma_pos, c.asl_clip, c.asl_eps,
                                   c.loss_scale)
         else:
-            cls = bce_loss(logits, targets, c.loss_scale)
+            cls = bce_loss(logits, targets)
         s = scene_probs.float()
         sample = entropy(s).mean()
         batch = c.batch_entropy_scale * (self.max_entropy - entropy(s.mean(dim=0)))

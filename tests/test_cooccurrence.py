@@ -118,3 +118,14 @@ def test_state_dict_round_trip_weights_only():
     assert torch.equal(fresh.counts, co.counts)
     assert "counts" in dict(co.named_buffers())
     assert fresh.to(torch.float64).counts.dtype == torch.float64  # follows .to()
+
+
+def test_counts_stay_exact_under_bf16_autocast():
+    # bf16 has an 8-bit mantissa: a count of 301 would round to 300 if the update ran under autocast.
+    co = SceneCooccurrence(2, 3).train()
+    y = torch.tensor([[1.0, 1.0, 0.0]]).repeat(301, 1)
+    s = torch.tensor([[0.9, 0.1]]).repeat(301, 1).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        adj = co(s, y)
+    assert co.counts[0, 0, 1].item() == 301.0 and co.counts.dtype == torch.float32
+    assert adj.dtype == torch.float32
