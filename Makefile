@@ -27,9 +27,9 @@ study: $(STAMP)
 
 # Regenerate the committed example exports (one default run of each one-axis study).
 results: $(STAMP)
-	$(PY) studies/scene_count.py --name default
-	$(PY) studies/graph_depth.py --name default
-	$(PY) studies/momentum.py --name default
+	$(PY) studies/scene_count.py --name default --overwrite
+	$(PY) studies/graph_depth.py --name default --overwrite
+	$(PY) studies/momentum.py --name default --overwrite
 
 dashboard: $(STAMP)
 	$(VENV)/bin/streamlit run dashboards/app.py --server.address 127.0.0.1

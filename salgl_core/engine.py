@@ -293,6 +293,9 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
         # Evaluation in float32, as the official evaluate.py (AMP only speeds up training).
         live = predict(model, val_loader, device, "none", cl)
         avg = predict(ema.module, val_loader, device, "none", cl)
+        for name, pred in (("model", live), ("EMA model", avg)):
+            if not np.isfinite(pred["scores"]).all():
+                raise DivergedError(epoch, epoch * steps_per_epoch, {f"{name} validation scores": math.nan})
         ignore = live["ignore"] if live["ignore"].any() else None
         m_live = evaluate(live["scores"], live["targets"], ignore, cfg.train.threshold, cfg.train.top_k)
         m_ema = evaluate(avg["scores"], avg["targets"], ignore, cfg.train.threshold, cfg.train.top_k)

@@ -1,0 +1,194 @@
+"""studies/export.py against the schema in results/README.md (the contract the dashboard reads)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from salgl_core.config import ExperimentConfig
+from studies.export import (
+    CONFIG_COLUMNS,
+    EPOCH_COLUMNS,
+    TRIAL_COLUMNS,
+    StudyExport,
+    gpu_name,
+    provenance,
+)
+
+README = Path(__file__).resolve().parents[1] / "results" / "README.md"
+
+
+def _section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(title)
+    nxt = text.find("\n#", start + len(title))
+    return text[start:nxt if nxt > 0 else None]
+
+
+def readme_study_keys() -> set[str]:
+    """Every key named in the first column of README's study.json table."""
+    keys: set[str] = set()
+    for line in _section("### study.json").splitlines():
+        if line.startswith("| `"):
+            keys.update(re.findall(r"`([a-z_0-9]+)`", line.split("|")[1]))
+    return keys
+
+
+def readme_columns(title: str) -> list[str]:
+    """The column list of a CSV section: its first code span, `<every flat config field>` expanded."""
+    span = re.search(r"`([^`]+)`", _section(title), re.S).group(1)
+    cols: list[str] = []
+    for c in (c.strip() for c in span.replace("\n", " ").split(",")):
+        if c == "<every flat config field>":
+            cols += [k for k in ExperimentConfig().to_flat() if k not in cols and k not in ("seed", "device")]
+        elif c:
+            cols.append(c)
+    return cols
+
+
+def readme_scene_keys() -> set[str]:
+    span = re.search(r"`(\{[^`]+\})`", _section("### scenes/"), re.S).group(1)
+    return set(re.findall(r"([a-z_]+):", span))
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def header(path: Path) -> list[str]:
+    with open(path, newline="") as f:
+        return next(csv.reader(f))
+
+
+def _metrics(epoch: int, **extra) -> dict:
+    m = {c: float(epoch) for c in EPOCH_COLUMNS[2:]}
+    m.update(epoch=epoch, epochs=3, best_epoch=epoch, best_mAP=10.0 * epoch, best_mAP_ema=11.0 * epoch,
+             mAP=10.0 * epoch, mAP_ema=11.0 * epoch, CP=1.0, CR=2.0, OP=3.0, OR=4.0, scene_nmi=0.5,
+             device="cuda:1 (NVIDIA H100 80GB HBM3)", gpu_ids="1")
+    m.update(extra)
+    return m
+
+
+def test_columns_follow_the_readme():
+    assert list(TRIAL_COLUMNS) == readme_columns("### trials.csv")
+    assert list(EPOCH_COLUMNS) == readme_columns("### epochs.csv")
+    # seed and device are columns of their own (the trial's seed, the device it ran on), not config copies.
+    assert "seed" not in CONFIG_COLUMNS and "device" not in CONFIG_COLUMNS
+    assert len(TRIAL_COLUMNS) == len(set(TRIAL_COLUMNS))
+
+
+def _meta() -> dict:
+    return {"schema_version": 1, "study": "scene_count", "run": "r", "n_trials": 2, "device": "cpu",
+            "provenance": {"gpus": []}, "base_config": ExperimentConfig().to_flat()}
+
+
+def test_a_study_written_event_by_event(tmp_path):
+    ex = StudyExport.open(tmp_path / "run", _meta())
+    ex.begin()
+    flat = ExperimentConfig().to_flat()
+    ex.trial_started("a", {**flat, "num_scenes": 2}, seed=0, is_paper=False)
+    ex.trial_started("b", flat, seed=1, is_paper=True)
+    rows = read_rows(tmp_path / "run" / "trials.csv")
+    assert [r["status"] for r in rows] == ["RUNNING", "RUNNING"]
+    assert header(tmp_path / "run" / "trials.csv") == list(TRIAL_COLUMNS)
+
+    for e in (1, 2, 3):
+        ex.trial_epoch("a", _metrics(e), seconds=5.0 * e)
+    ex.trial_ended("a", "FINISHED", scene_report={"num_scenes": 2, "cooccurrence_prob": [[[1.0, math.nan]]],
+                                                   "true_scene_nmi": 0.25}, seconds=16.0)
+    ex.trial_epoch("b", _metrics(1, mAP_ema=float("nan")))
+    ex.trial_ended("b", "DIVERGED", error="training diverged at epoch 2")
+
+    rows = {r["trial_id"]: r for r in read_rows(tmp_path / "run" / "trials.csv")}
+    a, b = rows["a"], rows["b"]
+    assert (a["status"], a["epochs_done"], a["best_epoch"], a["num_scenes"], a["seed"]) == ("FINISHED", "3", "3",
+                                                                                             "2", "0")
+    assert float(a["mAP_ema"]) == 33.0 and float(a["seconds"]) == 16.0 and a["error"] == ""
+    # The device column names the GPU; which one Ray gave the trial is in gpu_ids.
+    assert (a["device"], a["gpu_ids"]) == ("NVIDIA H100 80GB HBM3", "1")
+    assert b["status"] == "DIVERGED" and b["error"] == "training diverged at epoch 2" and b["mAP_ema"] == ""
+    assert b["is_paper_config"] == "True" and a["is_paper_config"] == "False"
+
+    epochs = read_rows(tmp_path / "run" / "epochs.csv")
+    assert header(tmp_path / "run" / "epochs.csv") == list(EPOCH_COLUMNS)
+    assert [(r["trial_id"], r["epoch"]) for r in epochs] == [("a", "1"), ("a", "2"), ("a", "3"), ("b", "1")]
+
+    scene = json.loads((tmp_path / "run" / "scenes" / "a.json").read_text())  # strict JSON: NaN became null
+    assert scene["trial_id"] == "a" and scene["cooccurrence_prob"] == [[[1.0, None]]]
+
+    ex.finish("FINISHED")
+    meta = json.loads((tmp_path / "run" / "study.json").read_text())
+    assert meta["status"] == "FINISHED" and meta["finished"] and meta["n_finished"] == 2
+    assert meta["trial_seconds_total"] == 16.0 and meta["device"] == "NVIDIA H100 80GB HBM3"
+    assert meta["provenance"]["gpus"] == ["NVIDIA H100 80GB HBM3"]
+    assert not list((tmp_path / "run").rglob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_resume_keeps_every_trial_once(tmp_path):
+    ex = StudyExport.open(tmp_path, _meta())
+    ex.begin()
+    flat = ExperimentConfig().to_flat()
+    for t in ("done", "live", "orphan"):
+        ex.trial_started(t, flat, seed=0, is_paper=False)
+    for e in (1, 2):
+        ex.trial_epoch("done", _metrics(e), seconds=2.0 * e)
+        ex.trial_epoch("live", _metrics(e))
+    ex.trial_epoch("orphan", _metrics(1))
+    ex.trial_ended("done", "FINISHED", seconds=4.0)
+    started = ex.meta["started"]
+
+    # A new session (after a crash): reload, drop what the restored experiment does not know, go on.
+    ex2 = StudyExport.open(tmp_path, _meta(), session=(30.0, 0.0))
+    assert ex2.meta["started"] == started
+    ex2.begin()
+    ex2.prune({"done", "live"})
+    ex2.trial_started("done", flat, seed=0, is_paper=False)  # a finished trial stays finished
+    # "live" restarts from its epoch-1 checkpoint: epoch 2 is reported again and replaces the old row.
+    ex2.trial_epoch("live", _metrics(2, mAP=99.0))
+    ex2.trial_ended("live", "FINISHED")
+    ex2.finish("FINISHED")
+
+    rows = read_rows(tmp_path / "trials.csv")
+    assert sorted(r["trial_id"] for r in rows) == ["done", "live"]
+    assert all(r["status"] == "FINISHED" for r in rows)
+    epochs = [(r["trial_id"], r["epoch"], r["mAP"]) for r in read_rows(tmp_path / "epochs.csv")]
+    assert epochs == [("done", "1", "10.0"), ("done", "2", "20.0"), ("live", "1", "10.0"), ("live", "2", "99.0")]
+    # wall time counts this session from its start (time 0 here) plus the earlier sessions' 30 s.
+    assert json.loads((tmp_path / "study.json").read_text())["wall_seconds"] > 30.0
+
+    # A finished trial that Ray runs again after a crash (it had finished after Ray's last snapshot) keeps
+    # its first record.
+    assert not ex2.trial_ended("done", "FINISHED", seconds=99.0)
+    ex2.trial_epoch("done", _metrics(1, mAP=0.0))
+    assert read_rows(tmp_path / "trials.csv")[0]["seconds"] == "4.0"
+    assert read_rows(tmp_path / "epochs.csv")[0]["mAP"] == "10.0"
+
+
+def test_a_trial_restarted_from_scratch_drops_its_later_epochs(tmp_path):
+    ex = StudyExport.open(tmp_path, _meta())
+    for e in (1, 2, 3):
+        ex.trial_epoch("t", _metrics(e))
+    ex.trial_epoch("t", _metrics(1, mAP=5.0))  # no checkpoint survived: it starts over
+    assert [(r["epoch"], r["mAP"]) for r in read_rows(tmp_path / "epochs.csv")] == [("1", "5.0")]
+    assert read_rows(tmp_path / "trials.csv")[0]["epochs_done"] == "1"
+
+
+def test_bad_status_is_refused(tmp_path):
+    ex = StudyExport.open(tmp_path, _meta())
+    with pytest.raises(ValueError, match="RUNNING"):
+        ex.trial_ended("x", "RUNNING")
+
+
+def test_gpu_name_and_provenance(tmp_path):
+    assert gpu_name("cuda:0 (NVIDIA A100-SXM4-80GB)") == "NVIDIA A100-SXM4-80GB"
+    assert gpu_name("cpu") == "cpu"
+    p = provenance(tmp_path, {"nodes": 1, "cpus": 2.0, "gpus": 0.0})  # tmp_path is no git repository
+    assert p["git_commit"] is None and p["packages"]["optuna"] and p["packages"]["ray"]
+    assert set(p) >= {"git_commit", "git_dirty", "python", "packages", "platform", "cpu", "cpu_count", "gpus",
+                      "ray_cluster"}

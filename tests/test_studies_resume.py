@@ -1,0 +1,137 @@
+"""Interrupt and resume, as a user would: `python studies/scene_count.py` in a subprocess, stopped with Ctrl-C
+(SIGINT) and later killed outright (SIGKILL), then finished with the printed --resume command. Every trial
+must end up in trials.csv exactly once, and trials finished before a crash are not run again."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from test_studies_export import read_rows
+
+REPO = Path(__file__).resolve().parents[1]
+GRID = [(str(k), str(s)) for k in (1, 2, 4, 8) for s in (0, 1)]
+
+
+def _descendants(pid: int) -> list[int]:
+    """PIDs of every process below `pid` (Ray's GCS, raylet and workers that the study started)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _kill(pids: list[int]) -> None:
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Study:
+    """One `python studies/scene_count.py ...` subprocess; output goes to a file (no pipe to fill up)."""
+
+    def __init__(self, tmp: Path, argv: list[str], log: str) -> None:
+        self.log = tmp / log
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.log, "w") as f:
+            self.proc = subprocess.Popen(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
+        self.ray_pids: list[int] = []
+
+    def wait_for(self, trials_csv: Path, n_finished: int, timeout: float = 120) -> list[dict[str, str]]:
+        end = time.time() + timeout
+        while time.time() < end:
+            assert self.proc.poll() is None, f"the study exited early:\n{self.log.read_text()[-3000:]}"
+            rows = read_rows(trials_csv) if trials_csv.is_file() else []
+            if sum(r["status"] == "FINISHED" for r in rows) >= n_finished:
+                self.ray_pids = _descendants(self.proc.pid)
+                return rows
+            time.sleep(0.2)
+        raise AssertionError(f"no {n_finished} finished trials in {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def end(self, timeout: float = 120) -> int:
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        finally:
+            _kill([self.proc.pid, *self.ray_pids])  # whatever a killed driver left behind
+        return rc
+
+
+@pytest.fixture
+def ray_tmp():
+    d = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # Ray's unix sockets need a short path
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_ctrl_c_then_sigkill_then_resume(tmp_path, ray_tmp):
+    results, storage = tmp_path / "results", tmp_path / "ray"
+    run = results / "scene_count" / "r"
+    trials_csv = run / "trials.csv"
+    runtime = ["--ray-temp-dir", ray_tmp, "--no-dashboard"]
+    first = [sys.executable, "studies/scene_count.py", "--smoke", "--values", "1", "2", "4", "8", "--seeds", "0",
+             "1", "--epochs", "2", "--name", "r", "--results-dir", str(results), "--storage-path", str(storage)]
+
+    # 1. Ctrl-C after the first trial finished: a clean stop that prints the exact resume command.
+    s = Study(tmp_path, first + runtime, "first.log")
+    s.wait_for(trials_csv, 1)
+    s.proc.send_signal(signal.SIGINT)
+    assert s.end() == 130
+    out = s.log.read_text()
+    resume = next(line.strip() for line in out.splitlines() if "--resume" in line and "scene_count.py" in line)
+    assert json.loads((run / "study.json").read_text())["status"] == "INTERRUPTED"
+    done_before = sum(r["status"] == "FINISHED" for r in read_rows(trials_csv))
+    assert done_before < len(GRID), "the study finished before Ctrl-C: nothing was left to resume"
+
+    # 2. Resume with that command, then SIGKILL the driver (a crash) after more trials finished.
+    s = Study(tmp_path, shlex.split(resume) + runtime, "second.log")
+    rows = s.wait_for(trials_csv, done_before + 1)
+    time.sleep(2.0)  # longer than the experiment snapshot period (1 s): Ray has recorded these trials
+    finished_at_crash = {r["trial_id"]: r for r in rows if r["status"] == "FINISHED"}
+    s.ray_pids = _descendants(s.proc.pid)
+    s.proc.send_signal(signal.SIGKILL)
+    assert s.end() == -signal.SIGKILL
+    assert len(finished_at_crash) < len(GRID), "the study finished before the crash: nothing was left to resume"
+
+    # 3. Resume again: it finishes, and the export holds every trial exactly once.
+    s = Study(tmp_path, shlex.split(resume) + runtime, "third.log")
+    assert s.end(timeout=180) == 0, s.log.read_text()[-3000:]
+    trials = read_rows(trials_csv)
+    assert len(trials) == len(GRID) and len({t["trial_id"] for t in trials}) == len(GRID)
+    assert sorted((t["num_scenes"], t["seed"]) for t in trials) == sorted(GRID)
+    assert all(t["status"] == "FINISHED" and t["epochs_done"] == "2" for t in trials)
+    by_id = {t["trial_id"]: t for t in trials}
+    for tid, before in finished_at_crash.items():  # not run again: same numbers, same time spent
+        assert (by_id[tid]["seconds"], by_id[tid]["mAP_ema"]) == (before["seconds"], before["mAP_ema"])
+    epochs = sorted((e["trial_id"], e["epoch"]) for e in read_rows(run / "epochs.csv"))
+    assert epochs == sorted((t, str(e)) for t in by_id for e in (1, 2))
+    meta = json.loads((run / "study.json").read_text())
+    assert (meta["status"], meta["n_finished"], meta["n_trials"]) == ("FINISHED", len(GRID), len(GRID))
+
+    # The Optuna study agrees: one COMPLETE trial per grid point, no orphan left RUNNING by the crash.
+    storage_ = JournalStorage(JournalFileBackend(str(run / "optuna_journal.log")))
+    ot = optuna.load_study(study_name="scene_count/r", storage=storage_).trials
+    assert sorted((str(t.params["num_scenes"]), str(t.params["seed"])) for t in ot) == sorted(GRID)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in ot)
