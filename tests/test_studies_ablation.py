@@ -162,7 +162,7 @@ def _trial_workers() -> list[int]:
 def test_a_crashed_trial_is_retried_from_its_last_checkpoint(ray_two_gpus, tmp_path):
     """SIGKILL the trial's worker after its first epoch: Ray retries it (FailureConfig) from the epoch-1
     checkpoint, so epoch 1 is not trained twice, and the export holds each epoch once."""
-    args = _args(scene_count, tmp_path, "--values", "4", "--epochs", "3", "--set", "synthetic_train_images=512")
+    args = _args(scene_count, tmp_path, "--values", "4", "--epochs", "3", "--set", "synthetic_train_images=768")
     out: dict = {}
     study = threading.Thread(target=lambda: out.update(outcome=scene_count.main(args)))
     study.start()
@@ -170,8 +170,14 @@ def test_a_crashed_trial_is_retried_from_its_last_checkpoint(ray_two_gpus, tmp_p
     deadline = time.time() + 120
     while not (epochs_csv.is_file() and read_rows(epochs_csv)) and time.time() < deadline:
         time.sleep(0.05)
+    # The driver exports an epoch before it registers that report's checkpoint as the trial's latest: wait
+    # until the checkpoint is in storage and give the driver a moment, so the retry has it to restore.
+    storage = tmp_path / "ray" / "scene_count" / "t"
+    while not list(storage.glob("*/checkpoint_000000")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)
     workers = _trial_workers()
-    assert len(workers) == 1 and read_rows(epochs_csv)[-1]["epoch"] == "1"
+    assert len(workers) == 1 and read_rows(epochs_csv)[-1]["epoch"] == "1", "epoch 2 ended before the kill"
     os.kill(workers[0], signal.SIGKILL)
     study.join(timeout=180)
     assert out["outcome"].status == "FINISHED"
