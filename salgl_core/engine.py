@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader
 
 from salgl_core.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from salgl_core.config import ExperimentConfig
@@ -87,25 +87,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = True
-
-
-def _seed_worker(worker_id: int) -> None:
-    # torch seeds each worker from the loader's generator; derive numpy/random from it.
-    s = torch.initial_seed() % 2**32
-    np.random.seed(s)
-    random.seed(s)
-
-
-def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, drop_last: bool,
-                generator: torch.Generator | None = None) -> DataLoader:
-    from salgl_core.data import collate
-
-    # Not persistent: workers are re-seeded from `generator` every epoch, which makes resume exact.
-    sampler = RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last and train,
-                      worker_init_fn=_seed_worker, generator=generator,
-                      prefetch_factor=4 if num_workers > 0 else None)
 
 
 def _autocast(device: torch.device, amp: str):
@@ -229,7 +210,7 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
         on_epoch: Callable[[dict[str, Any]], None] | None = None, resume: bool = False, progress: bool = False,
         log: Callable[[str], None] | None = print, data: Any | None = None, save_best: bool = True) -> FitResult:
     """Train SALGL with `cfg`; see the module docstring. Returns the history and the final scene report."""
-    from salgl_core.data import build_datasets
+    from salgl_core.data import build_datasets, build_loader
 
     out = Path(out_dir).resolve() if out_dir is not None else None
     log = log or (lambda _: None)
@@ -248,8 +229,8 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
 
     generator = torch.Generator()
     nw = cfg.data.num_workers
-    train_loader = make_loader(bundle.train, cfg.train.batch_size, True, nw, cfg.train.drop_last, generator)
-    val_loader = make_loader(bundle.val, cfg.train.batch_size, False, nw, False)
+    train_loader = build_loader(bundle.train, cfg.train.batch_size, True, nw, cfg.train.drop_last, generator=generator)
+    val_loader = build_loader(bundle.val, cfg.train.batch_size, False, nw)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError(f"the training set has {len(bundle.train)} images, fewer than one batch of "

@@ -105,7 +105,12 @@ def test_loader_is_seeded_and_counts_skips(tmp_path):
     assert order(0, 0)[0] == a and order(1, 0)[0] != a
     assert order(0, 2) == (a, 2)  # worker processes see the same order and the same skips
     loader = build_loader(ds, 4, shuffle=False, num_workers=1, drop_last=True)
-    assert loader.persistent_workers and loader.drop_last and not build_loader(ds, 4, False).persistent_workers
+    assert loader.drop_last and not loader.persistent_workers  # re-seeded every pass: exact resume
+    g = torch.Generator()
+    g.manual_seed(3)
+    first = [i for b in build_loader(ds, 4, shuffle=True, generator=g) for i in b["index"].tolist()]
+    g.manual_seed(3)
+    assert [i for b in build_loader(ds, 4, shuffle=True, generator=g) for i in b["index"].tolist()] == first
 
 
 class RandomDataset(torch.utils.data.Dataset):

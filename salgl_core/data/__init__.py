@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from salgl_core.config import DataConfig
 from salgl_core.data.errors import CorruptImageError, DataError
@@ -105,10 +105,14 @@ def seed_worker(worker_id: int) -> None:
 
 
 def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0, drop_last: bool = False,
-                 seed: int = 0) -> DataLoader:
-    """DataLoader with `collate`, a seeded shuffle, seeded workers, persistent workers when num_workers > 0."""
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                 seed: int = 0, generator: torch.Generator | None = None) -> DataLoader:
+    """DataLoader with `collate`, a seeded shuffle and seeded workers (the training loop's loader).
+
+    Workers are not persistent: they are re-seeded from `generator` at every pass, so reseeding the
+    generator per epoch makes the data order and augmentations of epoch e depend on (seed, e) alone,
+    which is what makes resume exact."""
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(dataset, generator=g) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       drop_last=drop_last, collate_fn=collate, generator=g, worker_init_fn=seed_worker,
-                      persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available())
+                      pin_memory=torch.cuda.is_available(), prefetch_factor=4 if num_workers > 0 else None)
