@@ -24,14 +24,17 @@ def _optional_str(value: str) -> str | None:
     return None if value.lower() in ("none", "null", "") else value
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
-    """One flag per config field. Defaults are SUPPRESSed so that only flags a user typed override the
-    preset; the help shows the paper's default."""
+def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = (),
+                         only: tuple[str, ...] | None = None) -> None:
+    """One flag per config field (or per field in `only`). Defaults are SUPPRESSed so that only flags a
+    user typed appear in the namespace and override the preset; the help shows the paper's default."""
     for title, cls in SECTIONS:
-        group = parser.add_argument_group(f"{title} config (paper defaults shown)")
-        for f in fields(cls):
-            if f.name in exclude:
-                continue
+        chosen = [f for f in fields(cls) if f.name not in exclude and (only is None or f.name in only)]
+        if not chosen:
+            continue
+        group = parser.add_argument_group(
+            f"{title} config (defaults shown are the paper's; --dataset synthetic starts from a CPU preset)")
+        for f in chosen:
             flag = "--" + f.name.replace("_", "-")
             default = f.default if f.default is not MISSING else None
             help_text = f"{f.metadata.get('help', '')} (default: {default})"

@@ -38,6 +38,7 @@ from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from salgl_core.cli import add_config_arguments
 from salgl_core.config import (
     DATASETS,
     FIELD_OWNER,
@@ -115,21 +116,10 @@ def get_args_parser(spec: StudySpec) -> argparse.ArgumentParser:
     d = p.add_argument_group("data and model (default: the dataset's preset)")
     d.add_argument("--dataset", choices=DATASETS, default="synthetic",
                    help="synthetic (embedded, generated on first use) or a real dataset with the paper's recipe")
-    d.add_argument("--data-root", help="the dataset's standard folder (COCO: train2014/ val2014/ annotations/)")
-    d.add_argument("--train-images", help="training image folder (overrides --data-root)")
-    d.add_argument("--train-annotations", help="training annotation file (overrides --data-root)")
-    d.add_argument("--val-images", help="validation image folder (overrides --data-root)")
-    d.add_argument("--val-annotations", help="validation annotation file (overrides --data-root)")
-    d.add_argument("--cache-dir", help="where the synthetic dataset is generated (default: .cache/synthetic)")
-    d.add_argument("--backbone", help="resnet18/34/50/101, small_cnn or efficientnet_lite0")
-    d.add_argument("--backbone-weights", help="torchvision weights name, a local .pth file, or 'none'")
-    d.add_argument("--image-size", type=int, help="input resolution in pixels")
-    d.add_argument("--epochs", type=int, help="epochs per trial")
-    d.add_argument("--batch-size", type=int, help="batch size per trial")
-    d.add_argument("--lr", type=float, help="peak learning rate (OneCycle)")
-    d.add_argument("--num-workers", type=int, help="data-loading processes per trial")
     d.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other config field (salgl_core/config.py), VALUE in JSON: --set soft_assignment=true")
+    # The common config fields get the same generated flags (and help) as `python -m salgl_core.train`.
+    add_config_arguments(p, only=CONFIG_FLAGS[1:])
     s = p.add_argument_group("study")
     if spec.axis:
         s.add_argument("--values", nargs="+", metavar="V",
@@ -231,10 +221,8 @@ def base_config(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     flat = {**synthetic_preset(), **CPU_STUDY} if args.dataset == "synthetic" else paper_preset(args.dataset)
     if args.smoke:
         flat.update(SMOKE)
-    for name in CONFIG_FLAGS:
-        v = getattr(args, name)
-        if v is not None:
-            flat[name] = None if (name == "backbone_weights" and v.lower() == "none") else v
+    # Generated flags are absent from `args` unless typed (argparse.SUPPRESS); "none" already parsed to None.
+    flat.update({name: getattr(args, name) for name in CONFIG_FLAGS[1:] if hasattr(args, name)})
     sets = _parse_set(args.set)
     if args.smoke and args.dataset != "synthetic":
         raise StudyError("--smoke runs on the synthetic dataset only; drop --dataset or --smoke")
