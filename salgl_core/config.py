@@ -23,6 +23,8 @@ from typing import Any
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 BACKBONES = (*RESNETS, "small_cnn", "efficientnet_lite0")
 DATASETS = ("synthetic", "coco", "voc2007", "nuswide")
+# DataConfig fields that hold paths (the studies make them absolute for trials in their own folders).
+DATA_PATH_FIELDS = ("data_root", "train_images", "train_annotations", "val_images", "val_annotations", "cache_dir")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -169,8 +171,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _coerce_ints(self)
         _check_choice(self, "dataset", DATASETS)
-        for name in ("data_root", "train_images", "train_annotations", "val_images", "val_annotations",
-                     "cache_dir"):
+        for name in DATA_PATH_FIELDS:
             v = getattr(self, name)
             _check(v is None or (isinstance(v, str) and v != ""), "DataConfig", name, v, "None or a path")
         _check_bool(self, "keep_unannotated")

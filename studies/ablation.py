@@ -40,6 +40,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from salgl_core.cli import add_config_arguments
 from salgl_core.config import (
+    DATA_PATH_FIELDS,
     DATASETS,
     FIELD_OWNER,
     ConfigError,
@@ -75,7 +76,6 @@ RUNTIME_FLAGS = ("address", "dashboard_host", "dashboard_port", "no_dashboard", 
 CONFIG_FLAGS = ("dataset", "data_root", "train_images", "train_annotations", "val_images", "val_annotations",
                 "cache_dir", "backbone", "backbone_weights", "image_size", "epochs", "batch_size", "lr",
                 "num_workers")
-PATH_FIELDS = ("data_root", "train_images", "train_annotations", "val_images", "val_annotations", "cache_dir")
 
 
 # (wall seconds of earlier sessions of this run, this driver's start time), set by `main`: the export
@@ -237,7 +237,7 @@ def _absolute_paths(flat: dict[str, Any]) -> dict[str, Any]:
     from salgl_core.data.synthetic import default_cache_dir
 
     out = dict(flat)
-    for name in PATH_FIELDS:
+    for name in DATA_PATH_FIELDS:
         if out[name] is not None:
             out[name] = str(Path(out[name]).expanduser().resolve())
     if out["dataset"] == "synthetic" and out["cache_dir"] is None:
