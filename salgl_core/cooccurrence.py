@@ -13,6 +13,8 @@ mu < 1 makes old statistics fade by exactly mu per batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,13 +58,28 @@ class SceneCooccurrence(nn.Module):
             p = p / (p.sum(dim=-1, keepdim=True) + 1e-8)
         return p
 
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> SceneCooccurrence:
+        # The counts are statistics, not weights: model.half() or .to(torch.bfloat16) must not round them
+        # (fp16 holds integers exactly only up to 2048, bf16 up to 256). They stay at least float32; device
+        # moves and float64 apply as to any buffer.
+        counts = self.counts
+        super()._apply(fn, recurse)
+        if self.counts.dtype in (torch.float16, torch.bfloat16):
+            self.counts = counts.to(device=self.counts.device, dtype=torch.float32)
+        return self
+
     def forward(self, scene_probs: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        """Image-specific adjacency [B, C, C]; updates the counts first when training with targets."""
+        """Image-specific adjacency [B, C, C] in the counts' dtype (float32, or float64 for a float64
+        model); updates the counts first when training with targets."""
         # Counts must stay exact: under bf16 autocast the matmuls below would round them (a count of 301
-        # becomes 300), while the official code adds fp32 outer products one by one.
+        # becomes 300), while the official code adds fp32 outer products one by one. Everything here runs
+        # in the counts' dtype, whatever the dtype of the scene probabilities (model dtype or autocast).
         with torch.autocast(scene_probs.device.type, enabled=False):
-            s = scene_probs.float()
-            counts = self.update(s, targets.float()) if self.training and targets is not None else self.counts
+            s = scene_probs.to(self.counts.dtype)
+            if self.training and targets is not None:
+                counts = self.update(s, targets.to(self.counts.dtype))
+            else:
+                counts = self.counts
             p = self.probabilities(counts)
             if self.soft:
                 return (s @ p.flatten(1)).view(-1, p.shape[1], p.shape[2])

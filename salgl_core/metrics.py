@@ -9,12 +9,29 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-METRIC_PROTOCOL = (
+_PROTOCOL_AP = (
     "SALGL official protocol: per-class VOC2012 interpolated AP (area under the monotone precision "
     "envelope, ties ranked in reverse index order), classes without positives count as 0 and mAP is the "
     "mean over all classes (mAP_present: over classes with positives); CP/CR/CF1/OP/OR/OF1 predict "
-    "score >= 0.5 (inclusive), top-3 keeps the 3 highest scores per image; all numbers in percent."
+    "score >= 0.5 (inclusive), top-3 keeps the 3 highest scores per image; "
 )
+_PROTOCOL_RULE = {
+    "official_clamp": "CP/CR clamp per-class counts to eps as the official meters (a never-predicted class has "
+                      "precision 1, a class without positives recall 1) and OP/OR/OF1 are NaN on 0/0; ",
+    "zero_if_undefined": "deviation from the official meters: every 0/0 in CP/CR/OP/OR/OF1 counts 0 (a "
+                         "never-predicted class has precision 0, a class without positives recall 0); ",
+}
+CP_CR_RULES = tuple(_PROTOCOL_RULE)
+
+
+def metric_protocol(cp_cr_rule: str = "official_clamp") -> str:
+    """The text that names the protocol of evaluate(..., cp_cr_rule=cp_cr_rule); export it with the numbers."""
+    if cp_cr_rule not in _PROTOCOL_RULE:
+        raise ValueError(f"cp_cr_rule = {cp_cr_rule!r} is unknown; use one of {', '.join(CP_CR_RULES)}")
+    return _PROTOCOL_AP + _PROTOCOL_RULE[cp_cr_rule] + "all numbers in percent."
+
+
+METRIC_PROTOCOL = metric_protocol()
 
 _EPS = np.finfo(np.float64).eps
 
@@ -126,8 +143,14 @@ def mean_average_precision_present(
     return float(ap[present].mean()) if present.any() else float("nan")
 
 
-def _safe_div(a: float, b: float) -> float:
-    return float(a / b) if b > 0 else 0.0
+def _ratio(a: np.ndarray | float, b: np.ndarray | float, rule: str) -> np.ndarray:
+    """a / b elementwise; 0/0 is NaN under the official rule (plain numpy, as the official meters) and 0
+    under zero_if_undefined."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if rule == "official_clamp":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return a / b
+    return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b != 0)
 
 
 def threshold_metrics(
@@ -136,13 +159,21 @@ def threshold_metrics(
     threshold: float = 0.5,
     top_k: int | None = None,
     ignore: np.ndarray | torch.Tensor | None = None,
+    cp_cr_rule: str = "official_clamp",
 ) -> dict[str, float]:
     """CP, CR, CF1, OP, OR, OF1 (fractions) for the rule score >= threshold.
 
+    cp_cr_rule says what an undefined ratio (0/0) counts:
+      "official_clamp" (default, the official `Meter.compute`): per-class TP, Pred and GT are clamped to
+        eps before CP/CR, so a class never predicted has precision eps/eps = 1 and a class without
+        positives recall 1 (a class with predictions but no hit gets eps/Pred, about 0); OP/OR/OF1 are
+        unguarded, so nothing predicted at all (or no hit at all, for OF1) gives NaN.
+      "zero_if_undefined" (ML-GCN style): every 0/0 counts 0, so predicting nothing earns no precision.
     top_k: scores outside each image's top k are set to 0 first (on a copy; the official TopkMeter
     overwrites its buffer in place). `ignore`, when given, drops those pairs from every count, as the
     official meters do when built with an ignore file; evaluate() does not pass it.
     """
+    metric_protocol(cp_cr_rule)  # validates the rule name
     s, t, ign = _prepare(scores, targets, ignore)
     if top_k is not None:
         if top_k < 1:
@@ -160,17 +191,16 @@ def threshold_metrics(
     pred_c = pred.sum(axis=0).astype(np.float64)
     gt_c = t.sum(axis=0).astype(np.float64)
 
-    # Deviation: the official OP/OR/OF1 have no guard and give nan on 0/0; here 0/0 counts as 0.
-    op = _safe_div(tp_c.sum(), pred_c.sum())
-    or_ = _safe_div(tp_c.sum(), gt_c.sum())
-    of1 = _safe_div(2 * op * or_, op + or_)
-    # Deviation: the official Meter also clamps TP_c to eps, so a class with no predictions (or no
-    # positives) gets eps/eps = 1; here it gets 0 (as ML-GCN), so predicting nothing earns no precision.
-    cp = float((tp_c / np.maximum(pred_c, _EPS)).mean())
-    cr = float((tp_c / np.maximum(gt_c, _EPS)).mean())
+    op = _ratio(tp_c.sum(), pred_c.sum(), cp_cr_rule)
+    or_ = _ratio(tp_c.sum(), gt_c.sum(), cp_cr_rule)
+    of1 = _ratio(2 * op * or_, op + or_, cp_cr_rule)
+    if cp_cr_rule == "official_clamp":
+        tp_c, pred_c, gt_c = (np.maximum(x, _EPS) for x in (tp_c, pred_c, gt_c))
+    cp = _ratio(tp_c, pred_c, cp_cr_rule).mean()
+    cr = _ratio(tp_c, gt_c, cp_cr_rule).mean()
     # CF1 is the harmonic mean of the class-averaged CP and CR, not the mean of per-class F1.
-    cf1 = _safe_div(2 * cp * cr, cp + cr)
-    return {"CP": cp, "CR": cr, "CF1": cf1, "OP": op, "OR": or_, "OF1": of1}
+    cf1 = _ratio(2 * cp * cr, cp + cr, cp_cr_rule)
+    return {k: float(v) for k, v in (("CP", cp), ("CR", cr), ("CF1", cf1), ("OP", op), ("OR", or_), ("OF1", of1))}
 
 
 def evaluate(
@@ -179,10 +209,12 @@ def evaluate(
     ignore: np.ndarray | torch.Tensor | None = None,
     threshold: float = 0.5,
     top_k: int = 3,
+    cp_cr_rule: str = "official_clamp",
 ) -> dict[str, float]:
     """All reported metrics in percent (0-100): mAP, mAP_present, CP..OF1 and their f"_top{top_k}" twins.
 
-    Export METRIC_PROTOCOL alongside these numbers.
+    OP/OR/OF1 (and their top-k twins) are NaN where the official meters divide 0 by 0 (see
+    threshold_metrics); export metric_protocol(cp_cr_rule) with these numbers.
     """
     ap, npos = _ap_and_npos(scores, targets, ignore, interpolated=True)
     present = npos > 0
@@ -191,9 +223,9 @@ def evaluate(
         "mAP_present": 100.0 * float(ap[present].mean()) if present.any() else float("nan"),
     }
     # As the official meters: a VOC ignore mask drops those pairs from the threshold counts too.
-    for k, v in threshold_metrics(scores, targets, threshold, ignore=ignore).items():
+    for k, v in threshold_metrics(scores, targets, threshold, ignore=ignore, cp_cr_rule=cp_cr_rule).items():
         out[k] = 100.0 * v
-    for k, v in threshold_metrics(scores, targets, threshold, top_k=top_k, ignore=ignore).items():
+    for k, v in threshold_metrics(scores, targets, threshold, top_k, ignore, cp_cr_rule).items():
         out[f"{k}_top{top_k}"] = 100.0 * v
     return out
 

@@ -84,7 +84,9 @@ class SALGL(nn.Module):
                              "counts); call model.eval() for inference")
         x = self.tokens(images)
         scene_logits = self.scene_linear(x.mean(dim=1))
-        scene_probs = torch.softmax(scene_logits.float(), dim=-1)
+        # At least float32 (fp16/bf16 models and autocast), float64 for a float64 model.
+        scene_probs = torch.softmax(scene_logits, dim=-1,
+                                    dtype=torch.promote_types(scene_logits.dtype, torch.float32))
         adjacency = self.cooccurrence(scene_probs, targets)
         h0, alpha = self.attention(x, self.label_embedding().to(x.dtype))
         if self.gnn is not None:

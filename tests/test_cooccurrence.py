@@ -129,3 +129,33 @@ def test_counts_stay_exact_under_bf16_autocast():
         adj = co(s, y)
     assert co.counts[0, 0, 1].item() == 301.0 and co.counts.dtype == torch.float32
     assert adj.dtype == torch.float32
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("counts_dtype,probs_dtype", [(torch.float64, torch.float32), (torch.float64, torch.float64),
+                                                      (torch.float32, torch.bfloat16), (torch.float32, torch.float16)])
+def test_any_probs_dtype_against_counts_dtype(soft, counts_dtype, probs_dtype):
+    # Regression: soft mode multiplied float32 scene probabilities with counts in the model's dtype
+    # ("expected m1 and m2 to have the same dtype"). Everything now runs in the counts' dtype.
+    co = SceneCooccurrence(2, 3, soft=soft).to(counts_dtype).train()
+    s = S.to(probs_dtype, copy=True).requires_grad_(True)  # a fresh leaf, never the shared S
+    adj = co(s, Y.to(probs_dtype))
+    assert adj.dtype == counts_dtype and co.counts.dtype == counts_dtype
+    if soft:
+        adj.sum().backward()
+        assert s.grad is not None and s.grad.dtype == probs_dtype and s.grad.abs().sum() > 0
+    ref = SceneCooccurrence(2, 3, soft=soft).train()
+    torch.testing.assert_close(co.counts.float(), ref.batch_counts(S.to(probs_dtype).float(), Y), rtol=0, atol=0)
+    co.eval()
+    assert co(S.to(probs_dtype)).dtype == counts_dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_counts_stay_float32_when_the_module_is_cast_to_half(dtype):
+    co = SceneCooccurrence(2, 3).train()
+    co.counts.fill_(2049.0)  # not representable in fp16 (2048) nor in bf16 (2048)
+    co.to(dtype)
+    assert co.counts.dtype == torch.float32 and co.counts[0, 0, 0].item() == 2049.0
+    co(S.to(dtype), Y)
+    assert co.counts.dtype == torch.float32 and co.counts[0, 0, 0].item() == 2051.0  # images 0 and 2
+    assert co.to(torch.float64).counts.dtype == torch.float64  # widening applies as usual

@@ -1,3 +1,7 @@
+import copy
+import io
+
+import pytest
 import torch
 from torch import nn
 
@@ -38,3 +42,80 @@ def test_comat_ema_off_uses_live_counts():
     m.cooccurrence.counts.fill_(10.0)
     ema.update(m)
     torch.testing.assert_close(ema.module.cooccurrence.counts, torch.full((2,), 10.0))
+
+
+def _drifting_updates(m, ema, n):
+    for _ in range(n):
+        with torch.no_grad():
+            m.lin.weight.add_(1.0)
+        ema.update(m)
+
+
+def test_warmup_follows_the_num_updates_rule():
+    m = Tiny()
+    ema = ModelEMA(m, decay=0.9997, warmup=True)
+    start = ema.module.lin.weight.clone()
+    assert ema.current_decay() == 0.1  # (1 + 0) / (10 + 0)
+    with torch.no_grad():
+        m.lin.weight.add_(1.0)
+    ema.update(m)
+    torch.testing.assert_close(ema.module.lin.weight, 0.1 * start + 0.9 * m.lin.weight)
+    assert ema.updates == 1 and ema.current_decay() == 2 / 11
+    ema.updates = 100_000
+    assert ema.current_decay() == 0.9997  # capped at the configured decay
+    off = ModelEMA(m, decay=0.9997)
+    assert off.current_decay() == 0.9997 and not off.warmup  # default: the official constant decay
+
+
+def test_warmup_moves_the_ema_off_its_initial_weights_in_a_short_run():
+    # 10 epochs x 13 steps with 0.9997 after a jump of the live weights from w0 to w1: the EMA is
+    # w1 + r (w0 - w1), where r = product of the decays. Without warm-up r = 0.9997^130 = 0.962; with it
+    # r = prod_t (1 + t) / (10 + t) = 9! 130! / 139!, about 3e-14.
+    m = Tiny()
+    plain, warm = ModelEMA(m, 0.9997), ModelEMA(m, 0.9997, warmup=True)
+    w0 = m.lin.weight.detach().double().clone()
+    with torch.no_grad():
+        m.lin.weight.add_(1.0)
+    for _ in range(130):
+        plain.update(m)
+        warm.update(m)
+    w1 = m.lin.weight.detach().double()
+    remaining = lambda e: ((e.module.lin.weight.double() - w1) / (w0 - w1)).mean().item()  # noqa: E731
+    assert remaining(plain) == pytest.approx(0.9997**130, rel=1e-4)
+    assert abs(remaining(warm)) < 1e-6
+
+
+def test_update_count_round_trips_through_state_dict_weights_only():
+    m = Tiny()
+    ema = ModelEMA(m, decay=0.999, warmup=True)
+    _drifting_updates(m, ema, 7)
+    buf = io.BytesIO()
+    torch.save(ema.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    fresh = ModelEMA(Tiny(), decay=0.999, warmup=True)
+    fresh.load_state_dict(state)
+    assert fresh.updates == 7
+    for a, b in zip(fresh.module.state_dict().values(), ema.module.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # Resumed and uninterrupted runs stay identical, step for step.
+    m2 = copy.deepcopy(m)
+    _drifting_updates(m, ema, 5)
+    _drifting_updates(m2, fresh, 5)
+    assert fresh.updates == ema.updates == 12
+    assert torch.equal(fresh.module.lin.weight, ema.module.lin.weight)
+
+
+def test_old_checkpoint_format_still_loads():
+    # Checkpoints written before the update count was saved hold the bare EMA model's state_dict.
+    m = Tiny()
+    with torch.no_grad():
+        m.lin.weight.fill_(3.0)
+    old = ModelEMA(m, decay=0.9).module.state_dict()
+    ema = ModelEMA(Tiny(), decay=0.9)
+    ema.load_state_dict(old)
+    assert torch.equal(ema.module.lin.weight, torch.full((2, 2), 3.0)) and ema.updates == 0
+    with pytest.raises(ValueError, match="no update count"):
+        ModelEMA(Tiny(), decay=0.9, warmup=True).load_state_dict(old)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        ModelEMA(Tiny(), decay=0.9).load_state_dict({"module.lin.weight": torch.zeros(2, 2)})

@@ -13,6 +13,7 @@ from salgl_core.metrics import (
     evaluate,
     mean_average_precision,
     mean_average_precision_present,
+    metric_protocol,
     nmi,
     threshold_metrics,
 )
@@ -145,60 +146,167 @@ def test_ignore_removes_only_positive_makes_class_absent():
 # Two images x five classes, used by the threshold tests.
 _SCORES = np.array([[0.9, 0.8, 0.7, 0.6, 0.1], [0.55, 0.2, 0.95, 0.3, 0.6]])
 _TARGETS = np.array([[1, 0, 0, 1, 0], [1, 0, 1, 0, -1]])
+EPS = np.finfo(np.float64).eps
+
+
+def _official_meter(scores, targets, threshold=0.5, top_k=None):
+    """Independent oracle: the official Meter.compute (lib/metrics.py) written as its per-class loop."""
+    scores = np.array(scores, dtype=np.float64)
+    targets = np.array(targets, dtype=np.float64)
+    targets[targets == -1] = 0
+    if top_k is not None:
+        for i in range(scores.shape[0]):
+            scores[i, np.argsort(-scores[i])[top_k:]] = 0.0
+    c = scores.shape[1]
+    tp, pd, gt = np.zeros(c), np.zeros(c), np.zeros(c)
+    for k in range(c):
+        tp[k] = np.sum(targets[:, k] * (scores[:, k] >= threshold))
+        pd[k] = np.sum(scores[:, k] >= threshold)
+        gt[k] = np.sum(targets[:, k])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        op = tp.sum() / pd.sum()
+        or_ = tp.sum() / gt.sum()
+        of1 = 2 * op * or_ / (op + or_)
+    tp, pd, gt = np.maximum(tp, EPS), np.maximum(pd, EPS), np.maximum(gt, EPS)
+    cp, cr = np.mean(tp / pd), np.mean(tp / gt)
+    return {"CP": cp, "CR": cr, "CF1": 2 * cp * cr / (cp + cr), "OP": op, "OR": or_, "OF1": of1}
+
+
+def _same(a: dict, b: dict) -> bool:
+    """Equal dicts of floats, NaN equal to NaN."""
+    return a.keys() == b.keys() and all(np.isclose(a[k], b[k], rtol=1e-13, atol=0, equal_nan=True) for k in a)
 
 
 def test_threshold_metrics_hand_worked():
     # Predictions (>= 0.5): image 0 -> c0 c1 c2 c3, image 1 -> c0 c2 c4.
     # per class (TP, Pred, GT): c0 (2,2,2) c1 (0,1,0) c2 (1,2,1) c3 (1,1,1) c4 (0,1,0)
     # OP = 4/7, OR = 4/4, OF1 = 2 (4/7) / (11/7) = 8/11
-    # CP = (1 + 0 + 1/2 + 1 + 0) / 5 = 0.5, CR = (1 + 0 + 1 + 1 + 0) / 5 = 0.6, CF1 = 0.6 / 1.1 = 6/11
-    m = threshold_metrics(_SCORES, _TARGETS)
+    # zero_if_undefined: CP = (1 + 0 + 1/2 + 1 + 0) / 5 = 0.5, CR = (1 + 0 + 1 + 1 + 0) / 5 = 0.6, CF1 = 6/11
+    m = threshold_metrics(_SCORES, _TARGETS, cp_cr_rule="zero_if_undefined")
     expected = {"OP": 4 / 7, "OR": 1.0, "OF1": 8 / 11, "CP": 0.5, "CR": 0.6, "CF1": 6 / 11}
     assert m == pytest.approx(expected, abs=1e-15)
     # CF1 is the harmonic mean of CP and CR; the mean of per-class F1s (1, 0, 2/3, 1, 0) is 8/15.
     assert m["CF1"] != pytest.approx(8 / 15, abs=1e-3)
+    # official_clamp (default): c1 and c4 have no positives, so their recall is eps/eps = 1 and their
+    # precision eps/1: CP = (2.5 + 2 eps) / 5, CR = 5/5 = 1, CF1 = 2 CP / (CP + 1) = 5/7 (up to eps).
+    m = threshold_metrics(_SCORES, _TARGETS)
+    cp = (2.5 + 2 * EPS) / 5
+    expected = {"OP": 4 / 7, "OR": 1.0, "OF1": 8 / 11, "CP": cp, "CR": 1.0, "CF1": 2 * cp / (cp + 1)}
+    assert m == pytest.approx(expected, abs=1e-15)
+    assert _same(m, _official_meter(_SCORES, _TARGETS))
 
 
 def test_threshold_is_inclusive():
     scores = np.array([[0.5, 0.4999]])
     targets = np.array([[1, 1]])
     m = threshold_metrics(scores, targets)
-    assert m["OP"] == 1.0 and m["OR"] == 0.5 and m["CR"] == 0.5
+    assert m["OP"] == 1.0 and m["OR"] == 0.5 and m["CR"] == pytest.approx(0.5)
 
 
-def test_no_prediction_guards_zero():
-    # Official OP = 0/0 = nan; here 0. A class without predictions contributes CP_c = 0 (official: 1).
-    m = threshold_metrics(np.full((3, 2), 0.1), np.array([[1, 0], [0, 1], [1, 1]]))
-    assert m == {"CP": 0.0, "CR": 0.0, "CF1": 0.0, "OP": 0.0, "OR": 0.0, "OF1": 0.0}
+def test_never_predicted_class_has_precision_one_officially():
+    # c0: predicted twice, one hit; c1: a positive, never predicted.
+    scores = np.array([[0.9, 0.1], [0.8, 0.2]])
+    targets = np.array([[1, 1], [0, 0]])
+    m = threshold_metrics(scores, targets)
+    # official: CP = (1/2 + eps/eps) / 2 = 3/4; CR = (1 + eps/1) / 2 = 1/2 (+ eps/2)
+    assert m["CP"] == pytest.approx(0.75, abs=1e-15) and m["CR"] == pytest.approx(0.5, abs=1e-15)
+    assert m["OP"] == 0.5 and m["OR"] == 0.5
+    z = threshold_metrics(scores, targets, cp_cr_rule="zero_if_undefined")
+    assert z["CP"] == 0.25 and z["CR"] == 0.5  # the unpredicted class counts precision 0
+    assert _same(m, _official_meter(scores, targets))
+
+
+def test_class_without_positives_has_recall_one_officially():
+    # c0: one positive, found; c1: no positive, predicted once (a false positive); c2: neither.
+    scores = np.array([[0.9, 0.7, 0.1], [0.2, 0.3, 0.2]])
+    targets = np.array([[1, 0, 0], [0, 0, 0]])
+    m = threshold_metrics(scores, targets)
+    # official: CR = (1 + eps/eps + eps/eps) / 3 = 1; CP = (1 + eps/1 + eps/eps) / 3 = 2/3
+    assert m["CR"] == 1.0 and m["CP"] == pytest.approx(2 / 3, abs=1e-15)
+    z = threshold_metrics(scores, targets, cp_cr_rule="zero_if_undefined")
+    assert z["CR"] == pytest.approx(1 / 3) and z["CP"] == pytest.approx(1 / 3)
+    assert _same(m, _official_meter(scores, targets))
+
+
+def test_nothing_predicted_gives_nan_overall_officially():
+    scores = np.full((3, 2), 0.1)
+    targets = np.array([[1, 0], [0, 1], [1, 1]])
+    m = threshold_metrics(scores, targets)
+    # official: OP = 0/0 and OF1 = 0/0 are NaN; OR = 0/4; every class is unpredicted -> CP = 1, CR = eps/GT
+    assert math.isnan(m["OP"]) and math.isnan(m["OF1"]) and m["OR"] == 0.0
+    assert m["CP"] == 1.0 and 0.0 < m["CR"] < 1e-15 and 0.0 < m["CF1"] < 1e-15
+    assert _same(m, _official_meter(scores, targets))
+    z = threshold_metrics(scores, targets, cp_cr_rule="zero_if_undefined")
+    assert z == {"CP": 0.0, "CR": 0.0, "CF1": 0.0, "OP": 0.0, "OR": 0.0, "OF1": 0.0}
+    out = evaluate(scores, targets)  # percent: NaN stays NaN
+    assert math.isnan(out["OP"]) and math.isnan(out["OF1_top3"]) and out["CP"] == 100.0
+    # Predictions without a single hit: OP = OR = 0, so OF1 = 0/0 is NaN officially as well.
+    m = threshold_metrics(np.array([[0.9, 0.1]]), np.array([[0, 1]]))
+    assert m["OP"] == 0.0 and m["OR"] == 0.0 and math.isnan(m["OF1"])
+
+
+@pytest.mark.parametrize("top_k", [None, 1, 3])
+def test_random_problems_match_official_meter(top_k):
+    rng = np.random.default_rng(top_k or 0)
+    scores = rng.random((60, 12)) ** 3
+    scores[:, 9] *= 0.4  # a class never predicted
+    targets = (rng.random((60, 12)) < 0.15).astype(np.int64)
+    targets[:, 5] = 0  # a class without positives
+    targets[3, 7] = -1
+    m = threshold_metrics(scores, targets, top_k=top_k)
+    assert _same(m, _official_meter(scores, targets, top_k=top_k))
+    # The two rules differ by 1/C for each class never predicted (CP) and each class without positives (CR).
+    z = threshold_metrics(scores, targets, top_k=top_k, cp_cr_rule="zero_if_undefined")
+    s = scores if top_k is None else np.where(scores >= np.sort(scores, axis=1)[:, [-top_k]], scores, 0)
+    unpredicted = (s >= 0.5).sum(axis=0) == 0
+    assert unpredicted[9] and unpredicted.sum() < 12
+    assert m["CP"] - z["CP"] == pytest.approx(unpredicted.sum() / 12, abs=1e-12)
+    assert m["CR"] - z["CR"] == pytest.approx(1 / 12, abs=1e-12)
+
+
+def test_unknown_rule_is_refused():
+    with pytest.raises(ValueError, match="cp_cr_rule"):
+        threshold_metrics(_SCORES, _TARGETS, cp_cr_rule="clamp")
+    with pytest.raises(ValueError, match="official_clamp, zero_if_undefined"):
+        metric_protocol("x")
+    assert "deviation" in metric_protocol("zero_if_undefined") and metric_protocol() == METRIC_PROTOCOL
 
 
 def test_top3_hand_worked_and_input_untouched():
     # Top-3 per image: image 0 keeps c0 c1 c2 (0.6 of c3 is zeroed), image 1 keeps c2 c4 c0.
     # per class (TP, Pred, GT): c0 (2,2,2) c1 (0,1,0) c2 (1,2,1) c3 (0,0,1) c4 (0,1,0)
     # OP = 3/6, OR = 3/4, OF1 = 2 * 0.375 / 1.25 = 0.6
-    # CP = (1 + 0 + 1/2 + 0 + 0) / 5 = 0.3, CR = (1 + 0 + 1 + 0 + 0) / 5 = 0.4, CF1 = 0.24 / 0.7 = 12/35
-    expected = {"OP": 0.5, "OR": 0.75, "OF1": 0.6, "CP": 0.3, "CR": 0.4, "CF1": 12 / 35}
+    # zero_if_undefined: CP = (1 + 0 + 1/2 + 0 + 0) / 5 = 0.3, CR = (1 + 0 + 1 + 0 + 0) / 5 = 0.4, CF1 = 12/35
+    # official: c3 is never predicted -> precision 1; c1 and c4 have no positives -> recall 1:
+    #   CP = (1 + eps + 1/2 + 1 + eps) / 5 = 0.5, CR = (1 + 1 + 1 + eps + 1) / 5 = 0.8, CF1 = 0.8 / 1.3 = 8/13
+    zero = {"OP": 0.5, "OR": 0.75, "OF1": 0.6, "CP": 0.3, "CR": 0.4, "CF1": 12 / 35}
+    official = {"OP": 0.5, "OR": 0.75, "OF1": 0.6, "CP": 0.5, "CR": 0.8, "CF1": 8 / 13}
     scores = _SCORES.copy()
-    assert threshold_metrics(scores, _TARGETS, top_k=3) == pytest.approx(expected, abs=1e-15)
+    assert threshold_metrics(scores, _TARGETS, top_k=3, cp_cr_rule="zero_if_undefined") == pytest.approx(zero)
+    assert threshold_metrics(scores, _TARGETS, top_k=3) == pytest.approx(official, abs=1e-15)
     np.testing.assert_array_equal(scores, _SCORES)
 
     t_scores = torch.tensor(_SCORES, dtype=torch.float32)
     before = t_scores.clone()
     m = threshold_metrics(t_scores, torch.tensor(_TARGETS), top_k=3)
-    assert m == pytest.approx(expected, abs=1e-7)
+    assert m == pytest.approx(official, abs=1e-7)
     assert torch.equal(t_scores, before)
 
     out = evaluate(scores, _TARGETS)
     assert out["OP_top3"] == pytest.approx(50.0) and out["OP"] == pytest.approx(400 / 7)
+    assert out["CP_top3"] == pytest.approx(50.0)
+    assert evaluate(scores, _TARGETS, cp_cr_rule="zero_if_undefined")["CP_top3"] == pytest.approx(30.0)
     np.testing.assert_array_equal(scores, _SCORES)
 
 
 def test_threshold_ignore_drops_pairs():
     ignore = np.zeros_like(_TARGETS, dtype=bool)
     ignore[0, 1] = True  # the lone false positive of class 1
-    m = threshold_metrics(_SCORES, _TARGETS, ignore=ignore)
+    m = threshold_metrics(_SCORES, _TARGETS, ignore=ignore, cp_cr_rule="zero_if_undefined")
     assert m["OP"] == pytest.approx(4 / 6)
     assert m["CP"] == pytest.approx((1 + 0 + 0.5 + 1 + 0) / 5)  # c1 now has no predictions -> 0
+    m = threshold_metrics(_SCORES, _TARGETS, ignore=ignore)
+    assert m["CP"] == pytest.approx((1 + 1 + 0.5 + 1 + 0) / 5)  # officially: eps/eps = 1
 
 
 def test_evaluate_keys_units_and_protocol():
@@ -211,6 +319,7 @@ def test_evaluate_keys_units_and_protocol():
     assert out["CF1_top2"] == pytest.approx(100 * threshold_metrics(scores, targets, top_k=2)["CF1"])
     assert all(0.0 <= v <= 100.0 for v in out.values())
     assert "VOC2012" in METRIC_PROTOCOL and "0.5" in METRIC_PROTOCOL and "top-3" in METRIC_PROTOCOL
+    assert "eps" in METRIC_PROTOCOL and "NaN" in METRIC_PROTOCOL
 
 
 def test_bad_inputs_raise_clear_errors():

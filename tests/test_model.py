@@ -136,3 +136,32 @@ def test_positional_encoding_changes_output():
     x, _ = _batch()
     with torch.no_grad():
         assert not torch.allclose(a(x).logits, b(x).logits)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_forward_backward_in_float64_and_bfloat16(dtype, soft):
+    # Regression: soft scene assignment crashed for a non-float32 model (scene probabilities forced to
+    # float32 against counts in the model's dtype).
+    torch.manual_seed(0)
+    cfg = ModelConfig(**SMALL, num_scenes=3, gnn_steps=2, soft_assignment=soft, outmess=True)
+    model = build_model(cfg, C).to(dtype).train()
+    x, y = _batch()
+    for _ in range(2):  # the second step uses counts that already hold a batch
+        out = model(x.to(dtype), y)
+        assert out.logits.dtype == dtype
+        # Scene probabilities and adjacency: at least float32 (bf16 model), float64 for a float64 model.
+        wide = torch.promote_types(dtype, torch.float32)
+        assert out.scene_probs.dtype == wide and out.adjacency.dtype == wide
+        loss, terms = SALGLLoss(cfg)(out.logits, out.scene_probs, y)
+        assert all(torch.isfinite(v) for v in terms.values())
+        model.zero_grad()
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+        assert model.scene_linear.weight.grad.abs().sum() > 0
+    # The counts stay exact: float32 under a bf16 model, and equal to the label co-occurrences.
+    assert model.cooccurrence.counts.dtype == wide
+    torch.testing.assert_close(model.cooccurrence.counts.sum(0).double(), 2 * (y.t() @ y).double(), rtol=0, atol=1e-9)
+    model.eval()
+    with torch.no_grad():
+        assert model(x.to(dtype)).logits.dtype == dtype
