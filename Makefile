@@ -4,7 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint study results dashboard dashboard-demo bench clean
+# `make test-fast` is the inner loop: everything except the slow, Ray, cluster and browser tests.
+FAST := not slow and not ray and not cluster and not browser
+
+.PHONY: venv test test-fast lint study results dashboard dashboard-demo bench clean
 
 venv: $(STAMP)
 
@@ -17,6 +20,9 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "$(FAST)" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -35,7 +41,7 @@ dashboard: $(STAMP)
 	$(VENV)/bin/streamlit run dashboards/app.py --server.address 127.0.0.1
 
 dashboard-demo: $(STAMP)
-	$(PY) tests/fixtures_results.py .cache/demo_results
+	$(PY) -m dashboards.demo .cache/demo_results
 	SALGL_RESULTS_DIR=.cache/demo_results $(VENV)/bin/streamlit run dashboards/app.py --server.address 127.0.0.1
 
 bench: $(STAMP)

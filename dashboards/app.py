@@ -1,7 +1,8 @@
-"""SALGL ablation dashboard: `streamlit run dashboards/app.py`.
+"""The Streamlit pages of the SALGL ablation dashboard: `streamlit run dashboards/app.py`.
 
-Reads results/ only (results/README.md); never needs Ray running. The results folder is <repo>/results,
-$SALGL_RESULTS_DIR, or whatever the sidebar box says.
+Lays out what the other dashboards modules read (files, runs, paper) and shape (views, charts); no data
+logic here. Reads results/ only (results/README.md); never needs Ray running. The results folder is
+<repo>/results, $SALGL_RESULTS_DIR, or whatever the sidebar box says.
 """
 
 from __future__ import annotations
@@ -17,28 +18,70 @@ import streamlit as st
 
 # `streamlit run` puts dashboards/ on sys.path, not the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dashboards import charts  # noqa: E402
-from dashboards import loader as L  # noqa: E402
+from dashboards import charts, views  # noqa: E402
+from dashboards.files import LoadError, SceneData, load_scene, stamp  # noqa: E402
+from dashboards.fmt import fmt_num, fmt_seconds, fmt_value  # noqa: E402
+from dashboards.paper import PAPER_METRIC, PaperTables, load_paper_tables, paper_stamp  # noqa: E402
+from dashboards.paths import display_path, results_dir, shown  # noqa: E402
+from dashboards.runs import (  # noqa: E402
+    Run,
+    RunSummary,
+    list_runs,
+    load_run,
+    run_stamp,
+    status_notes,
+    summarize_dir,
+)
 
 AXIS_LABELS = {"num_scenes": "number of scenes K", "gnn_steps": "graph propagation steps T",
                "comat_momentum": "co-occurrence momentum μ (ours, not the paper's)"}
-METRICS = ("mAP", "mAP_ema", "best_mAP", "best_mAP_ema", "CF1", "OF1", "CF1_top3", "OF1_top3", "scene_nmi")
 METRIC_HELP = ("mAP / mAP_ema: the last epoch's mAP of the model / its EMA copy. best_*: the best epoch's. "
                "The paper reports the EMA model at its best epoch (picked on the test set), i.e. best_mAP_ema. "
                "CF1 / OF1: per-class / overall F1 at score >= 0.5.")
 MOMENTUM_NOTE = ("**comat_momentum is our knob, not the paper's.** The paper (and the official code) keeps each "
                  "scene's co-occurrence counts as a plain running sum over the whole run, i.e. μ = 1; smaller μ "
                  "makes M_k ← μ·M_k + batch counts forget old batches. The paper has no ablation of it.")
-PAPER_COLUMNS = ["backbone", "resolution", "pretrain", "method", "mAP", "CP", "CR", "CF1", "OP", "OR", "OF1",
-                 "CP_top3", "CR_top3", "CF1_top3", "OP_top3", "OR_top3", "OF1_top3"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached reads: the key includes the files' mtimes and sizes, so a widget click reuses the parsed run
+# and a rewrite by a running study (the export replaces files whole) is picked up on the next rerun.
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def cached_summary(run_dir: str, files: tuple) -> RunSummary:
+    return summarize_dir(Path(run_dir))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_run(run_dir: str, files: tuple) -> Run:
+    return load_run(run_dir)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_scene(path: str, files: tuple, class_names: tuple[str, ...]) -> SceneData:
+    return load_scene(path, class_names)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def cached_paper(root: str, files: tuple) -> PaperTables:
+    return load_paper_tables(root)
+
+
+def summary_of(run_dir: Path) -> RunSummary:
+    return cached_summary(str(run_dir), run_stamp(run_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
 
 
 def guarded(what: str, where: Path | str, fn: Callable[[], None]) -> None:
     """Run one view; an unforeseen problem with the files becomes a message naming them, not a traceback."""
     try:
         fn()
-    except L.LoadError as e:
-        st.error(f"{what}: {L.shown(e.path)}: {e.message}")
+    except LoadError as e:
+        st.error(f"{what}: {shown(e.path)}: {e.message}")
     except Exception as e:  # noqa: BLE001 - the page must stay usable whatever a results file holds
         st.error(f"{what}: could not be drawn from {where}: {type(e).__name__}: {e}")
         with st.expander("details"):
@@ -50,138 +93,112 @@ def table(df: pd.DataFrame, **kw) -> None:
     st.dataframe(df, width="stretch", hide_index=True, placeholder="–", **kw)
 
 
-def paper_context(paper: L.PaperTables, expanded: bool = False) -> None:
+def paper_context(paper: PaperTables, expanded: bool = False) -> None:
     with st.expander("The paper's MS-COCO 2014 table (SALGL, ICCV 2023)", expanded=expanded):
         if len(paper.coco):
-            table(paper.coco[PAPER_COLUMNS], height="content")
+            table(views.paper_table(paper), height="content")
             st.caption(f"Source: {paper.coco['source'].iloc[-1]}. Empty cells: not reported.")
         else:
             st.info("The paper's table is not available (see the warning above).")
 
 
-def runs_table(runs: list[L.RunSummary]) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "run": s.key, "status": s.status, "dataset": s.dataset, "backbone": s.backbone, "px": s.image_size,
-        "axis": s.axis or "(joint search)", "trials": f"{s.n_finished}/{s.n_trials if s.n_trials is not None else '?'}",
-        "best mAP": s.best_value, "metric": s.best_metric, "device": s.device,
-        "trial time": L.fmt_seconds(s.trial_seconds_total), "wall time": L.fmt_seconds(s.wall_seconds),
-        "started": s.started} for s in runs])
-
-
-def metric_options(trials: pd.DataFrame) -> list[str]:
-    opts = [m for m in METRICS if m in trials and (m in METRICS[:6] or trials[m].notna().any())]
-    return opts or ["mAP"]
-
-
-def paper_config_value(run: L.Run) -> str | None:
-    v = run.paper_config.get(run.axis) if run.axis else None
-    return None if v is None else L.fmt_value(v)
+def metric_picker(run: Run, key: str) -> str:
+    return st.selectbox("Metric", views.metric_options(run.trials), index=0, key=key, help=METRIC_HELP)
 
 
 # ---------------------------------------------------------------------------------------------
 # Views
 
 
-def ablation_view(run: L.Run, paper: L.PaperTables) -> None:
+def no_reference_note(run: Run, metric: str, repro: pd.DataFrame) -> None:
+    if run.dataset in ("voc2007", "nuswide"):
+        st.info(f"No paper number for {run.dataset} is on file (results/paper holds the paper's MS-COCO table "
+                f"only; its VOC / NUS-WIDE tables could not be retrieved), so there is no paper reference line. "
+                f"The paper's MS-COCO table is below for context.")
+    else:
+        st.info(f"The paper reports no {PAPER_METRIC.get(metric, metric)} for {run.dataset} with {run.backbone} at "
+                f"{run.image_size} px, so there is no reference line" + (
+                    " (its numbers are for MS-COCO, VOC 2007 and NUS-WIDE with ResNet-101 / ViT-L16; this run uses "
+                    "the embedded synthetic data)" if run.dataset == "synthetic" else "")
+                + ". The paper's MS-COCO table is below for context.")
+    if len(repro):
+        st.caption("Dotted lines: published reproduction figures for this setting (results/paper/"
+                   "reproductions.csv).")
+
+
+def ablation_view(run: Run, paper: PaperTables) -> None:
     axis = run.axis
     if axis == "comat_momentum":
         st.info(MOMENTUM_NOTE)
     if axis not in run.trials:
-        st.info(f"{L.shown(run.path / 'trials.csv')} has no {axis} column (yet): nothing to plot against.")
+        st.info(f"{shown(run.path / 'trials.csv')} has no {axis} column (yet): nothing to plot against.")
         return
-    metric = st.selectbox("Metric", metric_options(run.trials), index=0, key="ablation_metric", help=METRIC_HELP)
-    ref = L.paper_reference(paper.coco, run.dataset, run.backbone, run.image_size, metric)
-    repro = L.reproduction_refs(paper.reproductions, run.dataset, run.backbone, run.image_size)
-    if metric not in L.PAPER_METRIC:
-        repro = repro.iloc[0:0]
-    ab = L.ablation_summary(run.trials, axis, metric, run.paper_config)
+    metric = metric_picker(run, "ablation_metric")
+    ref, repro = views.paper_references(run, paper, metric)
+    ab = views.ablation_summary(run.trials, axis, metric, run.paper_config)
     if not len(ab.points) or not ab.points["metric"].notna().any():
-        st.info(f"No trial in {L.shown(run.path / 'trials.csv')} has a value for {metric} yet"
+        st.info(f"No trial in {shown(run.path / 'trials.csv')} has a value for {metric} yet"
                 + (" (the study is still running)." if run.status == "RUNNING" else "."))
         return
-    axis_label = AXIS_LABELS.get(axis, axis)
     if ref is not None:
-        counted = ab.summary[ab.summary["n"] > 0]
+        paper_row, best_row = views.ablation_highlights(ab)
         cols = st.columns(3)
         cols[0].metric(f"SALGL paper ({ref.metric})", f"{ref.value:g}", help=ref.source)
         notes = []
-        paper_rows = counted[counted["is_paper"]]
-        if len(paper_rows):
-            p = paper_rows.iloc[0]
-            cols[1].metric("ours − paper, paper's config", f"{p['mean'] - ref.value:+.2f}")
-            notes.append(f"paper's config {axis} = {p['label']}: mean {metric} {p['mean']:.2f} (n = {p['n']})")
-        if len(counted):
-            b = counted.loc[counted["mean"].idxmax()]
-            cols[2].metric("ours − paper, best setting", f"{b['mean'] - ref.value:+.2f}")
-            notes.append(f"best setting {axis} = {b['label']}: mean {metric} {b['mean']:.2f} (n = {b['n']})")
+        if paper_row is not None:
+            cols[1].metric("ours − paper, paper's config", f"{paper_row['mean'] - ref.value:+.2f}")
+            notes.append(f"paper's config {axis} = {paper_row['label']}: mean {metric} {paper_row['mean']:.2f} "
+                         f"(n = {paper_row['n']})")
+        if best_row is not None:
+            cols[2].metric("ours − paper, best setting", f"{best_row['mean'] - ref.value:+.2f}")
+            notes.append(f"best setting {axis} = {best_row['label']}: mean {metric} {best_row['mean']:.2f} "
+                         f"(n = {best_row['n']})")
         st.caption("; ".join(notes) + f"; paper: {ref.describe()}.")
     else:
-        what = L.PAPER_METRIC.get(metric, metric)
-        if run.dataset in ("voc2007", "nuswide"):
-            st.info(f"No paper number for {run.dataset} is on file (results/paper holds the paper's MS-COCO table "
-                    f"only; its VOC / NUS-WIDE tables could not be retrieved), so there is no paper reference line. "
-                    f"The paper's MS-COCO table is below for context.")
-        else:
-            st.info(f"The paper reports no {what} for {run.dataset} with {run.backbone} at {run.image_size} px, so "
-                    f"there is no reference line" + (" (its numbers are for MS-COCO, VOC 2007 and NUS-WIDE with "
-                                                     "ResNet-101 / ViT-L16; this run uses the embedded synthetic "
-                                                     "data)" if run.dataset == "synthetic" else "")
-                    + ". The paper's MS-COCO table is below for context.")
-        if len(repro):
-            st.caption("Dotted lines: published reproduction figures for this setting (results/paper/"
-                       "reproductions.csv).")
-    fig = charts.ablation_figure(ab, axis_label, metric, ref, repro if ref is None else None)
+        no_reference_note(run, metric, repro)
+    fig = charts.ablation_figure(ab, AXIS_LABELS.get(axis, axis), metric, ref, repro if ref is None else None)
     st.plotly_chart(fig, width="stretch", key="ablation_chart")
-    pv = paper_config_value(run)
+    pv = views.paper_config_value(run)
     st.caption(f"Each point is one trial (colour = seed); the red diamonds are the mean ± sample std over the "
                f"FINISHED seeds. ★ = the paper's configuration{f' ({axis} = {pv})' if pv else ''}."
                + (f" Dashed line: {ref.describe()}." if ref is not None else ""))
-    summary = ab.summary.rename(columns={"label": axis, "n": "n (finished)", "failed": "errored / diverged",
-                                       "is_paper": "paper config"}).drop(columns="value")
-    table(summary.round(3))
+    table(views.ablation_table(ab))
     if ref is None:
         paper_context(paper, expanded=True)
 
 
-def search_view(run: L.Run) -> None:
-    metric = st.selectbox("Metric", metric_options(run.trials), index=0, key="search_metric", help=METRIC_HELP)
-    params = L.search_params(run)
+def search_view(run: Run) -> None:
+    metric = metric_picker(run, "search_metric")
+    params = views.search_params(run)
     if not params:
-        st.info(f"{L.shown(run.path / 'study.json')} has no search_space and no config field varies across the "
+        st.info(f"{shown(run.path / 'study.json')} has no search_space and no config field varies across the "
                 f"trials in trials.csv: nothing to plot against.")
         return
-    pts = L.search_points(run.trials, params, metric)
+    pts = views.search_points(run.trials, params, metric)
     if not len(pts):
-        st.info(f"No trial in {L.shown(run.path / 'trials.csv')} has a value for {metric} yet.")
+        st.info(f"No trial in {shown(run.path / 'trials.csv')} has a value for {metric} yet.")
         return
-    vals = pd.to_numeric(run.trials[metric], errors="coerce")
-    best = str(run.trials.loc[vals.idxmax(), "trial_id"]) if vals.notna().any() else None
-    fig = charts.search_figure(pts, params, metric, best, L.log_scale_params(run))
+    fig = charts.search_figure(pts, params, metric, views.best_trial_id(run.trials, metric),
+                               views.log_scale_params(run))
     st.plotly_chart(fig, width="stretch", key="search_chart")
     st.caption(f"Joint search ({run.meta.get('sampler') or '?'} sampler, {run.meta.get('scheduler') or '?'} "
                f"scheduler): one point per trial; STOPPED = ended early by the scheduler. ★ = best trial.")
-    top = run.trials.assign(_m=vals).sort_values("_m", ascending=False).head(10)
-    table(top[["trial_id", "status", *params, metric, "epochs_done"]])
+    table(views.top_trials(run.trials, params, metric))
 
 
-def curves_view(run: L.Run, paper: L.PaperTables) -> None:
+def curves_view(run: Run, paper: PaperTables) -> None:
     ep = run.epochs
     if not len(ep):
-        st.info(f"{L.shown(run.path / 'epochs.csv')} has no rows yet" +
+        st.info(f"{shown(run.path / 'epochs.csv')} has no rows yet" +
                 (" (the study is still running)." if run.status == "RUNNING" else "."))
         return
-    known = {str(r["trial_id"]): L.trial_label(r, run.axis) for _, r in run.trials.iterrows()}
-    ids = [t for t in known if t in set(ep["trial_id"])] + sorted(set(ep["trial_id"]) - set(known))
-    labels = {t: known.get(t, f"{t} (no trials.csv row yet)") for t in ids}
-    t = run.trials
-    paper_first = t[t["is_paper_config"]]["trial_id"].tolist() if "is_paper_config" in t else []
-    default = [i for i in dict.fromkeys(paper_first + ids) if i in ids][:6]
-    chosen = st.multiselect("Trials", ids, default=default, format_func=lambda i: labels[i],
+    ids, labels, preferred = views.trial_choices(run, ep["trial_id"])
+    chosen = st.multiselect("Trials", ids, default=preferred[:6], format_func=lambda i: labels[i],
                             key=f"curve_trials::{run.key}")
     if not chosen:
         st.info("Pick at least one trial.")
         return
-    ref = paper.curve if run.dataset == "coco" and len(paper.curve) else None
+    ref = views.reference_curve(run, paper)
     st.plotly_chart(charts.learning_curves_figure(ep, chosen, labels, ref), width="stretch", key="curves_chart")
     if ref is not None:
         st.caption("Dashed: the published COCO reproduction (yu-gi-oh-leilei/SALGL, ResNet-101 448 px), its running "
@@ -189,19 +206,16 @@ def curves_view(run: L.Run, paper: L.PaperTables) -> None:
     st.plotly_chart(charts.losses_figure(ep, chosen, labels, ref), width="stretch", key="losses_chart")
 
 
-def scenes_view(run: L.Run) -> None:
+def scenes_view(run: Run) -> None:
     files = run.scene_files
     if not files:
-        st.info(f"No per-trial scene statistics in {L.shown(run.path / 'scenes')} "
+        st.info(f"No per-trial scene statistics in {shown(run.path / 'scenes')} "
                 + ("yet (the study is still running)." if run.status == "RUNNING" else "(scenes/<trial_id>.json)."))
         return
-    known = {str(r["trial_id"]): L.trial_label(r, run.axis) for _, r in run.trials.iterrows()}
-    ids = [t for t in known if t in files] + sorted(set(files) - set(known))
-    t = run.trials
-    paper_first = [i for i in (t[t["is_paper_config"]]["trial_id"].tolist() if len(t) else []) if i in files]
-    tid = st.selectbox("Trial", ids, index=ids.index(paper_first[0]) if paper_first else 0,
-                       format_func=lambda i: known.get(i, i), key=f"scene_trial::{run.key}")
-    scene = L.load_scene(files[tid], run.class_names)
+    ids, labels, preferred = views.trial_choices(run, files)
+    tid = st.selectbox("Trial", ids, index=ids.index(preferred[0]), format_func=lambda i: labels[i],
+                       key=f"scene_trial::{run.key}")
+    scene = cached_scene(str(files[tid]), stamp(files[tid]), tuple(run.class_names))
     left, right = st.columns([3, 2])
     with left:
         c1, c2 = st.columns(2)
@@ -214,87 +228,56 @@ def scenes_view(run: L.Run) -> None:
     with right:
         st.plotly_chart(charts.scene_usage_figure(scene), width="stretch", key="usage_chart")
         st.markdown("**Labels most typical of each scene**")
-        table(L.typical_labels(scene, 5).round(3), height=320)
+        table(views.typical_labels(scene, 5).round(3), height=320)
         st.caption("share: fraction of the label's counted images that went to this scene; lift: share ÷ the "
                    "scene's fraction of all label occurrences (1 = no preference).")
     if scene.nmi is not None or scene.contingency is not None:
         st.subheader("Learned vs true scenes (synthetic data)")
         a, b = st.columns([1, 3])
-        a.metric("NMI (learned vs true scene)", L.fmt_num(scene.nmi, 3))
+        a.metric("NMI (learned vs true scene)", fmt_num(scene.nmi, 3))
         if scene.contingency is not None:
             b.plotly_chart(charts.contingency_figure(scene), width="stretch", key="contingency_chart")
     elif run.dataset == "synthetic":
-        st.info(f"{L.shown(scene.path)} has no true-scene contingency (true_scene_nmi / contingency are null).")
+        st.info(f"{shown(scene.path)} has no true-scene contingency (true_scene_nmi / contingency are null).")
 
 
-def trials_view(run: L.Run) -> None:
-    t = run.trials
-    if not len(t):
-        st.info(f"{L.shown(run.path / 'trials.csv')} has no trial rows yet.")
+def trials_view(run: Run) -> None:
+    if not len(run.trials):
+        st.info(f"{shown(run.path / 'trials.csv')} has no trial rows yet.")
         return
-    c1, c2, c3 = st.columns(3)
-    statuses = sorted(t["status"].unique())
-    keep = c1.multiselect("Status", statuses, default=statuses, key=f"f_status::{run.key}")
-    mask = t["status"].isin(keep)
-    if run.axis and run.axis in t:
-        values = sorted(t[run.axis].dropna().unique().tolist())
-        chosen = c2.multiselect(run.axis, values, default=values, format_func=L.fmt_value, key=f"f_axis::{run.key}")
-        mask &= t[run.axis].isin(chosen)
-    if "seed" in t and t["seed"].notna().any():
-        seeds = sorted(t["seed"].dropna().unique().tolist())
-        chosen_seeds = c3.multiselect("Seed", seeds, default=seeds, format_func=L.fmt_value, key=f"f_seed::{run.key}")
-        mask &= t["seed"].isin(chosen_seeds)
+    boxes = st.columns(3)
+    chosen = {}
+    for col, values in views.trial_filters(run).items():
+        # One place per filter: status, the swept axis, seed.
+        slot, title, key = {"status": (0, "Status", "f_status"), "seed": (2, "Seed", "f_seed")}.get(
+            col, (1, col, "f_axis"))
+        chosen[col] = boxes[slot].multiselect(title, values, default=values, format_func=fmt_value,
+                                              key=f"{key}::{run.key}")
     all_cols = st.checkbox("Show every config field", value=False, key="f_allcols")
-    config = L.config_columns(t)
-    varied = [run.axis] if run.axis in t else L.search_params(run)
-    lead = ["trial_id", "status", "seed", "is_paper_config", *[c for c in varied if c in t]]
-    result = [c for c in L.TRIAL_COLUMNS if c in t and c not in lead]
-    cols = lead + (config if all_cols else []) + result
-    shown = t.loc[mask, list(dict.fromkeys(cols))]
-    table(shown)
-    st.download_button("Download these trials (CSV)", shown.to_csv(index=False).encode(),
+    rows = views.trial_table(run, chosen, all_cols)
+    table(rows)
+    st.download_button("Download these trials (CSV)", rows.to_csv(index=False).encode(),
                        file_name=f"{run.study}_{run.path.name}_trials.csv", mime="text/csv", key="download_trials")
-    bad = t[t["status"].isin(["ERROR", "DIVERGED"])]
+    bad = views.failed_trials(run)
     if len(bad):
         st.warning(f"{len(bad)} trial(s) ended in ERROR / DIVERGED; their `error` column says why.")
 
 
-def provenance_view(run: L.Run) -> None:
-    m = run.meta
-    prov = m.get("provenance") or {}
-    if not prov:
-        st.warning(f"{L.shown(run.path / 'study.json')} has no provenance block.")
-    cluster = prov.get("ray_cluster") or {}
-    wall, total = m.get("wall_seconds"), m.get("trial_seconds_total")
-    par = (f"{total / wall:.2f}x" if isinstance(wall, (int, float)) and isinstance(total, (int, float)) and wall > 0
-           else "–")
-    rows = {
-        "study / run": run.key, "status": run.status, "started": m.get("started"), "finished": m.get("finished"),
-        "wall time": L.fmt_seconds(wall), "summed trial time": L.fmt_seconds(total),
-        "summed ÷ wall (effective parallelism)": par, "trials (finished / all)": f"{m.get('n_finished')} / "
-        f"{m.get('n_trials')}", "max concurrent trials": m.get("max_concurrent"),
-        "sampler / scheduler": f"{m.get('sampler')} / {m.get('scheduler')}",
-        "searcher metric": f"{m.get('metric')} ({m.get('mode')})", "metric protocol": m.get("metric_protocol"),
-        "seeds": m.get("seeds"), "device": m.get("device"),
-        "git commit": f"{prov.get('git_commit')}{' (dirty working tree)' if prov.get('git_dirty') else ''}",
-        "python": prov.get("python"), "platform": prov.get("platform"),
-        "cpu": f"{prov.get('cpu')} ({prov.get('cpu_count')} cores)", "gpus": ", ".join(prov.get("gpus") or []) or
-        "none", "ray cluster": ", ".join(f"{k}: {v}" for k, v in cluster.items()) or "–",
-        "optuna storage": m.get("optuna_storage"),
-    }
-    table(pd.DataFrame({"field": list(rows), "value": [str(v) for v in rows.values()]}), height="content")
-    pk = prov.get("packages") or {}
-    if pk:
+def provenance_view(run: Run) -> None:
+    if not run.meta.get("provenance"):
+        st.warning(f"{shown(run.path / 'study.json')} has no provenance block.")
+    table(views.provenance_table(run), height="content")
+    packages = views.packages_table(run)
+    if len(packages):
         st.markdown("**Package versions**")
-        table(pd.DataFrame({"package": list(pk), "version": [str(v) for v in pk.values()]}), height="content")
+        table(packages, height="content")
     with st.expander("base_config, paper_config, axis values / search space (study.json)"):
-        st.code(json.dumps({k: m.get(k) for k in ("base_config", "paper_config", "axis", "axis_values",
-                                                   "search_space")}, indent=2, default=str), language="json")
+        st.code(json.dumps(views.study_settings(run), indent=2, default=str), language="json")
 
 
-def comparison_view(runs: list[L.RunSummary], paper: L.PaperTables) -> None:
+def comparison_view(runs: list[RunSummary], paper: PaperTables) -> None:
     st.markdown("**Our best result per dataset beside the paper's rows**")
-    comparison = L.comparison_table(L.best_per_dataset(runs), paper)
+    comparison = views.comparison_table(views.best_per_dataset(runs), paper)
     if len(comparison):
         table(comparison, height="content")
     st.caption("Ours: the trial with the highest best-epoch mAP (EMA model where exported) over every run of that "
@@ -307,47 +290,10 @@ def comparison_view(runs: list[L.RunSummary], paper: L.PaperTables) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# The page
 
 
-def main() -> None:
-    st.set_page_config(page_title="SALGL ablations", layout="wide")
-    st.sidebar.title("SALGL ablations")
-    typed = st.sidebar.text_input("Results folder", value=str(L.results_dir()), key="results_dir",
-                                  help="Default: <repo>/results, or $SALGL_RESULTS_DIR when set.")
-    root = L.results_dir(typed)
-    address = st.get_option("server.address")
-    if address not in ("127.0.0.1", "localhost", "::1"):
-        st.sidebar.warning(f"This server listens on {address or 'all network interfaces'}, not only this machine. "
-                           f"Start it from the repository root (which reads .streamlit/config.toml) or pass "
-                           f"--server.address 127.0.0.1.")
-    st.sidebar.button("Reload files", key="reload")
-    paper = L.load_paper_tables(root)
-    for w in paper.warnings:
-        st.warning(w)
-    try:
-        runs, problems = L.list_runs(root)
-    except L.LoadError as e:
-        st.error(f"{e.path}: {e.message}")
-        paper_context(paper, expanded=True)
-        return
-    for w in problems:
-        st.warning(w)
-    if not runs:
-        st.info(f"No study runs in {root} yet. Run a study (e.g. `python studies/scene_count.py`); its export "
-                f"(results/<study>/<run>/study.json, trials.csv, ...) appears here.")
-        paper_context(paper, expanded=True)
-        return
-    by_key = {s.key: s for s in runs}
-    key = st.sidebar.selectbox("Study run (newest first)", list(by_key), format_func=lambda k: by_key[k].label(),
-                               key="run")
-    s = by_key[key]
-    st.sidebar.caption(f"{len(runs)} run(s) in {root}")
-    try:
-        run = L.load_run(s.path)
-    except L.LoadError as e:
-        st.error(f"{L.shown(e.path)}: {e.message}")
-        return
-
+def run_header(run: Run, s: RunSummary, runs: list[RunSummary]) -> None:
     st.header(f"{run.study} · {run.path.name}")
     st.caption(f"{run.dataset} · {run.backbone} · {run.image_size} px · axis: {run.axis or 'joint search'} · "
                f"{run.meta.get('sampler') or '?'} / {run.meta.get('scheduler') or '?'} · device: {s.device or '?'} · "
@@ -356,19 +302,61 @@ def main() -> None:
     c[0].metric("status", run.status)
     c[1].metric("trials ended", f"{s.n_finished} / {s.n_trials if s.n_trials is not None else '?'}",
                 help="FINISHED, STOPPED (early-stopped), ERROR or DIVERGED, out of all trials")
-    c[2].metric(f"best ({s.best_metric})", L.fmt_num(s.best_value))
-    c[3].metric("summed trial time", L.fmt_seconds(s.trial_seconds_total),
-                help=f"wall time {L.fmt_seconds(s.wall_seconds)}")
-    for n in run.notes:
+    c[2].metric(f"best ({s.best_metric})", fmt_num(s.best_value))
+    c[3].metric("summed trial time", fmt_seconds(s.trial_seconds_total),
+                help=f"wall time {fmt_seconds(s.wall_seconds)}")
+    for n in run.notes + status_notes(run):
         st.info(n)
     for w in run.warnings:
         st.warning(w)
     with st.expander(f"All runs ({len(runs)})"):
-        table(runs_table(runs))
+        table(views.runs_table(runs))
+
+
+def main() -> None:
+    st.set_page_config(page_title="SALGL ablations", layout="wide")
+    st.sidebar.title("SALGL ablations")
+    typed = st.sidebar.text_input("Results folder", value=display_path(results_dir()), key="results_dir",
+                                  help="Default: results (in the repository), or $SALGL_RESULTS_DIR when set. "
+                                       "A relative path starts at the repository root.")
+    root = results_dir(typed)
+    address = st.get_option("server.address")
+    if address not in ("127.0.0.1", "localhost", "::1"):
+        st.sidebar.warning(f"This server listens on {address or 'all network interfaces'}, not only this machine. "
+                           f"Start it from the repository root (which reads .streamlit/config.toml) or pass "
+                           f"--server.address 127.0.0.1.")
+    st.sidebar.button("Reload files", key="reload")
+    paper = cached_paper(str(root), paper_stamp(root))
+    for w in paper.warnings:
+        st.warning(w)
+    try:
+        runs, problems = list_runs(root, summary_of)
+    except LoadError as e:
+        st.error(f"{display_path(e.path)}: {e.message}")
+        paper_context(paper, expanded=True)
+        return
+    for w in problems:
+        st.warning(w)
+    if not runs:
+        st.info(f"No study runs in {display_path(root)} yet. Run a study (e.g. `python studies/scene_count.py`); its "
+                f"export (results/<study>/<run>/study.json, trials.csv, ...) appears here.")
+        paper_context(paper, expanded=True)
+        return
+    by_key = {s.key: s for s in runs}
+    key = st.sidebar.selectbox("Study run (newest first)", list(by_key), format_func=lambda k: by_key[k].label(),
+                               key="run")
+    s = by_key[key]
+    st.sidebar.caption(f"{len(runs)} run(s) in {display_path(root)}")
+    try:
+        run = cached_run(str(s.path), run_stamp(s.path))
+    except LoadError as e:
+        st.error(f"{shown(e.path)}: {e.message}")
+        return
+    run_header(run, s, runs)
 
     first = "Ablation" if run.axis else "Search"
     tabs = st.tabs([first, "Learning curves", "Scenes", "Trials", "Provenance", "Paper comparison"])
-    where = L.shown(run.path, 3)
+    where = shown(run.path, 3)
     with tabs[0]:
         if run.axis:
             guarded("Ablation view", where, lambda: ablation_view(run, paper))
@@ -383,7 +371,7 @@ def main() -> None:
     with tabs[4]:
         guarded("Provenance", where, lambda: provenance_view(run))
     with tabs[5]:
-        guarded("Paper comparison", str(root), lambda: comparison_view(runs, paper))
+        guarded("Paper comparison", display_path(root), lambda: comparison_view(runs, paper))
 
 
 main()

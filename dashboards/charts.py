@@ -1,4 +1,4 @@
-"""Plotly figures for the dashboard, built from loader outputs (no streamlit here, so tests can call them).
+"""Plotly figures for the dashboard's views, built from the shaped data (no streamlit, so tests can call them).
 
 Values go into traces as plain lists so the figure's JSON holds the exported numbers verbatim.
 """
@@ -13,7 +13,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboards.loader import Ablation, PaperRef, SceneData, fmt_value
+from dashboards.files import SceneData
+from dashboards.fmt import fmt_value
+from dashboards.paper import PaperRef
+from dashboards.views import Ablation
 
 SEED_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 MEAN_COLOR = "#d62728"

@@ -1,23 +1,30 @@
-"""dashboards/app.py through Streamlit's AppTest, on fixture exports written into tmp_path."""
+"""dashboards/app.py through Streamlit's AppTest, on demo exports written into tmp_path."""
 
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_results import synthetic_final, write_all, write_damaged_epochs, write_good
 
-from dashboards import loader as L
+from dashboards import files, paths
+from dashboards.demo import synthetic_final, write_all, write_damaged_epochs, write_good
+from dashboards.paper import load_paper_tables
+from dashboards.runs import load_run
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
-APP = str(Path(__file__).resolve().parents[1] / "dashboards" / "app.py")
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "dashboards" / "app.py")
 
 
 def start(monkeypatch, root: Path, run: str | None = None):
-    monkeypatch.setenv(L.ENV_VAR, str(root))
+    monkeypatch.setenv(paths.ENV_VAR, str(root))
     at = AppTest.from_file(APP, default_timeout=30).run()
     if run is not None:
         at.sidebar.selectbox(key="run").select(run).run()
@@ -88,7 +95,7 @@ def test_coco_reference_line_and_difference(monkeypatch, results):
     # Learning curves carry the published COCO reproduction (its epoch 0 drawn at 1).
     curves = {t["name"]: t for t in spec(at, "curves_chart")["data"]}
     ref = curves["published COCO reproduction (best EMA mAP so far)"]
-    paper = L.load_paper_tables()
+    paper = load_paper_tables()
     assert values(ref["y"]) == paper.curve["best_ema_mAP"].tolist()
     assert values(ref["x"])[:2] == [1, 2]
     # Scene heatmap with the COCO label names and the exported probabilities.
@@ -128,8 +135,8 @@ def test_momentum_study_is_flagged_as_ours_and_running(monkeypatch, results):
     assert "comat_momentum is our knob, not the paper's" in info
     assert "says RUNNING (2 of 4 trials finished)" in info
     warnings = texts(at.warning)
-    assert "momentum/2025-06-04_0900/trials.csv: skipped 1 line(s)" in warnings
     assert "scene_count/2025-06-02_0900/study.json: is not valid JSON" in warnings
+    assert "momentum/2025-06-04_0900" not in warnings
     traces = {t["name"]: t for t in spec(at, "ablation_chart")["data"]}
     assert values(traces["not finished (RUNNING)"]["y"]) == [55.7]
     assert not at.error
@@ -141,7 +148,7 @@ def test_tune_study_plots_metric_against_each_parameter(monkeypatch, results):
     titles = [a["text"] for a in fig["layout"]["annotations"]]
     assert titles == ["lr", "num_scenes"]
     assert fig["layout"]["xaxis"]["type"] == "log"
-    trials = L.load_run(results / "tune/2025-05-25_0900").trials
+    trials = load_run(results / "tune/2025-05-25_0900").trials
     ys = sorted(y for t in fig["data"] if t["xaxis"] == "x" and t["name"] != "best trial" for y in values(t["y"]))
     assert ys == sorted(trials["mAP"].tolist())
     assert not at.error
@@ -151,9 +158,17 @@ def test_damaged_and_empty_results_give_messages(monkeypatch, tmp_path):
     write_damaged_epochs(tmp_path / "damaged")
     at = start(monkeypatch, tmp_path / "damaged")
     warnings = texts(at.warning)
-    assert "damaged/graph_depth/2025-06-01_0900/epochs.csv: skipped 1 line(s)" in warnings
+    assert "damaged/graph_depth/2025-06-01_0900/epochs.csv: column mAP has 1 non-numeric value(s)" in warnings
     assert "'oops' on line 4" in warnings
     assert spec(at, "curves_chart")["data"]
+
+    # A file of another layout: the run still opens and the message names the file and what it lacks.
+    d = tmp_path / "damaged/graph_depth/2025-06-01_0900"
+    (d / "epochs.csv").write_text("id,epoch,score\ngds_0_0,1,50\n")
+    at = start(monkeypatch, tmp_path / "damaged")
+    assert "graph_depth/2025-06-01_0900/epochs.csv: lacks the column(s) trial_id, lr" in texts(at.warning)
+    assert "epochs.csv has no rows yet" in texts(at.info)
+    assert spec(at, "ablation_chart")["data"] and not at.error
 
     (tmp_path / "empty").mkdir()
     at = start(monkeypatch, tmp_path / "empty")
@@ -180,3 +195,71 @@ def test_sidebar_box_overrides_the_environment(monkeypatch, tmp_path, results):
     assert at.sidebar.selectbox(key="run").options[0].startswith("momentum/2025-06-04_0900")
     assert len(at.sidebar.selectbox(key="run").options) == 5
 
+
+
+def rewrite_like_the_export(path: Path, rows: list[dict]) -> None:
+    """What studies/export.py does: write a new file, rename it over the old one (a newer mtime)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buf.getvalue())
+    later = path.stat().st_mtime_ns + 10**9
+    os.utime(tmp, ns=(later, later))
+    tmp.replace(path)
+
+
+def test_widget_clicks_reuse_the_parsed_run_until_its_files_change(monkeypatch, tmp_path):
+    reads: list[str] = []
+    real = files.read_csv_table
+
+    def counting(path, *args, **kwargs):
+        reads.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(files, "read_csv_table", counting)
+    d = write_good(tmp_path / "results")["scene_count"]
+    at = start(monkeypatch, tmp_path / "results", "scene_count/2025-06-03_0900")
+    assert {"trials.csv", "epochs.csv"} <= set(reads)
+    n = len(reads)
+    at.selectbox(key="ablation_metric").select("CF1").run()
+    at.selectbox(key="scene_k::scene_count/2025-06-03_0900").select(2).run()
+    at.checkbox(key="f_allcols").check().run()
+    at.selectbox(key="ablation_metric").select("mAP").run()
+    assert len(reads) == n and not at.exception
+    # A running study's export rewrites trials.csv: the next rerun reads it again and shows the new value.
+    with open(d / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[0]["mAP"] = "61.5"
+    rewrite_like_the_export(d / "trials.csv", rows)
+    at.run()
+    assert len(reads) > n and "trials.csv" in reads[n:]
+    seed0 = {t["name"]: t for t in spec(at, "ablation_chart")["data"]}["seed 0"]
+    assert values(seed0["y"])[0] == 61.5
+
+
+def test_results_folder_is_shown_relative_to_the_repository(monkeypatch, tmp_path):
+    """The sidebar and the messages never show where the repository is checked out."""
+    repo = tmp_path / "checkout"
+    write_good(repo / "results")
+    shutil.copytree(REPO / "results" / "paper", repo / "results" / "paper")
+    monkeypatch.setattr(paths, "REPO_ROOT", repo)
+    monkeypatch.setattr(paths, "DEFAULT_RESULTS_DIR", repo / "results")
+    monkeypatch.delenv(paths.ENV_VAR, raising=False)
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception and not at.warning, texts(at.warning)
+    assert at.sidebar.text_input(key="results_dir").value == "results"
+    assert "3 run(s) in results" in texts(at.sidebar.caption)
+    shown = [texts(at.sidebar.caption), texts(at.caption), texts(at.info), texts(at.error),
+             texts(at.sidebar.selectbox)]
+    assert not any(str(repo) in t for t in shown)
+    # A relative $SALGL_RESULTS_DIR (as `make dashboard-demo` sets it) is shown as it is.
+    write_good(repo / ".cache" / "demo_results")
+    monkeypatch.setenv(paths.ENV_VAR, ".cache/demo_results")
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert at.sidebar.text_input(key="results_dir").value == ".cache/demo_results"
+    assert "3 run(s) in .cache/demo_results" in texts(at.sidebar.caption)
+    (tmp_path / "checkout" / "empty").mkdir()
+    at.sidebar.text_input(key="results_dir").input("empty").run()
+    assert "No study runs in empty yet" in texts(at.info) and str(repo) not in texts(at.info)

@@ -1,16 +1,13 @@
-"""The dashboard in a real browser: `streamlit run` on fixture exports, headless Chromium, a screenshot.
+"""The dashboard in a real browser: `streamlit run` on demo exports, the system's headless Chromium, a screenshot.
 
-Chromium's one-shot `--screenshot` (even with --virtual-time-budget) captures Streamlit's loading
-skeleton: virtual time runs out without waiting for the app's websocket. So the test drives the
-same headless Chromium over the DevTools protocol (a websocket; `websockets` ships with streamlit),
-waits until Plotly has drawn the traces, and only then takes the screenshot.
+Playwright drives the installed Chromium (`executable_path`), so nothing is downloaded. Chromium's
+one-shot `--screenshot` is not enough: it captures Streamlit's loading skeleton before the app's
+websocket has delivered the page, so the test waits until Plotly has drawn the traces.
 """
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 import os
 import shutil
 import signal
@@ -23,15 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_results import write_good
 
 from dashboards import charts
+from dashboards.demo import write_good
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
-PLOTTED = ("document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= 3 && "
-           "!document.querySelector('[data-testid=\"stStatusWidget\"]')")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")]
+# The ablation chart is drawn: several traces, the paper's star among the points, fonts in, no rerun pending.
+DRAWN = ("document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= 3 && "
+         "document.querySelectorAll('.js-plotly-plot .scatterlayer .point').length >= 10 && "
+         "document.fonts.status === 'loaded' && "
+         "!document.querySelector('[data-testid=\"stStatusWidget\"]')")
 
 
 def free_port() -> int:
@@ -69,33 +70,14 @@ def healthy(url: str) -> bool:
         return False
 
 
-class DevTools:
-    """The few DevTools protocol calls the test needs, over one page's websocket."""
-
-    def __init__(self, ws) -> None:
-        self.ws = ws
-        self.n = 0
-
-    def call(self, method: str, **params):
-        self.n += 1
-        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv(timeout=30))
-            if msg.get("id") == self.n:
-                assert "error" not in msg, msg
-                return msg.get("result", {})
-
-    def js(self, expression: str):
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-
 def near(img: np.ndarray, hex_color: str, tol: int = 10) -> int:
     rgb = np.array([int(hex_color[i:i + 2], 16) for i in (1, 3, 5)])
     return int((np.abs(img[..., :3].astype(int) - rgb).max(-1) <= tol).sum())
 
 
 def test_dashboard_renders_the_ablation_chart_in_chromium(tmp_path):
-    connect = pytest.importorskip("websockets.sync.client").connect
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (it drives the "
+                                                                  "system chromium: no browser download)")
     from PIL import Image
 
     results = tmp_path / "results"
@@ -108,45 +90,29 @@ def test_dashboard_renders_the_ablation_chart_in_chromium(tmp_path):
          "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    browser = None
     try:
         wait_for(lambda: server.poll() is not None or healthy(f"http://127.0.0.1:{port}/_stcore/health"), 45,
                  "the streamlit server")
         assert server.poll() is None, (tmp_path / "streamlit.log").read_text()
-        profile = tmp_path / "chromium-profile"
-        browser = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
-             "--window-size=1400,1800", "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        active = profile / "DevToolsActivePort"
-        wait_for(lambda: active.exists() and active.read_text().strip(), 30, "chromium's DevTools port")
-        dt_port = int(active.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{dt_port}/json", timeout=10) as r:
-            pages = [t for t in json.load(r) if t["type"] == "page"]
-        with connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as ws:
-            devtools = DevTools(ws)
-            devtools.call("Page.enable")
-            url = f"http://127.0.0.1:{port}/"
-            # A fresh server can leave the first page load blank: load again if nothing is drawn.
-            for attempt in range(2):
-                devtools.call("Page.navigate", url=url)
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1800})
+                page.goto(f"http://127.0.0.1:{port}/")
                 try:
-                    wait_for(lambda: devtools.js(PLOTTED), 40, "plotly traces on the page")
-                    break
-                except AssertionError:
-                    if attempt == 1:
-                        raise
-            time.sleep(1.0)  # let plotly finish its draw and the fonts settle
-            png = base64.b64decode(devtools.call("Page.captureScreenshot", format="png")["data"])
-            (tmp_path / "dashboard.png").write_bytes(png)
-            box = devtools.js("(() => { const r = document.querySelector('.js-plotly-plot')"
-                              ".getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })()")
-            page_text = devtools.js("document.body.innerText")
-            n_plots = devtools.js("document.querySelectorAll('.js-plotly-plot').length")
+                    page.wait_for_function(DRAWN, timeout=40_000)
+                except sync_api.TimeoutError:
+                    # A fresh server can leave the first page load blank: load once more.
+                    page.reload()
+                    page.wait_for_function(DRAWN, timeout=40_000)
+                png = page.screenshot()
+                (tmp_path / "dashboard.png").write_bytes(png)
+                box = page.locator(".js-plotly-plot").first.bounding_box()
+                page_text = page.inner_text("body")
+                n_plots = page.locator(".js-plotly-plot").count()
+            finally:
+                browser.close()
     finally:
-        if browser is not None:
-            stop(browser)
         stop(server)
         log.close()
 
@@ -158,7 +124,8 @@ def test_dashboard_renders_the_ablation_chart_in_chromium(tmp_path):
     assert img.shape[1] == 1400
     # The pixels: not blank, and the ablation chart shows the seed points, the mean and the paper star.
     assert (img < 240).any(-1).mean() > 0.03
-    left, top, right, bottom = (int(round(v)) for v in box)
+    left, top = int(round(box["x"])), int(round(box["y"]))
+    right, bottom = left + int(round(box["width"])), top + int(round(box["height"]))
     chart = img[max(top, 0):bottom, max(left, 0):right]
     assert chart.size and bottom - top > 300
     assert len(np.unique(chart.reshape(-1, 3), axis=0)) > 200

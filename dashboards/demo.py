@@ -1,7 +1,9 @@
-"""Writes realistic study exports (the results/README.md schema) for the dashboard tests and for demos.
+"""Writes demo study exports (the results schema) for `make dashboard-demo` and the dashboard's tests.
 
 Every number is a deterministic function of the trial's settings, so tests can recompute what a chart
-must show. `python tests/fixtures_results.py OUT_DIR` writes the full set into OUT_DIR.
+must show. `python -m dashboards.demo OUT_DIR` writes the full set into OUT_DIR: healthy studies (a
+synthetic scene_count, a COCO graph_depth, a tune search), a RUNNING momentum study, a run whose
+epochs.csv holds a non-numeric cell and a run whose study.json is not valid JSON.
 """
 
 from __future__ import annotations
@@ -10,13 +12,24 @@ import csv
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from salgl_core.config import ExperimentConfig, synthetic_preset  # noqa: E402
+from salgl_core.config import ExperimentConfig
+from salgl_core.presets import synthetic_preset
+from studies.schema import (
+    EPOCH_COLUMNS,
+    EPOCHS_CSV,
+    SCENES_DIR,
+    SCHEMA_VERSION,
+    STUDY_JSON,
+    TRIAL_KEY_COLUMNS,
+    TRIAL_RESULT_COLUMNS,
+    TRIALS_CSV,
+)
 
 COCO_CLASSES = [
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -37,12 +50,6 @@ PROVENANCE = {
     "platform": "Linux-6.1-x86_64", "cpu": "x86_64", "cpu_count": 2, "gpus": [],
     "ray_cluster": {"nodes": 1, "cpus": 2, "gpus": 0},
 }
-TRIAL_RESULT_COLUMNS = ["epochs_done", "best_epoch", "best_mAP", "best_mAP_ema", "mAP", "mAP_ema", "mAP_present",
-                        "CP", "CR", "CF1", "OP", "OR", "OF1", "CF1_top3", "OF1_top3", "scene_nmi", "seconds",
-                        "device", "gpu_ids", "error"]
-EPOCH_COLUMNS = ["trial_id", "epoch", "lr", "loss_total", "loss_cls", "loss_sample_entropy", "loss_batch_entropy",
-                 "mAP", "mAP_ema", "mAP_present", "CF1", "OF1", "CF1_top3", "OF1_top3", "seconds",
-                 "images_per_second"]
 
 
 def config_fields(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +62,7 @@ def _cell(v: Any) -> Any:
     return "" if v is None else v
 
 
-def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -124,7 +131,7 @@ def study_meta(study: str, run: str, axis: str | None, values: list | None, data
                n_finished: int, trial_seconds: float, device: str, paper_config: dict[str, Any],
                **extra: Any) -> dict[str, Any]:
     return {
-        "schema_version": 1, "study": study, "run": run, "axis": axis, "axis_values": values,
+        "schema_version": SCHEMA_VERSION, "study": study, "run": run, "axis": axis, "axis_values": values,
         "sampler": "GridSampler" if axis else "TPESampler", "scheduler": "FIFO" if axis else "ASHA",
         "metric": "mAP_ema", "mode": "max", "metric_protocol": PROTOCOL, "dataset": dataset,
         "backbone": base["backbone"], "image_size": base["image_size"], "base_config": base,
@@ -140,14 +147,13 @@ def write_run(root: Path, study: str, run: str, meta: dict[str, Any], trials: li
               epochs: list[dict[str, Any]], scenes: dict[str, dict[str, Any]]) -> Path:
     d = root / study / run
     d.mkdir(parents=True, exist_ok=True)
-    (d / "study.json").write_text(json.dumps(meta, indent=2))
-    columns = ["trial_id", "status", "seed", "is_paper_config", *[k for k in trials[0] if k not in
-               ("trial_id", "status", "seed", "is_paper_config", *TRIAL_RESULT_COLUMNS)], *TRIAL_RESULT_COLUMNS]
-    write_csv(d / "trials.csv", columns, trials)
-    write_csv(d / "epochs.csv", EPOCH_COLUMNS, epochs)
+    (d / STUDY_JSON).write_text(json.dumps(meta, indent=2))
+    config = [k for k in trials[0] if k not in (*TRIAL_KEY_COLUMNS, *TRIAL_RESULT_COLUMNS)]
+    write_csv(d / TRIALS_CSV, [*TRIAL_KEY_COLUMNS, *config, *TRIAL_RESULT_COLUMNS], trials)
+    write_csv(d / EPOCHS_CSV, EPOCH_COLUMNS, epochs)
     for tid, s in scenes.items():
-        (d / "scenes").mkdir(exist_ok=True)
-        (d / "scenes" / f"{tid}.json").write_text(json.dumps(s))
+        (d / SCENES_DIR).mkdir(exist_ok=True)
+        (d / SCENES_DIR / f"{tid}.json").write_text(json.dumps(s))
     return d
 
 
@@ -192,7 +198,8 @@ def write_coco_graph_depth(root: Path, run: str = "2025-05-20_0900") -> Path:
 
 
 def write_running_momentum(root: Path, run: str = "2025-06-04_0900") -> Path:
-    """A momentum study still RUNNING: trials.csv ends in a half-written line, one trial has no row yet."""
+    """A momentum study still RUNNING: one trial running, one whose first epoch is in epochs.csv but which has
+    no trials.csv row yet (the dashboard reads the two files at slightly different times)."""
     base = config_fields(synthetic_preset())
     trials = [trial_row("mo_1.0_0", 0, {**base, "comat_momentum": 1.0}, 56.0, 6, is_paper=True),
               trial_row("mo_0.9_0", 0, {**base, "comat_momentum": 0.9}, 55.0, 6),
@@ -201,14 +208,11 @@ def write_running_momentum(root: Path, run: str = "2025-06-04_0900") -> Path:
         epoch_rows("mo_0.99_0", 55.7, 6, 60.0)[:3] + epoch_rows("mo_0.999_0", 54.0, 6, 60.0)[:1]
     meta = study_meta("momentum", run, "comat_momentum", [0.9, 0.99, 0.999, 1.0], "synthetic", base, [0],
                       SYN_CLASSES, "RUNNING", "2025-06-04T09:00:00Z", 4, 2, 120.0, "cpu", {"comat_momentum": 1.0})
-    d = write_run(root, "momentum", run, meta, trials, epochs, {})
-    text = (d / "trials.csv").read_text()
-    (d / "trials.csv").write_text(text + "mo_0.999_0,FINISHED,0,false,small_cnn,,4,3")
-    return d
+    return write_run(root, "momentum", run, meta, trials, epochs, {})
 
 
 def write_damaged_epochs(root: Path, run: str = "2025-06-01_0900") -> Path:
-    """A finished synthetic graph_depth study whose epochs.csv has a cut line and a non-numeric cell."""
+    """A finished synthetic graph_depth study whose epochs.csv holds a non-numeric mAP cell (line 4)."""
     base = config_fields(synthetic_preset())
     trials, epochs = [], []
     for t in (0, 1, 3):
@@ -218,18 +222,15 @@ def write_damaged_epochs(root: Path, run: str = "2025-06-01_0900") -> Path:
     epochs[2]["mAP"] = "oops"
     meta = study_meta("graph_depth", run, "gnn_steps", [0, 1, 3], "synthetic", base, [0], SYN_CLASSES,
                       "FINISHED", "2025-06-01T09:00:00Z", 3, 3, 180.0, "cpu", {"gnn_steps": 3})
-    d = write_run(root, "graph_depth", run, meta, trials, epochs, {})
-    lines = (d / "epochs.csv").read_text().splitlines(keepends=True)
-    lines[5] = lines[5][:20] + "\n"
-    (d / "epochs.csv").write_text("".join(lines))
-    return d
+    return write_run(root, "graph_depth", run, meta, trials, epochs, {})
 
 
 def write_invalid_study_json(root: Path, run: str = "2025-06-02_0900") -> Path:
+    """A run folder whose study.json is not valid JSON (not something the export writes: a hand edit)."""
     d = root / "scene_count" / run
     d.mkdir(parents=True, exist_ok=True)
-    (d / "study.json").write_text('{"schema_version": 1, "study": "scene_count", "status": ')
-    write_csv(d / "trials.csv", ["trial_id", "status"], [{"trial_id": "x", "status": "FINISHED"}])
+    (d / STUDY_JSON).write_text('{"schema_version": 1, "study": "scene_count", "status": ')
+    write_csv(d / TRIALS_CSV, ["trial_id", "status"], [{"trial_id": "x", "status": "FINISHED"}])
     return d
 
 
@@ -263,13 +264,18 @@ def write_good(root: Path) -> dict[str, Path]:
 
 
 def write_all(root: Path) -> dict[str, Path]:
-    """Every case: healthy studies, a RUNNING one, a damaged epochs.csv and an invalid study.json."""
+    """Every case: healthy studies, a RUNNING one, an epochs.csv with a non-numeric cell, an invalid study.json."""
     return {**write_good(root), "running": write_running_momentum(root), "damaged": write_damaged_epochs(root),
             "invalid": write_invalid_study_json(root)}
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python tests/fixtures_results.py OUT_DIR")
-    for name, path in write_all(Path(sys.argv[1])).items():
+def main(argv: Sequence[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) != 1:
+        sys.exit("usage: python -m dashboards.demo OUT_DIR")
+    for name, path in write_all(Path(args[0])).items():
         print(f"{name:12s} {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The paper's numbers: the results/paper/ tables, SALGL's row for a setting, and published reproductions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dashboards.files import LoadError, read_csv_table, stamp
+from dashboards.paths import DEFAULT_RESULTS_DIR, display_path, shown
+from studies.schema import (
+    PAPER_COCO_COLUMNS,
+    PAPER_COCO_CSV,
+    PAPER_CURVE_COLUMNS,
+    PAPER_CURVE_CSV,
+    PAPER_DIR,
+    PAPER_REPRO_COLUMNS,
+    PAPER_REPRO_CSV,
+)
+
+# Our metric -> the paper's column it compares with. The paper evaluates the EMA model at its best
+# epoch (chosen on the test set), so every mAP variant of ours compares with the paper's mAP.
+PAPER_METRIC = {"mAP": "mAP", "mAP_ema": "mAP", "best_mAP": "mAP", "best_mAP_ema": "mAP", "CP": "CP",
+                "CR": "CR", "CF1": "CF1", "OP": "OP", "OR": "OR", "OF1": "OF1", "CF1_top3": "CF1_top3",
+                "OF1_top3": "OF1_top3"}
+# Our config's backbone_weights -> the paper's `pretrain` column.
+PRETRAIN_NAMES = {"IMAGENET1K_V1": "ImageNet-1k", "IMAGENET1K_V2": "ImageNet-1k", "DEFAULT": "ImageNet-1k"}
+# file -> (columns, numeric, text, booleans)
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    PAPER_COCO_CSV: (PAPER_COCO_COLUMNS, ("resolution", *PAPER_COCO_COLUMNS[5:18]),
+                     ("dataset", "backbone", "pretrain", "method", "source"), ("is_salgl",)),
+    PAPER_REPRO_CSV: (PAPER_REPRO_COLUMNS, ("resolution", "mAP"), ("dataset", "backbone", "who", "source"), ()),
+    PAPER_CURVE_CSV: (PAPER_CURVE_COLUMNS, PAPER_CURVE_COLUMNS[:-1], ("source",), ()),
+}
+
+
+def pretrain_name(weights: Any) -> str | None:
+    """How the paper's table names the pretraining of our `backbone_weights`."""
+    if weights is None:
+        return "none (random init)"
+    return PRETRAIN_NAMES.get(str(weights), str(weights))
+
+
+@dataclass
+class PaperTables:
+    coco: pd.DataFrame
+    reproductions: pd.DataFrame
+    curve: pd.DataFrame
+    folder: Path | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def paper_dir(root: str | Path | None = None) -> Path | None:
+    """<root>/paper when it holds the tables, else the repository's results/paper (facts ship with the code)."""
+    for d in ([Path(root) / PAPER_DIR] if root is not None else []) + [DEFAULT_RESULTS_DIR / PAPER_DIR]:
+        if (d / PAPER_COCO_CSV).is_file():
+            return d
+    return None
+
+
+def paper_stamp(root: str | Path | None = None) -> tuple:
+    """The cache key of the paper tables `load_paper_tables(root)` would read."""
+    folder = paper_dir(root)
+    return (str(folder),) + (stamp(*(folder / f for f in TABLES)) if folder is not None else ())
+
+
+def load_paper_tables(root: str | Path | None = None) -> PaperTables:
+    """The three tables of paper_dir(root); a table that cannot be read is empty, with a warning."""
+    folder = paper_dir(root)
+    warnings: list[str] = []
+    tables = {}
+    for fname, (columns, numeric, text, booleans) in TABLES.items():
+        tables[fname] = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+        if folder is None:
+            continue
+        try:
+            tables[fname], w = read_csv_table(folder / fname, columns, numeric, text, booleans)
+            warnings.extend(w)
+        except LoadError as e:
+            warnings.append(f"{shown(e.path, 3)}: {e.message}")
+    if folder is None:
+        places = ([Path(root) / PAPER_DIR] if root else []) + [DEFAULT_RESULTS_DIR / PAPER_DIR]
+        warnings.append(f"the paper tables ({PAPER_COCO_CSV}, ...) were not found in "
+                        f"{' or '.join(display_path(p) for p in places)}")
+    return PaperTables(tables[PAPER_COCO_CSV], tables[PAPER_REPRO_CSV], tables[PAPER_CURVE_CSV], folder, warnings)
+
+
+@dataclass
+class PaperRef:
+    value: float
+    metric: str
+    method: str
+    dataset: str
+    backbone: str
+    resolution: int
+    pretrain: str
+    source: str
+
+    def describe(self) -> str:
+        return (f"{self.method} paper, {self.dataset.upper()} {self.backbone} {self.resolution} px "
+                f"({self.pretrain}): {self.metric} {self.value:g}")
+
+
+def paper_reference(coco: pd.DataFrame, dataset: str | None, backbone: str | None, resolution: Any,
+                    metric: str = "mAP", pretrain: str | None = "ImageNet-1k") -> PaperRef | None:
+    """SALGL's own number in the paper for this setting, e.g. coco/resnet101/448 -> 85.8; None where the
+    paper has none (synthetic data, another backbone or resolution, or a metric it does not report)."""
+    col = PAPER_METRIC.get(metric)
+    if col is None or col not in coco or not len(coco) or dataset is None or backbone is None:
+        return None
+    try:
+        res = int(float(resolution))
+    except (TypeError, ValueError):
+        return None
+    hit = coco[(coco["dataset"] == dataset) & (coco["backbone"] == backbone)
+               & (pd.to_numeric(coco["resolution"], errors="coerce") == res) & coco["is_salgl"].astype(bool)]
+    if pretrain is not None and len(hit) > 1:
+        hit = hit[hit["pretrain"] == pretrain]
+    vals = pd.to_numeric(hit[col], errors="coerce") if len(hit) else pd.Series(dtype=float)
+    if not vals.notna().any():
+        return None
+    row = hit.loc[vals.notna()].iloc[0]
+    return PaperRef(float(row[col]), col, str(row["method"]), dataset, backbone, res, str(row["pretrain"]),
+                    str(row["source"]))
+
+
+def reproduction_refs(repro: pd.DataFrame, dataset: str | None, backbone: str | None,
+                      resolution: Any) -> pd.DataFrame:
+    """The published reproduction figures (author checkpoint / re-implementation) for this setting."""
+    if not len(repro) or dataset is None:
+        return repro.iloc[0:0]
+    hit = repro[(repro["dataset"] == dataset) & (repro["backbone"] == backbone)]
+    return hit[pd.to_numeric(hit["resolution"], errors="coerce") == pd.to_numeric(resolution, errors="coerce")]

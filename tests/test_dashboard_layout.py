@@ -1,0 +1,45 @@
+"""The dashboard's layering (DESIGN.md): its modules load without torch, ray, optuna or streamlit."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODULES = sorted(p.stem for p in (REPO / "dashboards").glob("*.py") if p.stem not in ("__init__", "app"))
+HEAVY = ("torch", "torchvision", "ray", "optuna", "streamlit")
+
+
+def test_dashboard_modules_import_no_training_or_ui_stack():
+    """Only app.py may import streamlit; nothing may pull in the training stack (plotly is fine in charts)."""
+    assert {"files", "runs", "paper", "views", "fmt", "charts"} <= set(MODULES)
+    code = (f"import importlib, json, sys\nfor m in {MODULES!r}: importlib.import_module('dashboards.' + m)\n"
+            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_modules_say_what_they_own_and_stay_small():
+    for path in sorted((REPO / "dashboards").glob("*.py")):
+        text = path.read_text()
+        doc = ast.get_docstring(ast.parse(text))
+        assert doc and doc.splitlines()[0].strip(), f"{path.name} has no docstring saying what it owns"
+        assert len(text.splitlines()) <= 400, f"{path.name} has {len(text.splitlines())} lines (at most 400)"
+
+
+def test_demo_writes_every_case_from_the_command_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "dashboards.demo", str(tmp_path / "demo")], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[0] for line in out.stdout.splitlines()] == ["scene_count", "coco", "tune", "running",
+                                                                     "damaged", "invalid"]
+    assert sorted(p.parent.name + "/" + p.name for p in (tmp_path / "demo").glob("*/*")) == [
+        "graph_depth/2025-05-20_0900", "graph_depth/2025-06-01_0900", "momentum/2025-06-04_0900",
+        "scene_count/2025-06-02_0900", "scene_count/2025-06-03_0900", "tune/2025-05-25_0900"]
+    usage = subprocess.run([sys.executable, "-m", "dashboards.demo"], cwd=REPO, capture_output=True, text=True,
+                           timeout=120)
+    assert usage.returncode != 0 and "usage: python -m dashboards.demo OUT_DIR" in usage.stderr
