@@ -1,10 +1,12 @@
-"""The study export, results/<study>/<run>/ (schema: results/README.md), written while a study runs.
+"""The study export, results/<study>/<run>/ (schema: studies/schema.py), written while a study runs.
 
-`StudyExport` holds a run's rows in memory and rewrites study.json, trials.csv and epochs.csv
-atomically after every change, so the dashboard can follow a running study and a crash never leaves
-half a table. On --resume it reloads what is on disk first: rows are keyed by trial id (and epoch), so
-every trial appears exactly once however often it was restarted. Plain Python, no Ray: the Ray
-callback in `studies.ablation` only forwards events here.
+`study_json` builds a run's study.json from its plan; `StudyExport` holds the run's rows in memory and
+rewrites study.json, trials.csv and epochs.csv atomically after every change, so the dashboard can
+follow a running study and a crash never leaves half a table. On --resume it reloads what is on disk
+first: rows are keyed by trial id (and epoch), so every trial appears exactly once however often it was
+restarted. Exports are portable: paths inside the repository are stored relative to it, machine-local
+folders (schema.MACHINE_LOCAL_FIELDS) not at all. Plain Python, no Ray: the Ray callback in
+`studies.callback` only forwards events here.
 """
 
 from __future__ import annotations
@@ -21,24 +23,31 @@ import time
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from salgl_core.config import ExperimentConfig
 from salgl_core.io import atomic_write_text
+from studies.schema import (
+    CONFIG_COLUMNS,
+    EPOCH_COLUMNS,
+    EPOCHS_CSV,
+    FINAL_METRICS,
+    MACHINE_LOCAL_FIELDS,
+    OPTUNA_JOURNAL,
+    REPORTED_METRIC,
+    SCENES_DIR,
+    SCHEMA_VERSION,
+    STUDY_JSON,
+    TERMINAL_TRIAL_STATUSES,
+    TRIAL_COLUMNS,
+    TRIALS_CSV,
+)
+from studies.spec import METRIC, MODE
 
-SCHEMA_VERSION = 1
-OPTUNA_JOURNAL = "optuna_journal.log"
-STATUSES = ("RUNNING", "FINISHED", "STOPPED", "ERROR", "DIVERGED")
-TERMINAL = frozenset(STATUSES[1:])
-FINAL_METRICS = ("mAP", "mAP_ema", "mAP_present", "CP", "CR", "CF1", "OP", "OR", "OF1", "CF1_top3", "OF1_top3")
-TRIAL_RESULT_COLUMNS = ("epochs_done", "best_epoch", "best_mAP", "best_mAP_ema", *FINAL_METRICS, "scene_nmi",
-                        "seconds", "device", "gpu_ids", "error")
-# `seed` and `device` have columns of their own: the trial's seed and the device it actually ran on.
-CONFIG_COLUMNS = tuple(k for k in ExperimentConfig().to_flat() if k not in ("seed", "device"))
-TRIAL_COLUMNS = ("trial_id", "status", "seed", "is_paper_config", *CONFIG_COLUMNS, *TRIAL_RESULT_COLUMNS)
-EPOCH_COLUMNS = ("trial_id", "epoch", "lr", "loss_total", "loss_cls", "loss_sample_entropy", "loss_batch_entropy",
-                 "mAP", "mAP_ema", "mAP_present", "CF1", "OF1", "CF1_top3", "OF1_top3", "seconds",
-                 "images_per_second")
+if TYPE_CHECKING:
+    from studies.plan import Plan
+
+# The repository whose paths the export stores relative to it.
+REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "torchvision", "numpy", "ray", "optuna", "pandas", "pillow", "pycocotools", "salgl")
 
 
@@ -137,6 +146,54 @@ def provenance(repo: Path, ray_cluster: dict[str, Any]) -> dict[str, Any]:
             "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "gpus": gpus, "ray_cluster": ray_cluster}
 
 
+# ---------------------------------------------------------------------------------------------------
+# portable paths
+
+
+def portable_path(path: str | Path, repo: Path = REPO) -> str:
+    """A path as an export shows it: relative to the repository when inside it, else as it is (a path
+    the user gave, such as a data root, names their data and stays)."""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            return p.resolve().relative_to(repo.resolve()).as_posix() or "."
+        except ValueError:
+            pass
+    return str(path)
+
+
+def portable_config(flat: dict[str, Any], repo: Path = REPO) -> dict[str, Any]:
+    """A flat config as the export stores it: machine-local folders left out, absolute paths inside the
+    repository made relative to it. The trials themselves still get the absolute paths."""
+    return {k: portable_path(v, repo) if isinstance(v, str) and os.path.isabs(v) else v
+            for k, v in flat.items() if k not in MACHINE_LOCAL_FIELDS}
+
+
+def study_json(plan: Plan, *, base_config: dict[str, Any], class_names: list[str], cluster: dict[str, Any],
+               gpus_per_trial: float, cpus_per_trial: float, max_concurrent: int, started: float,
+               repo: Path = REPO) -> dict[str, Any]:
+    """study.json of a new run (schema.STUDY_KEYS, plus schema.SEARCH_STUDY_KEYS for a joint search):
+    what the plan runs, from which base config, on which cluster. The counters and `status` are what a
+    run that has not started yet has; `StudyExport` keeps them up to date."""
+    from salgl_core.metrics import METRIC_PROTOCOL  # torch: only the driver builds study.json
+
+    return {
+        "schema_version": SCHEMA_VERSION, "study": plan.spec.study, "run": plan.run, **plan.study_keys(),
+        "sampler": plan.sampler, "scheduler": plan.scheduler, "metric": METRIC, "mode": MODE,
+        "metric_protocol": METRIC_PROTOCOL, "reported_metric": REPORTED_METRIC, "dataset": base_config["dataset"],
+        "backbone": base_config["backbone"], "image_size": base_config["image_size"],
+        "base_config": portable_config(base_config, repo), "paper_config": plan.paper_config, "seeds": plan.seeds,
+        "class_names": class_names, "status": "RUNNING", "started": utc_now(started), "finished": None,
+        "n_trials": plan.num_samples, "n_finished": 0, "trial_seconds_total": 0.0, "wall_seconds": 0.0,
+        "max_concurrent": max_concurrent, "resources_per_trial": {"gpu": gpus_per_trial, "cpu": cpus_per_trial},
+        "provenance": provenance(repo, cluster), "optuna_storage": OPTUNA_JOURNAL, "device": "cpu",
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# the run folder
+
+
 class StudyExport:
     """One run folder. `meta` is study.json; rows are keyed by trial id (trials) and (trial id, epoch)."""
 
@@ -156,16 +213,16 @@ class StudyExport:
         time): wall_seconds then counts the driver's whole life, not just the part after this call."""
         ex = cls(run_dir, meta)
         ex.dir.mkdir(parents=True, exist_ok=True)
-        study_json = ex.dir / "study.json"
-        if study_json.is_file():
-            old = json.loads(study_json.read_text())
+        path = ex.dir / STUDY_JSON
+        if path.is_file():
+            old = json.loads(path.read_text())
             ex.meta = {**ex.meta, **old}
             ex._wall_before = _float(old.get("wall_seconds"))
         if session is not None:
             ex._wall_before, ex._session_start = session
-        for row in read_csv(ex.dir / "trials.csv"):
+        for row in read_csv(ex.dir / TRIALS_CSV):
             ex.trials[row["trial_id"]] = dict(row)
-        for row in read_csv(ex.dir / "epochs.csv"):
+        for row in read_csv(ex.dir / EPOCHS_CSV):
             ex.epochs[(row["trial_id"], int(row["epoch"]))] = dict(row)
         return ex
 
@@ -178,26 +235,28 @@ class StudyExport:
     def prune(self, live_ids: set[str]) -> None:
         """Drop unfinished rows of trials the restored experiment does not know: a crash can leave a
         trial that started after Ray's last snapshot, and Ray runs that point again under a new id."""
-        stale = [t for t, r in self.trials.items() if t not in live_ids and r.get("status") not in TERMINAL]
+        stale = [t for t, r in self.trials.items()
+                 if t not in live_ids and r.get("status") not in TERMINAL_TRIAL_STATUSES]
         for t in stale:
             del self.trials[t]
-            (self.dir / "scenes" / f"{t}.json").unlink(missing_ok=True)
+            (self.dir / SCENES_DIR / f"{t}.json").unlink(missing_ok=True)
         self.epochs = {k: v for k, v in self.epochs.items() if k[0] not in stale}
         if stale:
             self.write_all()
 
     def trial_started(self, trial_id: str, config: dict[str, Any], seed: int, is_paper: bool) -> None:
         row = self.trials.setdefault(trial_id, {"trial_id": trial_id})
-        if row.get("status") in TERMINAL:
+        if row.get("status") in TERMINAL_TRIAL_STATUSES:
             return
-        row.update({k: config.get(k) for k in CONFIG_COLUMNS})
+        portable = portable_config(config)
+        row.update({k: portable.get(k) for k in CONFIG_COLUMNS})
         row.update(status="RUNNING", seed=seed, is_paper_config=is_paper, error=None)
         self._write_trials()
 
     def is_final(self, trial_id: str) -> bool:
         # A trial's first terminal record stands. After a crash Ray may run a trial again that had finished
         # after its last snapshot (from the trial's last checkpoint, so it only re-evaluates): ignore that.
-        return self.trials.get(trial_id, {}).get("status") in TERMINAL
+        return self.trials.get(trial_id, {}).get("status") in TERMINAL_TRIAL_STATUSES
 
     def trial_epoch(self, trial_id: str, m: dict[str, Any], seconds: float | None = None) -> None:
         """One finished epoch (the engine's metrics dict plus `device` and `gpu_ids`)."""
@@ -219,8 +278,8 @@ class StudyExport:
     def trial_ended(self, trial_id: str, status: str, error: str | None = None,
                     scene_report: dict[str, Any] | None = None, seconds: float | None = None) -> bool:
         """Record a trial's outcome; False (and nothing written) if it already had one."""
-        if status not in TERMINAL:
-            raise ValueError(f"trial status {status!r} is not one of {sorted(TERMINAL)}")
+        if status not in TERMINAL_TRIAL_STATUSES:
+            raise ValueError(f"trial status {status!r} is not one of {sorted(TERMINAL_TRIAL_STATUSES)}")
         if self.is_final(trial_id):
             return False
         row = self.trials.setdefault(trial_id, {"trial_id": trial_id})
@@ -228,7 +287,7 @@ class StudyExport:
         if seconds is not None:
             row["seconds"] = round(seconds, 3)
         if scene_report is not None:
-            write_json(self.dir / "scenes" / f"{trial_id}.json", {"trial_id": trial_id, **scene_report})
+            write_json(self.dir / SCENES_DIR / f"{trial_id}.json", {"trial_id": trial_id, **scene_report})
         self._write_trials()
         self._write_study()
         return True
@@ -247,21 +306,21 @@ class StudyExport:
 
     def summary(self) -> dict[str, Any]:
         rows = list(self.trials.values())
-        return {"n_finished": sum(r.get("status") in TERMINAL for r in rows),
+        return {"n_finished": sum(r.get("status") in TERMINAL_TRIAL_STATUSES for r in rows),
                 "trial_seconds_total": round(sum(_float(r.get("seconds")) for r in rows), 3),
                 "wall_seconds": round(self._wall_before + time.time() - self._session_start, 3)}
 
     def _write_study(self) -> None:
         self.meta.update(self.summary())
-        write_json(self.dir / "study.json", self.meta)
+        write_json(self.dir / STUDY_JSON, self.meta)
 
     def _write_trials(self) -> None:
-        write_csv(self.dir / "trials.csv", TRIAL_COLUMNS, list(self.trials.values()))
+        write_csv(self.dir / TRIALS_CSV, TRIAL_COLUMNS, list(self.trials.values()))
 
     def _write_epochs(self) -> None:
         order = {t: i for i, t in enumerate(self.trials)}
         rows = [self.epochs[k] for k in sorted(self.epochs, key=lambda k: (order.get(k[0], len(order)), k[1]))]
-        write_csv(self.dir / "epochs.csv", EPOCH_COLUMNS, rows)
+        write_csv(self.dir / EPOCHS_CSV, EPOCH_COLUMNS, rows)
 
     def write_all(self) -> None:
         self._write_study()

@@ -7,21 +7,22 @@ from __future__ import annotations
 
 import argparse
 
-from studies import ablation
+from studies import cli, runner
+from studies.spec import StudySpec
 
-SPEC = ablation.StudySpec(
+SPEC = StudySpec(
     study="graph_depth", script=__file__, axis="gnn_steps", values=(0, 1, 3, 5),
     description="How deep should the label graph propagate? One trial per (gnn_steps, seed), every trial run "
                 "to the end; T = 0 is no graph (and no concatenation before the classifier).")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    return ablation.get_args_parser(SPEC)
+    return cli.get_args_parser(SPEC)
 
 
-def main(args: argparse.Namespace) -> ablation.Outcome:
-    return ablation.main(args, SPEC)
+def main(args: argparse.Namespace) -> runner.Outcome:
+    return runner.main(args, SPEC)
 
 
 if __name__ == "__main__":
-    raise SystemExit(ablation.cli(SPEC))
+    raise SystemExit(runner.run_script(SPEC))

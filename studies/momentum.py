@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 
-from studies import ablation
+from studies import cli, runner
+from studies.spec import StudySpec
 
-SPEC = ablation.StudySpec(
+SPEC = StudySpec(
     study="momentum", script=__file__, axis="comat_momentum", values=(0.0, 0.9, 0.99, 1.0),
     description="How fast should the per-scene co-occurrence statistics forget? One trial per (comat_momentum, "
                 "seed), every trial run to the end. 1.0 is the official running sum; this knob is ours, not the "
@@ -20,12 +21,12 @@ SPEC = ablation.StudySpec(
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    return ablation.get_args_parser(SPEC)
+    return cli.get_args_parser(SPEC)
 
 
-def main(args: argparse.Namespace) -> ablation.Outcome:
-    return ablation.main(args, SPEC)
+def main(args: argparse.Namespace) -> runner.Outcome:
+    return runner.main(args, SPEC)
 
 
 if __name__ == "__main__":
-    raise SystemExit(ablation.cli(SPEC))
+    raise SystemExit(runner.run_script(SPEC))

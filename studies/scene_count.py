@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import argparse
 
-from studies import ablation
+from studies import cli, runner
+from studies.spec import StudySpec
 
-SPEC = ablation.StudySpec(
+SPEC = StudySpec(
     study="scene_count", script=__file__, axis="num_scenes", values=(1, 2, 4, 8),
     description="How many latent scenes does SALGL need? One trial per (num_scenes, seed), every trial run to "
                 "the end; K = 1 removes scene awareness (one global co-occurrence matrix).")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    return ablation.get_args_parser(SPEC)
+    return cli.get_args_parser(SPEC)
 
 
-def main(args: argparse.Namespace) -> ablation.Outcome:
-    return ablation.main(args, SPEC)
+def main(args: argparse.Namespace) -> runner.Outcome:
+    return runner.main(args, SPEC)
 
 
 if __name__ == "__main__":
-    raise SystemExit(ablation.cli(SPEC))
+    raise SystemExit(runner.run_script(SPEC))

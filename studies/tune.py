@@ -14,13 +14,14 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from studies import ablation
+from studies import cli, runner
+from studies.spec import PAPER, StudySpec
 
 
 def search_space(base: dict[str, Any], seeds: list[int]) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:
     """The distributions and the paper's point in them (model knobs: the official defaults; optimiser:
     the base config's, which on a real dataset is the paper's recipe)."""
-    paper = ablation.PAPER
+    paper = PAPER
     lr, wd = float(base["lr"]), float(base["weight_decay"])
     space: dict[str, BaseDistribution] = {
         "num_scenes": CategoricalDistribution([1, 2, 4, 6, 8]),
@@ -43,7 +44,7 @@ def search_space(base: dict[str, Any], seeds: list[int]) -> tuple[dict[str, Base
     return space, point
 
 
-SPEC = ablation.StudySpec(
+SPEC = StudySpec(
     study="tune", script=__file__, space=search_space, default_seeds=(0,), default_samples=16,
     description="Joint search over scene count, graph depth, co-occurrence momentum, learning rate, weight "
                 "decay, entropy weights and soft/hard assignment: Optuna TPE proposes, ASHA stops the weak "
@@ -51,12 +52,12 @@ SPEC = ablation.StudySpec(
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    return ablation.get_args_parser(SPEC)
+    return cli.get_args_parser(SPEC)
 
 
-def main(args: argparse.Namespace) -> ablation.Outcome:
-    return ablation.main(args, SPEC)
+def main(args: argparse.Namespace) -> runner.Outcome:
+    return runner.main(args, SPEC)
 
 
 if __name__ == "__main__":
-    raise SystemExit(ablation.cli(SPEC))
+    raise SystemExit(runner.run_script(SPEC))

@@ -1,69 +1,21 @@
-"""studies/export.py against the schema in results/README.md (the contract the dashboard reads)."""
+"""studies/export.py: the run folder written event by event, resumed without duplicates, study.json built
+from a plan, and portable paths."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import re
 from pathlib import Path
 
 import pytest
+from helpers import header, read_rows
 
 from salgl_core.config import ExperimentConfig
-from studies.export import (
-    CONFIG_COLUMNS,
-    EPOCH_COLUMNS,
-    TRIAL_COLUMNS,
-    StudyExport,
-    gpu_name,
-    provenance,
-)
-
-README = Path(__file__).resolve().parents[1] / "results" / "README.md"
-
-
-def _section(title: str) -> str:
-    text = README.read_text()
-    start = text.index(title)
-    nxt = text.find("\n#", start + len(title))
-    return text[start:nxt if nxt > 0 else None]
-
-
-def readme_study_keys() -> set[str]:
-    """Every key named in the first column of README's study.json table."""
-    keys: set[str] = set()
-    for line in _section("### study.json").splitlines():
-        if line.startswith("| `"):
-            keys.update(re.findall(r"`([a-z_0-9]+)`", line.split("|")[1]))
-    return keys
-
-
-def readme_columns(title: str) -> list[str]:
-    """The column list of a CSV section: its first code span, `<every flat config field>` expanded."""
-    span = re.search(r"`([^`]+)`", _section(title), re.S).group(1)
-    cols: list[str] = []
-    for c in (c.strip() for c in span.replace("\n", " ").split(",")):
-        if c == "<every flat config field>":
-            cols += [k for k in ExperimentConfig().to_flat() if k not in cols and k not in ("seed", "device")]
-        elif c:
-            cols.append(c)
-    return cols
-
-
-def readme_scene_keys() -> set[str]:
-    span = re.search(r"`(\{[^`]+\})`", _section("### scenes/"), re.S).group(1)
-    return set(re.findall(r"([a-z_]+):", span))
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def header(path: Path) -> list[str]:
-    with open(path, newline="") as f:
-        return next(csv.reader(f))
+from studies import scene_count
+from studies import tune as tune_study
+from studies.export import REPO, StudyExport, gpu_name, portable_config, portable_path, provenance, study_json
+from studies.plan import make_plan
+from studies.schema import EPOCH_COLUMNS, SEARCH_STUDY_KEYS, STUDY_KEYS, TRIAL_COLUMNS
 
 
 def _metrics(epoch: int, **extra) -> dict:
@@ -73,14 +25,6 @@ def _metrics(epoch: int, **extra) -> dict:
              device="cuda:1 (NVIDIA H100 80GB HBM3)", gpu_ids="1")
     m.update(extra)
     return m
-
-
-def test_columns_follow_the_readme():
-    assert list(TRIAL_COLUMNS) == readme_columns("### trials.csv")
-    assert list(EPOCH_COLUMNS) == readme_columns("### epochs.csv")
-    # seed and device are columns of their own (the trial's seed, the device it ran on), not config copies.
-    assert "seed" not in CONFIG_COLUMNS and "device" not in CONFIG_COLUMNS
-    assert len(TRIAL_COLUMNS) == len(set(TRIAL_COLUMNS))
 
 
 def _meta() -> dict:
@@ -192,3 +136,52 @@ def test_gpu_name_and_provenance(tmp_path):
     assert p["git_commit"] is None and p["packages"]["optuna"] and p["packages"]["ray"]
     assert set(p) >= {"git_commit", "git_dirty", "python", "packages", "platform", "cpu", "cpu_count", "gpus",
                       "ray_cluster"}
+
+
+def _plan(module, tmp: Path, *argv: str):
+    args = module.get_args_parser().parse_args(
+        ["--results-dir", str(tmp / "results"), "--storage-path", str(tmp / "ray"), "--name", "r", *argv])
+    return make_plan(args, module.SPEC)
+
+
+def _study_json(plan, **overrides) -> dict:
+    kw = {"base_config": plan.trial_base(0.0), "class_names": ["a", "b"], "cluster": {"nodes": 1, "cpus": 2.0,
+          "gpus": 0.0}, "gpus_per_trial": 0.0, "cpus_per_trial": 1.0, "max_concurrent": 2, "started": 0.0}
+    return study_json(plan, **{**kw, **overrides})
+
+
+def test_study_json_is_built_from_the_plan(tmp_path):
+    plan = _plan(scene_count, tmp_path, "--values", "1", "4")
+    meta = _study_json(plan)
+    assert set(meta) == set(STUDY_KEYS)
+    assert (meta["study"], meta["run"], meta["axis"], meta["axis_values"], meta["sampler"], meta["scheduler"]) == (
+        "scene_count", "r", "num_scenes", [1, 4], "GridSampler", "FIFO")
+    assert (meta["n_trials"], meta["seeds"], meta["paper_config"], meta["reported_metric"]) == (
+        4, [0, 1], {"num_scenes": 4}, "best_mAP_ema")
+    assert meta["resources_per_trial"] == {"gpu": 0.0, "cpu": 1.0} and meta["max_concurrent"] == 2
+    assert (meta["status"], meta["started"], meta["finished"]) == ("RUNNING", "1970-01-01T00:00:00Z", None)
+    assert meta["base_config"]["device"] == "cpu" and meta["provenance"]["ray_cluster"]["cpus"] == 2.0
+    meta = _study_json(_plan(tune_study, tmp_path))
+    assert set(meta) == set(STUDY_KEYS) | set(SEARCH_STUDY_KEYS)
+    assert (meta["axis"], meta["axis_values"], meta["sampler"], meta["scheduler"]) == (None, None, "TPESampler",
+                                                                                       "ASHA")
+
+
+def test_exports_are_portable(tmp_path):
+    """Repository paths relative, the user's other paths kept, machine-local caches left out."""
+    inside = REPO / "data" / "coco"
+    assert portable_path(inside) == "data/coco" and portable_path(REPO) == "."
+    assert portable_path(tmp_path / "x") == str(tmp_path / "x") and portable_path("rel/x") == "rel/x"
+    flat = {**ExperimentConfig().to_flat(), "data_root": str(inside), "val_images": str(tmp_path / "val"),
+            "cache_dir": str(REPO / ".cache" / "synthetic"), "label_embedding": "bert"}
+    out = portable_config(flat)
+    assert "cache_dir" not in out and out["data_root"] == "data/coco" and out["val_images"] == str(tmp_path / "val")
+    assert out["label_embedding"] == "bert" and flat["cache_dir"]  # the input is not changed
+    plan = _plan(scene_count, tmp_path)
+    assert plan.base["cache_dir"]  # the trials get the absolute cache folder ...
+    meta = _study_json(plan)
+    assert "cache_dir" not in meta["base_config"]  # ... the export does not name it
+    ex = StudyExport.open(tmp_path / "run", meta)
+    ex.trial_started("t", flat, seed=0, is_paper=True)
+    (row,) = read_rows(tmp_path / "run" / "trials.csv")
+    assert (row["cache_dir"], row["data_root"], row["val_images"]) == ("", "data/coco", str(tmp_path / "val"))

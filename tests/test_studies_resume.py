@@ -12,42 +12,19 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import optuna
 import pytest
+from helpers import descendants, kill, read_rows, wait_until
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-from test_studies_export import read_rows
+from ray.tune import ExperimentAnalysis
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = [(str(k), str(s)) for k in (1, 2, 4, 8) for s in (0, 1)]
-
-
-def _descendants(pid: int) -> list[int]:
-    """PIDs of every process below `pid` (Ray's GCS, raylet and workers that the study started)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _kill(pids: list[int]) -> None:
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 class Study:
@@ -61,22 +38,30 @@ class Study:
         self.ray_pids: list[int] = []
 
     def wait_for(self, trials_csv: Path, n_finished: int, timeout: float = 120) -> list[dict[str, str]]:
-        end = time.time() + timeout
-        while time.time() < end:
+        def finished() -> list[dict[str, str]] | None:
             assert self.proc.poll() is None, f"the study exited early:\n{self.log.read_text()[-3000:]}"
-            rows = read_rows(trials_csv) if trials_csv.is_file() else []
-            if sum(r["status"] == "FINISHED" for r in rows) >= n_finished:
-                self.ray_pids = _descendants(self.proc.pid)
-                return rows
-            time.sleep(0.2)
-        raise AssertionError(f"no {n_finished} finished trials in {timeout} s:\n{self.log.read_text()[-3000:]}")
+            rows = read_rows(trials_csv)
+            return rows if sum(r["status"] == "FINISHED" for r in rows) >= n_finished else None
+
+        try:
+            rows = wait_until(finished, timeout, f"{n_finished} finished trials", poll=0.2)
+        except AssertionError as e:
+            raise AssertionError(f"{e}:\n{self.log.read_text()[-3000:]}") from None
+        self.ray_pids = descendants(self.proc.pid)
+        return rows
 
     def end(self, timeout: float = 120) -> int:
         try:
             rc = self.proc.wait(timeout=timeout)
         finally:
-            _kill([self.proc.pid, *self.ray_pids])  # whatever a killed driver left behind
+            kill([self.proc.pid, *self.ray_pids])  # whatever a killed driver left behind
         return rc
+
+
+def recorded_by_ray(exp_dir: Path, trial_ids: set[str]) -> bool:
+    """Whether Ray's saved experiment state has these trials as finished (what a restore starts from)."""
+    done = {t.trial_id for t in ExperimentAnalysis(str(exp_dir)).trials if t.status == "TERMINATED"}
+    return trial_ids <= done
 
 
 @pytest.fixture
@@ -108,9 +93,10 @@ def test_ctrl_c_then_sigkill_then_resume(tmp_path, ray_tmp):
     # 2. Resume with that command, then SIGKILL the driver (a crash) after more trials finished.
     s = Study(tmp_path, shlex.split(resume) + runtime, "second.log")
     rows = s.wait_for(trials_csv, done_before + 1)
-    time.sleep(2.0)  # longer than the experiment snapshot period (1 s): Ray has recorded these trials
     finished_at_crash = {r["trial_id"]: r for r in rows if r["status"] == "FINISHED"}
-    s.ray_pids = _descendants(s.proc.pid)
+    wait_until(lambda: recorded_by_ray(storage / "scene_count" / "r", set(finished_at_crash)), 60,
+               "Ray's experiment state to record the finished trials", poll=0.2)
+    s.ray_pids = descendants(s.proc.pid)
     s.proc.send_signal(signal.SIGKILL)
     assert s.end() == -signal.SIGKILL
     assert len(finished_at_crash) < len(GRID), "the study finished before the crash: nothing was left to resume"

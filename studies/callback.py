@@ -1,0 +1,115 @@
+"""The Ray Tune callback of a study: forwards trial events to the export and prints one console line each.
+
+It runs in the driver. Ray pickles it with the experiment and hands the same object back on
+`Tuner.restore`, so it holds plain data only, reloads the export from disk in `setup`, and takes the
+current session's clock from `SESSIONS` (set by the runner) rather than from its own fields.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from studies.export import StudyExport
+from studies.schema import TERMINAL_TRIAL_STATUSES
+from studies.spec import METRIC
+
+# run folder -> (wall seconds of earlier sessions of the run, this driver's start time). The export's
+# wall time counts from the driver's start, Ray's start and data generation included.
+SESSIONS: dict[str, tuple[float, float]] = {}
+
+
+def start_session(run_dir: str | Path, wall_before: float, started: float) -> tuple[float, float]:
+    SESSIONS[str(run_dir)] = (wall_before, started)
+    return SESSIONS[str(run_dir)]
+
+
+def error_message(trial: Any) -> str:
+    """The last line of a failed trial's traceback ("ExceptionType: message")."""
+    local = Path(trial.error_file) if trial.error_file else None
+    text = local.read_text() if local is not None and local.is_file() else (trial.get_error() or "")
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[-1][:2000] if lines else "the trial failed without a message; see Ray's trial folder"
+
+
+def _fmt(config: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
+
+
+class ExportCallback(tune.Callback):
+    """Forwards trial events to `StudyExport` and prints what happened. `meta` is the run's study.json
+    (its base_config, with the searcher's choice on top, is each trial's row); `axis` labels the lines."""
+
+    def __init__(self, run_dir: str, meta: dict[str, Any], paper_config: dict[str, Any], n_trials: int,
+                 axis: str | None) -> None:
+        self.run_dir, self.meta, self.paper_config = run_dir, meta, paper_config
+        self.n_trials, self.axis = n_trials, axis
+        self.export: StudyExport | None = None
+        self._pruned = False
+
+    def setup(self, **info: Any) -> None:
+        self.export = StudyExport.open(self.run_dir, self.meta, SESSIONS.get(self.run_dir))
+        self._pruned = False
+        self.export.begin()
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self._pruned:
+            self.export.prune({t.trial_id for t in trials})
+            self._pruned = True
+
+    def _flat(self, trial: Any) -> dict[str, Any]:
+        return {**self.meta["base_config"], **trial.config}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        flat = self._flat(trial)
+        is_paper = all(flat.get(k) == v for k, v in self.paper_config.items())
+        if self.export.is_final(trial.trial_id):
+            return  # finished before a crash; Ray only re-evaluates it (see StudyExport.is_final)
+        self.export.trial_started(trial.trial_id, flat, int(flat["seed"]), is_paper)
+        print(f"start    {trial.trial_id} {_fmt(trial.config)}" + ("  (the paper's configuration)" if is_paper else ""),
+              flush=True)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if not result.get("final") and "epoch" in result and not self.export.is_final(trial.trial_id):
+            self.export.trial_epoch(trial.trial_id, result, seconds=result.get("time_total_s"))
+            print(f"         {trial.trial_id} epoch {result['epoch']}/{result['epochs']}  mAP {result['mAP']:.2f}  "
+                  f"EMA mAP {result[METRIC]:.2f}  loss {result['loss_total']:.2f}  {result['seconds']:.0f}s/epoch"
+                  + (f"  GPU {result['gpu_ids']}" if result.get("gpu_ids") else ""), flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        r = trial.last_result or {}
+        if r.get("final"):
+            status, error = r["trial_status"], r.get("error") or None
+            report = json.loads(r["scene_report"]) if r.get("scene_report") else None
+        else:  # ended by the scheduler, which only stops trials before their last epoch
+            status, error, report = "STOPPED", None, None
+        if self.export.trial_ended(trial.trial_id, status, error, report, seconds=r.get("time_total_s")):
+            self._print_end(trial, status, r, error)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(f"trial {trial.trial_id} failed ({error_message(trial)}); retrying from its last checkpoint",
+              flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        msg = error_message(trial)
+        if self.export.trial_ended(trial.trial_id, "ERROR", msg, seconds=(trial.last_result or {}).get("time_total_s")):
+            self._print_end(trial, "ERROR", trial.last_result or {}, msg)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        rows = self.export.trials
+        done = all(rows.get(t.trial_id, {}).get("status") in TERMINAL_TRIAL_STATUSES for t in trials)
+        complete = done and sum(r.get("status") in TERMINAL_TRIAL_STATUSES for r in rows.values()) >= self.n_trials
+        self.export.finish("FINISHED" if complete else "INTERRUPTED")
+
+    def _print_end(self, trial: Any, status: str, r: dict, error: str | None) -> None:
+        flat = self._flat(trial)
+        what = f"{self.axis}={flat[self.axis]} " if self.axis else ""
+        n = sum(x.get("status") in TERMINAL_TRIAL_STATUSES for x in self.export.trials.values())
+        score = f"mAP_ema {r[METRIC]:.2f} (best {r.get('best_mAP_ema', 0):.2f}, epoch {r.get('best_epoch')})" \
+            if status in ("FINISHED", "STOPPED") and METRIC in r else (error or "")
+        secs = r.get("time_total_s")
+        print(f"[{n}/{self.n_trials}] {status:<8} {trial.trial_id} {what}seed={flat['seed']}  {score}"
+              + (f"  {secs:.0f}s" if secs else ""), flush=True)

@@ -1,0 +1,267 @@
+"""The plan of a study run: what it will run, built from the command line and checked before Ray starts.
+
+`make_plan` turns the flags into a `GridPlan` (a one-axis ablation: every (value, seed) point, each run
+to its last epoch) or a `SearchPlan` (a joint search: sampled points, the paper's first, ASHA when there
+is more than one epoch). Both start from `base_config`: the dataset's preset < --smoke < flags < --set,
+validated by the config classes, with absolute paths (trials run in working directories of their own).
+`check_inputs` then builds the data and the model once, so a user's mistake surfaces here, not in a worker.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import dataclasses
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from salgl_core.config import DATA_PATH_FIELDS, ExperimentConfig, field_type
+from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, dataset_preset
+from studies.cli import CONFIG_FLAGS, parse_set
+from studies.spec import PAPER, StudyError, StudySpec
+
+
+@dataclasses.dataclass
+class Plan(abc.ABC):
+    """What every study run has: where it goes, the base config, the seeds, the space Optuna samples."""
+
+    spec: StudySpec
+    run: str
+    run_dir: Path  # the export: <results-dir>/<study>/<run>
+    exp_dir: Path  # Ray's experiment folder: <storage-path>/<study>/<run>
+    base: dict[str, Any]
+    seeds: list[int]
+    explicit_device: bool  # --set device=...: keep it whatever the cluster has
+    space: dict[str, BaseDistribution]
+    paper_config: dict[str, Any]  # the searched fields at the paper's configuration (seed excluded)
+    num_samples: int
+
+    sampler: ClassVar[str]
+    scheduler: ClassVar[str]
+
+    @property
+    def points(self) -> list[dict[str, Any]]:
+        """Points the searcher evaluates before sampling."""
+        return []
+
+    def trial_base(self, gpus_per_trial: float) -> dict[str, Any]:
+        """The base config the trials get: the device follows the resources unless --set device chose one."""
+        base = dict(self.base)
+        if not self.explicit_device:
+            base["device"] = "auto" if gpus_per_trial > 0 else "cpu"
+        return base
+
+    @abc.abstractmethod
+    def study_keys(self) -> dict[str, Any]:
+        """This kind of plan's own study.json keys (axis, grid or search space, scheduler settings)."""
+
+    def trial_label(self, flat: dict[str, Any]) -> str:
+        """What tells this plan's trials apart in a console line, besides the seed."""
+        return ""
+
+
+@dataclasses.dataclass
+class GridPlan(Plan):
+    """A one-axis ablation: Optuna's GridSampler over (value x seed), FIFO: every trial runs to the end."""
+
+    values: list[Any] = dataclasses.field(default_factory=list)
+
+    sampler: ClassVar[str] = "GridSampler"
+    scheduler: ClassVar[str] = "FIFO"
+
+    @property
+    def axis(self) -> str:
+        assert self.spec.axis is not None
+        return self.spec.axis
+
+    def grid(self) -> dict[str, list[Any]]:
+        return {self.axis: list(self.values), "seed": list(self.seeds)}
+
+    def study_keys(self) -> dict[str, Any]:
+        return {"axis": self.axis, "axis_values": list(self.values)}
+
+    def trial_label(self, flat: dict[str, Any]) -> str:
+        return f"{self.axis}={flat[self.axis]} "
+
+
+@dataclasses.dataclass
+class SearchPlan(Plan):
+    """A joint search: TPE samples the space, the paper's point first; ASHA stops weak trials early."""
+
+    paper_point: dict[str, Any] = dataclasses.field(default_factory=dict)
+    asha: dict[str, Any] | None = None
+
+    sampler: ClassVar[str] = "TPESampler"
+
+    @property
+    def scheduler(self) -> str:  # type: ignore[override]
+        return "ASHA" if self.asha else "FIFO"
+
+    @property
+    def points(self) -> list[dict[str, Any]]:
+        return [self.paper_point]
+
+    def study_keys(self) -> dict[str, Any]:
+        keys: dict[str, Any] = {"axis": None, "axis_values": None, "search_space": space_json(self.space)}
+        if self.asha:
+            keys["asha"] = self.asha
+        return keys
+
+
+# ---------------------------------------------------------------------------------------------------
+# building a plan
+
+
+def make_plan(args: argparse.Namespace, spec: StudySpec) -> Plan:
+    """The plan for these flags; ConfigError / StudyError for anything a user got wrong."""
+    base, explicit_device = base_config(args)
+    seeds = list(args.seeds) if args.seeds else ([0] if args.smoke else list(spec.default_seeds))
+    if len(set(seeds)) != len(seeds):
+        raise StudyError(f"--seeds {seeds} repeats a seed")
+    for s in seeds:
+        ExperimentConfig.from_flat({**base, "seed": s})
+    kind = _grid if spec.axis else _search
+    fields = kind(args, spec, base, seeds)
+    run = args.name or datetime.now().strftime("%Y-%m-%d_%H%M%S")
+    if not run or "/" in run or run.startswith("."):
+        raise StudyError(f"--name {run!r} is invalid: expected a plain folder name")
+    common = {"spec": spec, "run": run, "run_dir": Path(args.results_dir).resolve() / spec.study / run,
+              "exp_dir": Path(args.storage_path).resolve() / spec.study / run, "base": base, "seeds": seeds,
+              "explicit_device": explicit_device}
+    return (GridPlan if spec.axis else SearchPlan)(**common, **fields)
+
+
+def _grid(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+    axis = spec.axis
+    assert axis is not None
+    if axis in parse_set(args.set):
+        raise StudyError(f"{axis} is this study's axis: give its values with --values, not --set")
+    paper_value = PAPER[axis]
+    if args.values:
+        values = [_axis_value(axis, v) for v in args.values]
+    elif args.smoke:
+        values = [paper_value, next(v for v in spec.values if v != paper_value)]
+    else:
+        values = list(spec.values)
+    if len(set(values)) != len(values):
+        raise StudyError(f"--values {values} repeats a value")
+    for v in values:
+        ExperimentConfig.from_flat({**base, axis: v})
+    if paper_value not in values:
+        print(f"note: adding the paper's {axis} = {paper_value} to --values (always part of an ablation)")
+        values.append(paper_value)
+    values = sorted(values)
+    return {"values": values, "space": {axis: CategoricalDistribution(values), "seed": CategoricalDistribution(seeds)},
+            "paper_config": {axis: paper_value}, "num_samples": len(values) * len(seeds)}
+
+
+def _search(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+    assert spec.space is not None
+    space, paper_point = spec.space(base, seeds)
+    ExperimentConfig.from_flat({**base, **paper_point})
+    num_samples = args.num_samples if args.num_samples is not None else (2 if args.smoke else spec.default_samples)
+    if num_samples < 1:
+        raise StudyError(f"--num-samples {num_samples} is invalid: expected an integer >= 1")
+    return {"space": space, "paper_point": paper_point, "num_samples": num_samples,
+            "paper_config": {k: v for k, v in paper_point.items() if k != "seed"},
+            "asha": _asha(args, int(base["epochs"]))}
+
+
+def _axis_value(axis: str, raw: str) -> Any:
+    kind = field_type(axis)
+    if kind is bool:
+        if raw.lower() in ("true", "false"):
+            return raw.lower() == "true"
+    elif kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    else:
+        return raw
+    raise StudyError(f"--values {raw!r} is invalid: {axis} takes {kind.__name__} values")
+
+
+def _asha(args: argparse.Namespace, epochs: int) -> dict[str, Any] | None:
+    """ASHA's settings, or None when a trial has a single epoch (nothing to stop early).
+
+    Its rungs (grace * factor^k) stay below the last epoch (max_t = epochs - 1, and stop_last_trials off):
+    a trial that reaches its last epoch runs to the end and sends the final report with its scenes.
+    """
+    if epochs < 2:
+        return None
+    grace = args.grace_period if args.grace_period is not None else max(1, epochs // 4)
+    if not 1 <= grace < epochs:
+        raise StudyError(f"--grace-period {grace} is invalid: expected 1 to {epochs - 1} (epochs - 1)")
+    if not args.reduction_factor > 1:
+        raise StudyError(f"--reduction-factor {args.reduction_factor} is invalid: expected a number > 1")
+    return {"time_attr": "training_iteration", "grace_period": grace, "max_t": epochs - 1,
+            "reduction_factor": args.reduction_factor}
+
+
+def base_config(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    """The flat config every trial starts from: preset < --smoke < flags < --set. Validated.
+    Returns it and whether --set chose the device."""
+    flat = dataset_preset(args.dataset)
+    if args.dataset == "synthetic":
+        flat.update(STUDY_SYNTHETIC)
+    if args.smoke:
+        flat.update(SMOKE)
+    # Generated flags are absent from `args` unless typed (argparse.SUPPRESS); "none" already parsed to None.
+    flat.update({name: getattr(args, name) for name in CONFIG_FLAGS[1:] if hasattr(args, name)})
+    sets = parse_set(args.set)
+    if args.smoke and args.dataset != "synthetic":
+        raise StudyError("--smoke runs on the synthetic dataset only; drop --dataset or --smoke")
+    flat.update(sets)
+    # ExperimentConfig names unknown fields and out-of-range values (ConfigError).
+    flat = ExperimentConfig.from_flat(flat).to_flat()
+    return _absolute_paths(flat), "device" in sets
+
+
+def _absolute_paths(flat: dict[str, Any]) -> dict[str, Any]:
+    """Trials run in working directories of their own: every path they get must be absolute."""
+    from salgl_core.data.synthetic import default_cache_dir
+
+    out = dict(flat)
+    for name in DATA_PATH_FIELDS:
+        if out[name] is not None:
+            out[name] = str(Path(out[name]).expanduser().resolve())
+    if out["dataset"] == "synthetic" and out["cache_dir"] is None:
+        out["cache_dir"] = str(default_cache_dir().expanduser().resolve())  # $SALGL_CACHE may be relative
+    for name, suffixes in (("backbone_weights", (".pth", ".pt")), ("label_embedding", (".npy",))):
+        v = out[name]
+        if isinstance(v, str) and (v.endswith(suffixes) or os.sep in v):
+            out[name] = str(Path(v).expanduser().resolve())
+    return out
+
+
+def check_inputs(plan: Plan) -> list[str]:
+    """Index the data (generating the synthetic set) and build the model once: every data, weights or
+    embedding problem surfaces here, before Ray starts, instead of in every trial. Returns class names."""
+    from salgl_core.data import build_datasets
+    from salgl_core.model import build_model
+
+    cfg = ExperimentConfig.from_flat({**plan.base, **plan.points[0]} if plan.points else plan.base)
+    bundle = build_datasets(cfg.data)
+    if cfg.train.drop_last and len(bundle.train) < cfg.train.batch_size:
+        raise StudyError(f"the training set has {len(bundle.train)} images, fewer than one batch of "
+                         f"{cfg.train.batch_size}: lower --batch-size")
+    build_model(cfg.model, bundle.num_classes)
+    return list(bundle.class_names)
+
+
+def space_json(space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    """An Optuna search space as study.json's `search_space`: {field: {type, values | low, high}}."""
+    out: dict[str, Any] = {}
+    for name, d in space.items():
+        if isinstance(d, CategoricalDistribution):
+            out[name] = {"type": "choice", "values": list(d.choices)}
+        elif isinstance(d, IntDistribution):
+            out[name] = {"type": "int", "low": d.low, "high": d.high}
+        elif isinstance(d, FloatDistribution):
+            out[name] = {"type": "loguniform" if d.log else "uniform", "low": d.low, "high": d.high}
+    return out

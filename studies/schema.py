@@ -1,0 +1,115 @@
+"""The results schema (results/<study>/<run>/): file names, columns, JSON keys, units, schema_version.
+
+The one owner of these names: the exporter (studies/export.py), the dashboard's reader
+(dashboards/files.py) and the test fixtures import them, and tests/test_schema.py checks
+results/README.md against them. Imports neither torch, ray nor streamlit (the config module is plain
+Python), so the dashboard stays light.
+"""
+
+from __future__ import annotations
+
+from salgl_core.config import ExperimentConfig
+
+SCHEMA_VERSION = 1
+
+# Files and folders of one run.
+STUDY_JSON = "study.json"
+TRIALS_CSV = "trials.csv"
+EPOCHS_CSV = "epochs.csv"
+SCENES_DIR = "scenes"
+OPTUNA_JOURNAL = "optuna_journal.log"
+
+# Every metric in the export is in percent (0-100), the paper's unit.
+METRIC_UNIT = "percent"
+
+TRIAL_STATUSES = ("RUNNING", "FINISHED", "STOPPED", "ERROR", "DIVERGED")
+TERMINAL_TRIAL_STATUSES = frozenset(TRIAL_STATUSES[1:])
+RUN_STATUSES = ("RUNNING", "FINISHED", "INTERRUPTED", "FAILED")
+
+# The number the paper reports (the EMA model at its best epoch) and therefore the number every view
+# shows first.
+REPORTED_METRIC = "best_mAP_ema"
+
+FINAL_METRICS = ("mAP", "mAP_ema", "mAP_present", "CP", "CR", "CF1", "OP", "OR", "OF1", "CF1_top3", "OF1_top3")
+TRIAL_METRICS = ("best_mAP", "best_mAP_ema", *FINAL_METRICS, "scene_nmi")
+TRIAL_RESULT_COLUMNS = ("epochs_done", "best_epoch", "best_mAP", "best_mAP_ema", *FINAL_METRICS, "scene_nmi",
+                        "seconds", "device", "gpu_ids", "error")
+# `seed` and `device` have columns of their own: the trial's seed and the device it actually ran on.
+CONFIG_COLUMNS = tuple(k for k in ExperimentConfig().to_flat() if k not in ("seed", "device"))
+# Config fields naming machine-local caches or temporary folders: never exported (empty in trials.csv,
+# absent from study.json's base_config), so an export names no folder of the machine that wrote it.
+MACHINE_LOCAL_FIELDS = ("cache_dir",)
+TRIAL_KEY_COLUMNS = ("trial_id", "status", "seed", "is_paper_config")
+TRIAL_COLUMNS = (*TRIAL_KEY_COLUMNS, *CONFIG_COLUMNS, *TRIAL_RESULT_COLUMNS)
+# The columns a reader needs; the config columns may differ between versions of the config.
+TRIAL_REQUIRED = (*TRIAL_KEY_COLUMNS, *TRIAL_RESULT_COLUMNS)
+TRIAL_NUMERIC = ("seed", "epochs_done", "best_epoch", *TRIAL_METRICS, "seconds")
+TRIAL_TEXT = ("trial_id", "status", "device", "gpu_ids", "error")
+
+EPOCH_METRICS = ("mAP", "mAP_ema", "mAP_present", "CF1", "OF1", "CF1_top3", "OF1_top3")
+EPOCH_COLUMNS = ("trial_id", "epoch", "lr", "loss_total", "loss_cls", "loss_sample_entropy", "loss_batch_entropy",
+                 *EPOCH_METRICS, "seconds", "images_per_second")
+
+# study.json: key -> meaning (results/README.md documents exactly these keys).
+STUDY_KEYS: dict[str, str] = {
+    "schema_version": "the schema version of this export",
+    "study": "the study's name (scene_count, graph_depth, momentum, tune)",
+    "run": "the run's name",
+    "axis": "the swept config field; null for a joint search",
+    "axis_values": "the grid (list); null for a joint search",
+    "sampler": "the Optuna sampler, e.g. GridSampler or TPESampler",
+    "scheduler": "FIFO or ASHA",
+    "metric": "what the searcher optimises, e.g. mAP_ema",
+    "mode": "max",
+    "metric_protocol": "text naming the AP protocol",
+    "reported_metric": "the trials.csv column every view shows first (best_mAP_ema)",
+    "dataset": "copy of the base config's dataset",
+    "backbone": "copy of the base config's backbone",
+    "image_size": "copy of the base config's image size",
+    "base_config": "the flat config every trial starts from (portable paths)",
+    "paper_config": "the axis values of the paper's configuration (dict)",
+    "seeds": "list of ints",
+    "class_names": "label names in label order",
+    "status": "RUNNING, FINISHED, INTERRUPTED or FAILED",
+    "started": "ISO 8601 UTC",
+    "finished": "ISO 8601 UTC; null while running",
+    "n_trials": "trials planned",
+    "n_finished": "trials that ended",
+    "trial_seconds_total": "summed trial time",
+    "wall_seconds": "the study's wall time",
+    "max_concurrent": "trials allowed at once",
+    "resources_per_trial": "{gpu, cpu} each trial asked for",
+    "provenance": "{git_commit, git_dirty, python, packages, platform, cpu, cpu_count, gpus, ray_cluster}",
+    "optuna_storage": "the Optuna journal, relative to the run folder",
+    "device": "cpu or the GPU name the trials ran on",
+}
+# Keys only a joint search writes.
+SEARCH_STUDY_KEYS: dict[str, str] = {
+    "search_space": "the joint search space: {field: {type, values | low, high}}",
+    "asha": "ASHA's settings, when ASHA stops trials early",
+}
+# The keys a reader cannot do without.
+STUDY_REQUIRED = ("schema_version", "study", "run", "status")
+
+SCENE_KEYS: dict[str, str] = {
+    "trial_id": "the trial",
+    "num_scenes": "K",
+    "class_names": "label names in label order",
+    "cooccurrence_prob": "K x C x C: P(j | i, scene k) of the EMA model's counts",
+    "cooccurrence_counts_diag": "K x C: the counts' diagonal (soft counts are fractional)",
+    "scene_usage": "K fractions of validation images whose argmax scene is k",
+    "true_scene_nmi": "NMI between learned and true scenes (synthetic data), or null",
+    "contingency": "K x K_true counts (synthetic data), or null",
+}
+
+# results/paper/: the paper's tables.
+PAPER_DIR = "paper"
+PAPER_COCO_CSV = "coco_comparison.csv"
+PAPER_REPRO_CSV = "reproductions.csv"
+PAPER_CURVE_CSV = "coco_reproduction_curve.csv"
+PAPER_COCO_COLUMNS = ("dataset", "backbone", "resolution", "pretrain", "method", "mAP", "CP", "CR", "CF1", "OP",
+                      "OR", "OF1", "CP_top3", "CR_top3", "CF1_top3", "OP_top3", "OR_top3", "OF1_top3", "is_salgl",
+                      "source")
+PAPER_REPRO_COLUMNS = ("dataset", "backbone", "resolution", "who", "mAP", "source")
+PAPER_CURVE_COLUMNS = ("epoch", "best_ema_mAP", "best_regular_mAP", "loss_cls", "loss_sample_entropy",
+                       "loss_batch_entropy", "epoch_seconds", "lr", "source")

@@ -1,0 +1,42 @@
+"""What a study is: `StudySpec` (its axis and values, or its joint search space), the searched metric, `StudyError`.
+
+Plain Python (no Ray): the study scripts, the planner and the Ray worker all import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from salgl_core.config import ExperimentConfig
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+# What the searcher optimises and the scheduler compares: the EMA model's mAP of the epoch just ended.
+# (The number reported per trial is its best epoch's, schema.REPORTED_METRIC.)
+METRIC, MODE = "mAP_ema", "max"
+# The paper's configuration: the config dataclasses' defaults are the official code's.
+PAPER = ExperimentConfig().to_flat()
+
+# base flat config, seeds -> (Optuna distributions, the paper's point in that space)
+SearchSpace = Callable[[dict[str, Any], list[int]], tuple[dict[str, "BaseDistribution"], dict[str, Any]]]
+
+
+class StudyError(ValueError):
+    """A study flag or run folder is wrong; the message says which and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """What a study sweeps. `axis` + `values` for a one-axis ablation; `space` for a joint search."""
+
+    study: str
+    script: str
+    description: str
+    axis: str | None = None
+    values: tuple = ()
+    space: SearchSpace | None = None
+    default_seeds: tuple[int, ...] = (0, 1)
+    default_samples: int = 16

@@ -1,0 +1,76 @@
+"""Helpers shared by the studies tests: reading exports, waiting on a condition, finding a study's processes."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+try:
+    import psutil
+except ImportError:  # Ray ships its own copy, on sys.path once ray is imported
+    importlib.import_module("ray")
+    psutil = importlib.import_module("psutil")
+
+T = TypeVar("T")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def header(path: Path) -> list[str]:
+    with open(path, newline="") as f:
+        return next(csv.reader(f))
+
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str, poll: float = 0.05) -> T:
+    """Poll `condition` until it returns something truthy (returned); AssertionError naming `what` after
+    `timeout` seconds. An exception counts as not yet (a file half written, a folder not there yet)."""
+    end = time.monotonic() + timeout
+    last: Exception | None = None
+    while True:
+        try:
+            value = condition()
+        except Exception as e:  # reported below if it never settles
+            value, last = None, e
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
+                                 + (f" (last error: {last!r})" if last else ""))
+        time.sleep(poll)
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every process below `pid` (a study's Ray GCS, raylet and workers)."""
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def trial_workers(root: int | None = None) -> list[int]:
+    """PIDs of the Ray workers below `root` (default: this process, whose Ray started them) running a trial."""
+    pids = []
+    for p in psutil.Process(root or os.getpid()).children(recursive=True):
+        try:
+            if any("ray::ImplicitFunc" in part for part in p.cmdline()):
+                pids.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return pids
+
+
+def kill(pids: list[int]) -> None:
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

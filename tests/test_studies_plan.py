@@ -1,0 +1,98 @@
+"""studies/plan.py: the base config (preset < --smoke < flags < --set), GridPlan and SearchPlan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from optuna.distributions import CategoricalDistribution
+
+from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, synthetic_preset
+from studies import graph_depth, momentum, scene_count
+from studies import tune as tune_study
+from studies.plan import GridPlan, SearchPlan, base_config, make_plan
+from studies.spec import PAPER
+
+
+def _args(module, tmp: Path, *argv: str):
+    return module.get_args_parser().parse_args(
+        [*argv, "--results-dir", str(tmp / "results"), "--storage-path", str(tmp / "ray")])
+
+
+def test_defaults_and_the_paper_value_always_in_the_grid(tmp_path):
+    plan = make_plan(_args(scene_count, tmp_path), scene_count.SPEC)
+    assert isinstance(plan, GridPlan)
+    assert plan.values == [1, 2, 4, 8] and plan.seeds == [0, 1] and plan.num_samples == 8
+    assert plan.base["dataset"] == "synthetic" and plan.base["backbone"] == "small_cnn"
+    plan = make_plan(_args(graph_depth, tmp_path, "--values", "1", "0"), graph_depth.SPEC)
+    assert plan.values == [0, 1, PAPER["gnn_steps"]] and plan.paper_config == {"gnn_steps": 3}
+    plan = make_plan(_args(momentum, tmp_path, "--smoke"), momentum.SPEC)
+    assert plan.values == [0.0, 1.0] and plan.seeds == [0]
+    # --dataset coco with no other override is the paper's recipe.
+    plan = make_plan(_args(scene_count, tmp_path, "--dataset", "coco"), scene_count.SPEC)
+    assert {k: plan.base[k] for k in ("backbone", "image_size", "batch_size", "epochs", "lr")} == {
+        "backbone": "resnet101", "image_size": 448, "batch_size": 128, "epochs": 80, "lr": 1e-4}
+    assert {k: v for k, v in plan.base.items() if k != "dataset"} == {k: v for k, v in PAPER.items()
+                                                                       if k != "dataset"}
+    plan = make_plan(_args(tune_study, tmp_path, "--set", "lr=0.01"), tune_study.SPEC)
+    assert isinstance(plan, SearchPlan)
+    assert plan.points[0]["lr"] == 0.01 and plan.space["lr"].low == pytest.approx(1e-3)
+    assert plan.paper_config["num_scenes"] == PAPER["num_scenes"] and plan.num_samples == 16
+    # ASHA's rungs stay below the last epoch (5 synthetic epochs: decisions after epochs 1 and 3).
+    assert plan.asha == {"time_attr": "training_iteration", "grace_period": 1, "max_t": 4, "reduction_factor": 3.0}
+    assert make_plan(_args(tune_study, tmp_path, "--smoke"), tune_study.SPEC).asha is None  # 1 epoch
+
+
+def test_the_base_config_layers(tmp_path):
+    """The synthetic preset, then the studies' sizing, then --smoke, then the flags, then --set."""
+    base, explicit_device = base_config(_args(scene_count, tmp_path))
+    assert {k: base[k] for k in STUDY_SYNTHETIC} == STUDY_SYNTHETIC and not explicit_device
+    assert base["backbone"] == synthetic_preset()["backbone"]
+    base, _ = base_config(_args(scene_count, tmp_path, "--smoke", "--epochs", "3"))
+    assert base["synthetic_train_images"] == SMOKE["synthetic_train_images"] and base["epochs"] == 3
+    base, explicit_device = base_config(_args(scene_count, tmp_path, "--smoke", "--epochs", "3", "--set", "epochs=4",
+                                              "--set", "device=cpu"))
+    assert base["epochs"] == 4 and explicit_device
+
+
+def test_grid_and_search_plans_describe_themselves(tmp_path):
+    grid = make_plan(_args(scene_count, tmp_path, "--values", "1", "4", "--seeds", "3"), scene_count.SPEC)
+    assert (grid.sampler, grid.scheduler, grid.points) == ("GridSampler", "FIFO", [])
+    assert grid.study_keys() == {"axis": "num_scenes", "axis_values": [1, 4]}
+    assert grid.grid() == {"num_scenes": [1, 4], "seed": [3]}
+    assert grid.space == {"num_scenes": CategoricalDistribution([1, 4]), "seed": CategoricalDistribution([3])}
+    assert grid.trial_label({"num_scenes": 4, "seed": 3}) == "num_scenes=4 "
+    search = make_plan(_args(tune_study, tmp_path), tune_study.SPEC)
+    assert (search.sampler, search.scheduler) == ("TPESampler", "ASHA")
+    keys = search.study_keys()
+    assert (keys["axis"], keys["axis_values"], keys["asha"]) == (None, None, search.asha)
+    assert keys["search_space"]["num_scenes"] == {"type": "choice", "values": [1, 2, 4, 6, 8]}
+    assert keys["search_space"]["lr"]["type"] == "loguniform" and keys["search_space"]["gnn_steps"]["type"] == "int"
+    assert search.trial_label({"seed": 0}) == ""
+    no_asha = make_plan(_args(tune_study, tmp_path, "--smoke"), tune_study.SPEC)
+    assert no_asha.scheduler == "FIFO" and "asha" not in no_asha.study_keys()
+
+
+def test_the_trials_device_follows_the_resources(tmp_path):
+    plan = make_plan(_args(scene_count, tmp_path), scene_count.SPEC)
+    assert plan.trial_base(0.0)["device"] == "cpu" and plan.trial_base(0.5)["device"] == "auto"
+    assert plan.base["device"] == "cpu"  # the plan itself is not changed
+    plan = make_plan(_args(scene_count, tmp_path, "--set", "device=cuda"), scene_count.SPEC)
+    assert plan.trial_base(0.0)["device"] == "cuda"  # --set device wins
+
+
+def test_relative_paths_become_absolute(tmp_path, monkeypatch):
+    """Trials run in working directories of their own: the driver hands them absolute paths only."""
+    monkeypatch.chdir(tmp_path)
+    args = _args(scene_count, tmp_path, "--dataset", "coco", "--data-root", "data/coco", "--set",
+                 "label_embedding=emb/bert.npy", "--set", "backbone_weights=w/r101.pth")
+    base, _ = base_config(args)
+    assert base["data_root"] == str(tmp_path / "data" / "coco")
+    assert base["label_embedding"] == str(tmp_path / "emb" / "bert.npy")
+    assert base["backbone_weights"] == str(tmp_path / "w" / "r101.pth")
+    assert base["cache_dir"] is None  # only the synthetic dataset uses the cache
+    monkeypatch.setenv("SALGL_CACHE", "rel/cache")
+    base, _ = base_config(_args(scene_count, tmp_path))
+    assert base["cache_dir"] == str(tmp_path / "rel" / "cache")
+    base, _ = base_config(_args(scene_count, tmp_path, "--backbone-weights", "none"))
+    assert base["backbone_weights"] is None

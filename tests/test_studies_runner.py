@@ -1,0 +1,201 @@
+"""studies/runner.py end to end, real Ray and real Optuna: smoke studies against the schema, GPU allocation on a
+cluster that declares two GPUs, and trials that fail (ERROR), diverge (DIVERGED) or crash (retried) while the
+study goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+from helpers import header, read_rows, trial_workers, wait_until
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from ray.tune import ExperimentAnalysis
+
+from salgl_core.config import ExperimentConfig
+from salgl_core.data import build_datasets
+from salgl_core.presets import SMOKE, synthetic_preset
+from studies import momentum, scene_count
+from studies import tune as tune_study
+from studies.schema import EPOCH_COLUMNS, SCENE_KEYS, SEARCH_STUDY_KEYS, STUDY_KEYS, TRIAL_COLUMNS
+from studies.search import ray_temp_dir
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ray_two_gpus():
+    """One Ray for the whole module: 2 CPUs and 2 declared (fake) GPUs. Ray's socket paths must stay short."""
+    tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, **ray_temp_dir(tmp))
+    yield
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _args(module, tmp: Path, *extra: str):
+    return module.get_args_parser().parse_args(
+        ["--smoke", "--results-dir", str(tmp / "results"), "--storage-path", str(tmp / "ray"), "--name", "t",
+         "--cpus-per-trial", "1", *extra])
+
+
+@pytest.fixture(scope="module")
+def smoke(ray_two_gpus, tmp_path_factory):
+    """scene_count --smoke over K in {1, 4} x seeds {0, 1}: 4 trials, each asking for one of the two GPUs."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    outcome = scene_count.main(_args(scene_count, tmp, "--seeds", "0", "1"))
+    return outcome, tmp
+
+
+def test_smoke_study_export_follows_the_schema(smoke):
+    outcome, tmp = smoke
+    run = outcome.run_dir
+    assert outcome.status == "FINISHED" and run == (tmp / "results" / "scene_count" / "t").resolve()
+
+    meta = json.loads((run / "study.json").read_text())
+    assert set(meta) == set(STUDY_KEYS)
+    assert (meta["study"], meta["axis"], meta["axis_values"], meta["seeds"]) == ("scene_count", "num_scenes",
+                                                                                 [1, 4], [0, 1])
+    assert (meta["sampler"], meta["scheduler"], meta["status"], meta["n_trials"], meta["n_finished"]) == (
+        "GridSampler", "FIFO", "FINISHED", 4, 4)
+    assert meta["paper_config"] == {"num_scenes": 4} and meta["finished"] and meta["metric"] == "mAP_ema"
+    assert meta["provenance"]["ray_cluster"] == {"nodes": 1, "cpus": 2.0, "gpus": 2.0}
+    assert 0 < meta["trial_seconds_total"] and 0 < meta["wall_seconds"]
+    ExperimentConfig.from_flat(meta["base_config"])  # a complete, valid config
+    assert "cache_dir" not in meta["base_config"]  # a machine-local folder: not exported
+
+    assert header(run / "trials.csv") == list(TRIAL_COLUMNS)
+    trials = read_rows(run / "trials.csv")
+    assert len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
+    assert sorted((t["num_scenes"], t["seed"]) for t in trials) == [("1", "0"), ("1", "1"), ("4", "0"), ("4", "1")]
+    assert all(t["status"] == "FINISHED" and t["epochs_done"] == "1" and t["error"] == "" for t in trials)
+    assert {t["cache_dir"] for t in trials} == {""}
+    assert {t["is_paper_config"] for t in trials if t["num_scenes"] == "4"} == {"True"}
+    assert {t["is_paper_config"] for t in trials if t["num_scenes"] == "1"} == {"False"}
+    for t in trials:
+        assert 0 <= float(t["mAP_ema"]) <= 100 and float(t["seconds"]) > 0 and t["device"] == "cpu"
+        assert 0 <= float(t["scene_nmi"]) <= 1  # synthetic data: learned vs true scenes
+
+    assert header(run / "epochs.csv") == list(EPOCH_COLUMNS)
+    epochs = read_rows(run / "epochs.csv")
+    assert sorted(e["trial_id"] for e in epochs) == sorted(t["trial_id"] for t in trials)
+
+    for t in trials:
+        scene = json.loads((run / "scenes" / f"{t['trial_id']}.json").read_text())
+        assert set(scene) == set(SCENE_KEYS)
+        k, c = int(t["num_scenes"]), len(meta["class_names"])
+        assert len(scene["cooccurrence_prob"]) == k and len(scene["cooccurrence_prob"][0]) == c
+        assert len(scene["scene_usage"]) == k and abs(sum(scene["scene_usage"]) - 1) < 1e-6
+        assert 0 <= scene["true_scene_nmi"] <= 1 and len(scene["contingency"]) == k
+
+
+def test_optuna_study_is_persisted_next_to_the_export(smoke):
+    outcome, _ = smoke
+    storage = JournalStorage(JournalFileBackend(str(outcome.run_dir / "optuna_journal.log")))
+    study = optuna.load_study(study_name="scene_count/t", storage=storage)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert sorted((t.params["num_scenes"], t.params["seed"]) for t in study.trials) == [(1, 0), (1, 1), (4, 0),
+                                                                                        (4, 1)]
+    mAP = {(r["num_scenes"], r["seed"]): float(r["mAP_ema"]) for r in read_rows(outcome.run_dir / "trials.csv")}
+    for t in study.trials:
+        assert t.value == pytest.approx(mAP[(str(t.params["num_scenes"]), str(t.params["seed"]))])
+
+
+def test_gpu_allocation_two_gpus_four_trials(smoke):
+    """Never more than two trials at once, and trials running together saw different GPU ids."""
+    outcome, tmp = smoke
+    gpu = {t["trial_id"]: t["gpu_ids"] for t in read_rows(outcome.run_dir / "trials.csv")}
+    assert set(gpu.values()) <= {"0", "1"} and len(gpu) == 4
+    # Each trial's own clock: from its start to its last report (inside the span Ray held its resources).
+    spans = {}
+    for df in ExperimentAnalysis(str(tmp / "ray" / "scene_count" / "t")).trial_dataframes.values():
+        spans[df["trial_id"].iloc[0]] = (df["trial_started"].min(), df["reported_at"].max())
+    assert set(spans) == set(gpu)
+    most = 0
+    for t, _ in spans.values():  # the number of running trials peaks at some trial's start
+        running = [tid for tid, (s, e) in spans.items() if s <= t < e]
+        assert len(running) <= 2, f"{running} ran at once"
+        assert len({gpu[r] for r in running}) == len(running), f"{running} shared a GPU"
+        most = max(most, len(running))
+    assert most == 2  # both GPUs were used at once
+
+
+def test_a_trial_that_raises_is_recorded_as_error(ray_two_gpus, tmp_path):
+    """A corrupt training image makes every trial raise inside its worker: each is recorded once with the
+    error naming the file, and the study still finishes."""
+    cache = tmp_path / "cache"
+    cfg = ExperimentConfig.from_flat({**synthetic_preset(), **SMOKE, "cache_dir": str(cache)})
+    bad = Path(build_datasets(cfg.data).train.paths[3])
+    bad.write_bytes(bad.read_bytes()[:200])
+    outcome = momentum.main(_args(momentum, tmp_path, "--cache-dir", str(cache), "--max-failures", "0"))
+    assert outcome.status == "FINISHED"
+    trials = read_rows(outcome.run_dir / "trials.csv")
+    assert len(trials) == 2 and {t["status"] for t in trials} == {"ERROR"}
+    assert all("CorruptImageError" in t["error"] and bad.name in t["error"] for t in trials)
+    assert json.loads((outcome.run_dir / "study.json").read_text())["n_finished"] == 2
+
+
+def test_a_nan_loss_is_recorded_as_diverged(ray_two_gpus, tmp_path):
+    outcome = scene_count.main(_args(scene_count, tmp_path, "--lr", "1e6"))
+    assert outcome.status == "FINISHED"
+    trials = read_rows(outcome.run_dir / "trials.csv")
+    assert len(trials) == 2 and {t["status"] for t in trials} == {"DIVERGED"}
+    assert all("diverged" in t["error"] for t in trials)
+    assert not list(outcome.run_dir.glob("scenes/*.json"))  # nothing to report for a diverged model
+
+
+def test_a_crashed_trial_is_retried_from_its_last_checkpoint(ray_two_gpus, tmp_path):
+    """SIGKILL the trial's worker after its first epoch: Ray retries it (FailureConfig) from the epoch-1
+    checkpoint, so epoch 1 is not trained twice, and the export holds each epoch once."""
+    args = _args(scene_count, tmp_path, "--values", "4", "--epochs", "3", "--set", "synthetic_train_images=768")
+    out: dict = {}
+    study = threading.Thread(target=lambda: out.update(outcome=scene_count.main(args)))
+    study.start()
+    epochs_csv = tmp_path / "results" / "scene_count" / "t" / "epochs.csv"
+    wait_until(lambda: read_rows(epochs_csv), 120, "the first epoch in epochs.csv")
+    # The driver exports an epoch before it registers that report's checkpoint as the trial's latest; the
+    # experiment state it then saves (forced after every checkpoint) says the retry has it to restore.
+    storage = str(tmp_path / "ray" / "scene_count" / "t")
+    wait_until(lambda: ExperimentAnalysis(storage).trials[0].checkpoint, 60, "Ray's record of the epoch-1 checkpoint",
+               poll=0.2)
+    workers = trial_workers()
+    assert len(workers) == 1 and read_rows(epochs_csv)[-1]["epoch"] == "1", "epoch 2 ended before the kill"
+    os.kill(workers[0], signal.SIGKILL)
+    study.join(timeout=180)
+    assert out["outcome"].status == "FINISHED"
+    trials = read_rows(out["outcome"].run_dir / "trials.csv")
+    assert len(trials) == 1 and trials[0]["status"] == "FINISHED" and trials[0]["epochs_done"] == "3"
+    assert [e["epoch"] for e in read_rows(epochs_csv)] == ["1", "2", "3"]
+    (df,) = ExperimentAnalysis(str(tmp_path / "ray" / "scene_count" / "t")).trial_dataframes.values()
+    # Reports in order: epoch 1, (crash), epochs 2 and 3 from the checkpoint, the final report.
+    assert df["epoch"].tolist() == [1, 2, 3, 3] and df["final"].fillna(False).tolist() == [False] * 3 + [True]
+
+
+def test_joint_search_tpe_asha(ray_two_gpus, tmp_path):
+    outcome = tune_study.main(_args(tune_study, tmp_path, "--num-samples", "3", "--epochs", "3", "--grace-period",
+                                    "1", "--reduction-factor", "2"))
+    assert outcome.status == "FINISHED"
+    meta = json.loads((outcome.run_dir / "study.json").read_text())
+    assert (meta["axis"], meta["sampler"], meta["scheduler"], meta["n_trials"]) == (None, "TPESampler", "ASHA", 3)
+    assert set(meta) == set(STUDY_KEYS) | set(SEARCH_STUDY_KEYS)
+    assert set(meta["search_space"]) == {"num_scenes", "gnn_steps", "comat_momentum", "lr", "weight_decay",
+                                         "sample_entropy_weight", "batch_entropy_weight", "soft_assignment", "seed"}
+    assert meta["asha"] == {"time_attr": "training_iteration", "grace_period": 1, "max_t": 2, "reduction_factor": 2.0}
+    trials = read_rows(outcome.run_dir / "trials.csv")
+    assert len(trials) == 3 and {t["status"] for t in trials} <= {"FINISHED", "STOPPED"}
+    assert any(t["status"] == "FINISHED" for t in trials)
+    for t in trials:  # ASHA may stop a trial before its last epoch; the others run to the end, scenes included
+        assert (t["epochs_done"] == "3") == (t["status"] == "FINISHED")
+        assert (outcome.run_dir / "scenes" / f"{t['trial_id']}.json").is_file() == (t["status"] == "FINISHED")
+    paper = [t for t in trials if t["is_paper_config"] == "True"]
+    assert len(paper) == 1
+    p = paper[0]
+    assert (p["num_scenes"], p["gnn_steps"], p["comat_momentum"], p["soft_assignment"]) == ("4", "3", "1.0", "False")

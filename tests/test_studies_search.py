@@ -1,0 +1,81 @@
+"""studies/search.py: the searcher and scheduler of each plan, crash-safe resumption of the Optuna study, and
+the Ray/Optuna internals it relies on (a clear failure here when a new version changes them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from studies import scene_count, search
+from studies import tune as tune_study
+from studies.plan import make_plan
+
+
+def _plan(module, tmp: Path, *argv: str):
+    args = module.get_args_parser().parse_args(
+        [*argv, "--results-dir", str(tmp / "results"), "--storage-path", str(tmp / "ray"), "--name", "r"])
+    return make_plan(args, module.SPEC)
+
+
+def test_the_internals_this_module_uses_are_still_there():
+    search.check_internals()  # RuntimeError naming what changed, and the versions last checked
+
+
+def test_a_changed_internal_is_named(monkeypatch):
+    init = OptunaSearch.__init__
+
+    def without_completed_trials(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        del self._completed_trials
+
+    monkeypatch.setattr(OptunaSearch, "__init__", without_completed_trials)
+    with pytest.raises(RuntimeError, match=r"internals that changed .*OptunaSearch\._completed_trials \(a set\)"):
+        search.check_internals()
+
+
+def test_each_plan_gets_its_sampler_and_scheduler(tmp_path):
+    searcher, scheduler = search.build_search(_plan(scene_count, tmp_path, "--values", "1", "4"), 0,
+                                              tmp_path / "grid.log")
+    assert isinstance(scheduler, FIFOScheduler) and isinstance(searcher, search.ResumableOptunaSearch)
+    assert {tuple(sorted(searcher.suggest(str(i)).items())) for i in range(4)} == {
+        (("num_scenes", k), ("seed", s)) for k in (1, 4) for s in (0, 1)}  # the whole grid, once each
+    searcher, scheduler = search.build_search(_plan(tune_study, tmp_path), 0, tmp_path / "tpe.log")
+    assert isinstance(scheduler, AsyncHyperBandScheduler)
+    first = searcher.suggest("0")  # the paper's point comes first
+    assert (first["num_scenes"], first["gnn_steps"], first["soft_assignment"]) == (4, 3, False)
+    _, scheduler = search.build_search(_plan(tune_study, tmp_path, "--smoke", "--name", "s"), 0, tmp_path / "s.log")
+    assert isinstance(scheduler, FIFOScheduler)  # one epoch: nothing for ASHA to stop
+
+
+def test_the_grid_sampler_does_not_stop_an_ask_tell_study():
+    """Optuna's own GridSampler calls study.stop() when the grid is used up, which raises outside optimize()."""
+    study = optuna.create_study(sampler=search.GridSampler({"x": [1]}, seed=0))
+    trial = study.ask()
+    trial.suggest_categorical("x", [1])
+    study.tell(trial, 1.0)
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_resumed_searcher_hands_out_orphans_and_ignores_finished_trials(tmp_path):
+    """A crash between two of Ray's snapshots: the trial handed out after the snapshot is handed out again
+    (not a new grid point), and a trial that finished after it may be reported again without harm."""
+    plan = _plan(scene_count, tmp_path, "--values", "1", "4", "--seeds", "0")
+    journal, snapshot = tmp_path / "optuna.log", tmp_path / "searcher.pkl"
+    searcher, _ = search.build_search(plan, 0, journal)
+    searcher.suggest("a")
+    searcher.save(str(snapshot))  # Ray's last experiment snapshot
+    orphan = searcher.suggest("b")
+    searcher.on_trial_complete("a", {"mAP_ema": 50.0})  # ... and the driver crashes
+
+    restored, _ = search.build_search(plan, 0, journal)
+    restored.restore(str(snapshot))
+    assert restored.suggest("b2") == orphan  # Ray does not know "b": its point comes back first
+    restored.on_trial_complete("a", {"mAP_ema": 49.0})  # Ray re-evaluates "a"; Optuna already has its value
+    restored.on_trial_complete("b2", {"mAP_ema": 40.0})
+    trials = optuna.load_study(study_name="scene_count/r", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal)))).trials
+    assert [(t.state.name, t.value) for t in trials] == [("COMPLETE", 50.0), ("COMPLETE", 40.0)]
