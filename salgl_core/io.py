@@ -1,14 +1,13 @@
-"""Atomic file writes: a crash never leaves half a file (temporary file in the same folder + rename)."""
+"""Atomic file writes: a crash never leaves half a file (temporary file in the same folder + rename).
+
+No torch here: the config, the results schema and the dashboard use these writers (checkpoints, which
+need torch.save, are written by `salgl_core.checkpoint` through `atomic_write_bytes`)."""
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
 
 
 def _current_umask() -> int:
@@ -21,6 +20,7 @@ _UMASK = _current_umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` (creating its folder): all of it or, after a crash, the old file untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -41,8 +41,3 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())

@@ -22,17 +22,18 @@ from salgl_core.config import ConfigError, ExperimentConfig
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train SALGL (Scene-Aware Label Graph Learning).",
-                                     add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None,
+    parser = argparse.ArgumentParser(prog="python -m salgl_core.train",
+                                     description="Train SALGL (Scene-Aware Label Graph Learning).", add_help=add_help)
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="output folder for config.json, epochs.csv and checkpoints "
                              "(default: runs/<dataset>-<time>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <out>/checkpoint.pt with the config saved in <out>/config.json "
                              "(flags given again must agree with it)")
-    parser.add_argument("--config", type=Path, default=None,
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
                         help="a config.json to start from instead of the preset (flags still override it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, only the per-epoch line")
+    # The help shows the paper's defaults; `shown_defaults=` is where the preset's would go.
     add_config_arguments(parser)
     return parser
 

@@ -55,3 +55,8 @@ def test_efficientnet_lite0_uses_bundled_imagenet_weights():
     assert not torch.allclose(pre.net._conv_stem.weight, scratch.net._conv_stem.weight)
     with torch.no_grad():
         assert pre.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 1280, 2, 2)
+
+
+def test_unknown_backbone_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown backbone 'vgg'; known: \['resnet18', .*'small_cnn'"):
+        build_backbone("vgg", None)

@@ -1,20 +1,28 @@
-import argparse
 import json
+import subprocess
+import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
-from salgl_core.cli import add_config_arguments, config_from_args
 from salgl_core.config import (
+    BACKBONES,
+    DATA_PATH_FIELDS,
+    DATASETS,
     FIELD_OWNER,
+    PATH,
     ConfigError,
     DataConfig,
     ExperimentConfig,
     ModelConfig,
+    OneOf,
+    Range,
     TrainConfig,
-    paper_preset,
-    synthetic_preset,
+    field_spec,
+    field_type,
 )
+from salgl_core.presets import paper_preset, synthetic_preset
 
 
 def test_paper_defaults():
@@ -66,18 +74,50 @@ def test_field_names_are_unique_and_presets_are_valid():
         assert ExperimentConfig.from_flat(paper_preset(ds)).model.backbone == "resnet101"
 
 
-def test_cli_has_a_flag_with_help_for_every_field():
-    parser = argparse.ArgumentParser()
-    add_config_arguments(parser)
-    text = parser.format_help()
-    for name in FIELD_OWNER:
-        assert "--" + name.replace("_", "-") in text, name
-    assert "HELP" not in text
-    args = parser.parse_args(["--num-scenes", "6", "--soft-assignment", "--backbone-weights", "none"])
-    cfg = config_from_args(args)
-    assert cfg.model.num_scenes == 6 and cfg.model.soft_assignment and cfg.model.backbone_weights is None
-    assert cfg.data.dataset == "synthetic" and cfg.model.backbone == "small_cnn"  # synthetic preset below flags
-    coco = config_from_args(parser.parse_args(["--dataset", "coco"]))
-    assert coco.model.backbone == "resnet101" and coco.data.image_size == 448 and coco.train.batch_size == 128
-    with pytest.raises(ConfigError, match="num_scenes"):
-        config_from_args(parser.parse_args(["--num-scenes", "0"]))
+
+@pytest.mark.parametrize("cls,field,value,expected", [
+    (ModelConfig, "num_scenes", 0, "an integer >= 1"),
+    (DataConfig, "image_size", 4, "an integer in [32, 2048]"),
+    (TrainConfig, "lr", 0.0, "a number in (0.0, inf)"),
+    (ModelConfig, "comat_momentum", float("nan"), "a number in [0.0, 1.0]"),
+    (TrainConfig, "amp", "fp8", "one of ['none', 'bf16', 'fp16']"),
+    (TrainConfig, "epochs", True, "an integer >= 1"),  # a bool is not an integer here
+    (DataConfig, "data_root", "", "None or a path"),
+    (ModelConfig, "outmess", 1, "true or false"),
+    (TrainConfig, "device", "tpu", "'auto', 'cpu', 'cuda' or 'cuda:N'"),
+])
+def test_messages_state_the_declared_range_or_choices(cls, field, value, expected):
+    with pytest.raises(ConfigError) as e:
+        cls(**{field: value})
+    assert str(e.value) == f"{cls.__name__}.{field} = {value!r} is invalid: expected {expected}"
+
+
+def test_optional_fields_accept_none():
+    assert DataConfig(data_root=None).data_root is None and ModelConfig(backbone_weights=None).backbone_weights is None
+
+
+def test_field_types_come_from_the_annotations():
+    assert [field_type(n) for n in ("num_scenes", "lr", "outmess", "loss", "data_root", "backbone_weights")] == \
+        [int, float, bool, str, str, str]
+    assert field_spec("data_root").optional and not field_spec("loss").optional
+    assert all(field_type(n) in (int, float, bool, str) for n in FIELD_OWNER)
+    with pytest.raises(ConfigError, match="unknown config field 'num_scene'"):
+        field_type("num_scene")
+
+
+def test_each_field_declares_its_check_once():
+    assert field_spec("num_scenes").check == Range(1)
+    assert field_spec("backbone").check == OneOf(BACKBONES) and field_spec("dataset").check == OneOf(DATASETS)
+    assert DATA_PATH_FIELDS == tuple(n for n in FIELD_OWNER if field_spec(n).check is PATH)
+    assert DATA_PATH_FIELDS[0] == "data_root" and "cache_dir" in DATA_PATH_FIELDS
+    # Range checks sit on numeric fields only.
+    assert all(field_type(n) in (int, float) for n in FIELD_OWNER if isinstance(field_spec(n).check, Range))
+
+
+def test_config_presets_and_io_do_not_import_torch():
+    # The results schema and the dashboard import the config; they must stay torch-free.
+    code = ("import sys, salgl_core.config, salgl_core.presets, salgl_core.io, salgl_core.registry; "
+            "print(sorted(m for m in ('torch', 'torchvision', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]", out.stdout

@@ -15,7 +15,6 @@ from salgl_core.data import (
     build_loader,
     collate,
 )
-from salgl_core.data.benchmark import decode_rate, loader_rate
 from salgl_core.data.images import check_files_exist, load_image
 from salgl_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, CutoutPIL, eval_transform, train_transform
 
@@ -172,11 +171,3 @@ def test_official_recipe_and_switches():
     assert y.shape == (3, 448, 448) and y.dtype == torch.float32
     assert np.allclose(eval_transform(cfg).transforms[-1].std, IMAGENET_STD)
 
-
-def test_benchmark_helpers(tmp_path):
-    ds = dataset(tmp_path, n=6)
-    d = decode_rate(ds.paths)
-    assert d["images"] == 6 and d["images_per_s"] > 0
-    r = loader_rate(ds, batch_size=4, num_workers=0, batches=3)
-    # untimed first batch [4], then [2] (end of epoch), [4], [2]
-    assert r["batches"] == 3 and r["images"] == 8 and r["images_per_s"] > 0

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from salgl_core.config import ExperimentConfig, synthetic_preset
+from salgl_core.config import ExperimentConfig
 from salgl_core.data import build_datasets
 from salgl_core.engine import CHECKPOINT, DivergedError, fit
 from salgl_core.metrics import mean_average_precision
+from salgl_core.presets import synthetic_preset
 
 REPO = Path(__file__).resolve().parents[1]
 

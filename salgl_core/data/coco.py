@@ -30,8 +30,10 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from salgl_core.config import DataConfig
+from salgl_core.data.bundle import DatasetBundle, make_bundle
 from salgl_core.data.errors import DataError
 from salgl_core.data.images import check_files_exist, require_dir, require_file
+from salgl_core.registry import datasets
 
 YEARS = ("2014", "2017")
 
@@ -143,3 +145,10 @@ def load_coco(cfg: DataConfig) -> tuple[CocoSplit, CocoSplit, dict[str, Any]]:
         info[f"{name}_unannotated"] = s.num_unannotated
         info[f"{name}_unannotated_dropped"] = 0 if cfg.keep_unannotated else s.num_unannotated
     return train, val, info
+
+
+@datasets.register("coco")
+def coco_bundle(cfg: DataConfig) -> DatasetBundle:
+    tr, va, info = load_coco(cfg)
+    return make_bundle(cfg, (tr.paths, tr.labels, tr.image_ids), (va.paths, va.labels, va.image_ids),
+                       tr.class_names, info, tr.scene_ids, va.scene_ids)

@@ -31,8 +31,10 @@ from typing import Any
 import numpy as np
 
 from salgl_core.config import DataConfig
+from salgl_core.data.bundle import DatasetBundle, make_bundle
 from salgl_core.data.errors import DataError
 from salgl_core.data.images import check_files_exist, require_dir, require_file
+from salgl_core.registry import datasets
 
 _HINT = "pass --data-root pointing at the NUS-WIDE folder (Concepts81.txt, ImageList/, Groundtruth/, Flickr/)"
 
@@ -112,3 +114,9 @@ def load_nuswide(cfg: DataConfig) -> tuple[tuple, tuple, list[str], dict[str, An
         # Split-list entries absent from Imagelist.txt have no labels; the official script skips them too.
         info[f"{split}_not_in_imagelist"] = sum(k not in known for k in listed[split])
     return out[0], out[1], concepts, info
+
+
+@datasets.register("nuswide")
+def nuswide_bundle(cfg: DataConfig) -> DatasetBundle:
+    train, val, concepts, info = load_nuswide(cfg)
+    return make_bundle(cfg, train, val, concepts, info)

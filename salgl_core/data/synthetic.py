@@ -46,9 +46,11 @@ never see half a dataset, and the one that loses the race uses the winner's copy
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -60,8 +62,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from salgl_core.config import DataConfig
+from salgl_core.config import DATA_PATH_FIELDS, DataConfig
+from salgl_core.data.bundle import DatasetBundle
+from salgl_core.data.coco import coco_bundle
 from salgl_core.data.errors import DataError
+from salgl_core.registry import datasets
+
+log = logging.getLogger(__name__)
 
 # Part of the cache key: bump it whenever the generated content changes, or stale caches get reused.
 VERSION = 1
@@ -361,3 +368,19 @@ def generate_synthetic(cfg: DataConfig) -> SyntheticPaths:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _paths(final, generated=generated, seconds=time.perf_counter() - t0 if generated else 0.0)
+
+
+@datasets.register("synthetic")
+def synthetic_bundle(cfg: DataConfig) -> DatasetBundle:
+    """Generate (or reuse) the data for `cfg`, then read it as the COCO files it is."""
+    given = {f: getattr(cfg, f) for f in DATA_PATH_FIELDS if f != "cache_dir" and getattr(cfg, f) is not None}
+    if given:
+        log.warning("dataset=synthetic generates its own data; ignoring %s", given)
+    p = generate_synthetic(cfg)
+    coco_cfg = dataclasses.replace(cfg, data_root=None, train_images=str(p.train_images),
+                                   train_annotations=str(p.train_annotations), val_images=str(p.val_images),
+                                   val_annotations=str(p.val_annotations))
+    bundle = coco_bundle(coco_cfg)
+    bundle.info.update({"synthetic_root": str(p.root), "synthetic_params": synthetic_params(cfg),
+                        "synthetic_generated": p.generated, "synthetic_seconds": round(p.seconds, 3)})
+    return bundle

@@ -4,10 +4,12 @@ Real data, train (official `lib/dataset.py`, SALGL.md section 2):
     Resize((S, S)) -> RandomHorizontalFlip -> CutoutPIL(0.5, random colour) -> RandAugment -> ToTensor
     -> Normalize(ImageNet mean/std)
 Real data, test: Resize((S, S)) -> ToTensor -> Normalize.
-`cfg.cutout` / `cfg.randaugment` switch those two steps off.
-
-Deviation: the official code takes RandAugment from the pip `randaugment` package; we use
-torchvision's RandAugment (2 ops, magnitude 9), the same policy family, to add no dependency.
+`cutout` switches the cutout step off; the RandAugment policy is chosen by name (RANDAUGMENT_POLICIES):
+  "official"     the pip `randaugment` package's UDA-style policy the official code imports, rewritten in
+                 `randaugment.py` (2 slots, each p 0.5, magnitudes 1-9 of 10, Invert and Cutout included)
+  "torchvision"  torchvision's RandAugment (2 ops always applied, magnitude 9 of 31): not the official policy
+  "none"         no RandAugment
+The boolean of the current DataConfig maps True to "torchvision" (the behaviour so far) and False to "none".
 
 Synthetic data, train: [Resize] -> RandomHorizontalFlip -> ToTensor -> Normalize, whatever cfg.cutout and
 cfg.randaugment say: the synthetic classes are defined by colour and shape, which colour operations
@@ -21,6 +23,7 @@ from PIL import Image, ImageDraw
 from torchvision import transforms as T
 
 from salgl_core.config import DataConfig
+from salgl_core.data.randaugment import OfficialRandAugment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,17 +62,37 @@ def _tail() -> list:
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
+RANDAUGMENT_POLICIES = ("official", "torchvision", "none")
+
+
+def randaugment_policy(randaugment: str | bool) -> str:
+    """The policy name for a name or the legacy boolean (True = torchvision's, the behaviour before names)."""
+    if isinstance(randaugment, bool):
+        return "torchvision" if randaugment else "none"
+    if randaugment not in RANDAUGMENT_POLICIES:
+        raise ValueError(f"randaugment = {randaugment!r} is unknown; use one of {', '.join(RANDAUGMENT_POLICIES)}")
+    return randaugment
+
+
+def real_train_transform(image_size: int, randaugment: str | bool = "official", cutout: bool = True) -> T.Compose:
+    """The official training transform for real images at image_size x image_size (see the module docstring)."""
+    policy = randaugment_policy(randaugment)
+    t: list = [T.Resize((image_size, image_size)), T.RandomHorizontalFlip()]
+    if cutout:
+        t.append(CutoutPIL(cutout_factor=0.5))
+    if policy == "official":
+        t.append(OfficialRandAugment())
+    elif policy == "torchvision":
+        t.append(T.RandAugment())
+    return T.Compose(t + _tail())
+
+
 def train_transform(cfg: DataConfig) -> T.Compose:
     s = cfg.image_size
     if cfg.dataset == "synthetic":
         resize = [] if s == SYNTHETIC_NATIVE_SIZE else [T.Resize((s, s))]
         return T.Compose([*resize, T.RandomHorizontalFlip(), *_tail()])
-    t: list = [T.Resize((s, s)), T.RandomHorizontalFlip()]
-    if cfg.cutout:
-        t.append(CutoutPIL(cutout_factor=0.5))
-    if cfg.randaugment:
-        t.append(T.RandAugment())
-    return T.Compose(t + _tail())
+    return real_train_transform(s, cfg.randaugment, cfg.cutout)
 
 
 def eval_transform(cfg: DataConfig) -> T.Compose:

@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 
 from salgl_core.config import DataConfig
+from salgl_core.data.bundle import DatasetBundle, make_bundle
 from salgl_core.data.errors import DataError
 from salgl_core.data.images import check_files_exist, require_dir, require_file
+from salgl_core.registry import datasets
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -97,3 +99,9 @@ def load_voc(cfg: DataConfig) -> tuple[tuple, tuple, dict[str, Any]]:
     info = {"root": str(root), "train_split": str(root / "ImageSets/Main/trainval.txt"),
             "val_split": str(root / "ImageSets/Main/test.txt"), "val_ignored_pairs": int(val[2].sum())}
     return train, val, info
+
+
+@datasets.register("voc2007")
+def voc2007_bundle(cfg: DataConfig) -> DatasetBundle:
+    (tp, tl, _, tid), (vp, vl, vign, vid), info = load_voc(cfg)
+    return make_bundle(cfg, (tp, tl, tid), (vp, vl, vid), list(VOC_CLASSES), info, val_ignore=vign)

@@ -1,23 +1,28 @@
-"""Benchmarks that print one JSON object each (speed goals live here, not in timed test asserts).
+"""Attention benchmark: the bilinear attention's forward+backward at COCO dimensions (C = 80 labels,
+N = 196 tokens, D = 2048, rank 1024), reference vs exact fast path, and the whole SALGL-ResNet-101 train
+step at 448 px (forward, backward, AdamW step), reference vs fast. Speedups are reference time / fast
+time. Flags shrink every shape.
 
     python -m salgl_core.bench attention [--batch 32] [--step-batch 8] [--device cuda] [--amp bf16]
-    python -m salgl_core.bench loader [--workers 0 1 2]
-
-`attention`: the bilinear attention's forward+backward at COCO dimensions (C = 80 labels, N = 196
-tokens, D = 2048, rank 1024), reference vs exact fast path, and the whole SALGL-ResNet-101 train step at
-448 px (forward, backward, AdamW step), reference vs fast. Speedups are reference time / fast time.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
+
+from salgl_core.attention import LowRankBilinearAttention
+from salgl_core.config import BACKBONES, ModelConfig
+from salgl_core.engine import resolve_device
+from salgl_core.losses import SALGLLoss
+from salgl_core.model import build_model
+
+SUMMARY = "bilinear attention and whole train step, reference vs fast"
 
 
 def _sync(device: torch.device) -> None:
@@ -49,10 +54,9 @@ def _peak_mb(device: torch.device, fn: Callable[[], None]) -> float | None:
     return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
-def bench_attention(batch: int, device: torch.device, amp: str, warmup: int, repeats: int) -> dict:
-    from salgl_core.attention import LowRankBilinearAttention
-
-    C, N, D, E, A = 80, 196, 2048, 768, 1024
+def bench_attention(batch: int, device: torch.device, amp: str, warmup: int, repeats: int, labels: int = 80,
+                    tokens: int = 196, dim: int = 2048, embed_dim: int = 768, rank: int = 1024) -> dict:
+    C, N, D, E, A = labels, tokens, dim, embed_dim, rank
     torch.manual_seed(0)
     ref = LowRankBilinearAttention(D, E, A, fast=False).to(device)
     fast = LowRankBilinearAttention(D, E, A, fast=True).to(device)
@@ -91,22 +95,19 @@ def _train_step(model: torch.nn.Module, crit: torch.nn.Module, opt: torch.optim.
     return run
 
 
-def bench_step(batch: int, device: torch.device, amp: str, warmup: int, repeats: int) -> dict:
-    from salgl_core.config import ModelConfig
-    from salgl_core.losses import SALGLLoss
-    from salgl_core.model import build_model
-
+def bench_step(batch: int, device: torch.device, amp: str, warmup: int, repeats: int, labels: int = 80,
+               image_size: int = 448, backbone: str = "resnet101", rank: int = 1024) -> dict:
     results = {}
-    x = torch.randn(batch, 3, 448, 448, device=device)
-    y = (torch.rand(batch, 80, device=device) < 0.05).float()
+    x = torch.randn(batch, 3, image_size, image_size, device=device)
+    y = (torch.rand(batch, labels, device=device) < 0.05).float()
     channels_last = device.type == "cuda"
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     for name, fast in (("ref", False), ("fast", True)):
         torch.manual_seed(0)
-        cfg = ModelConfig(backbone="resnet101", backbone_weights=None, fast_attention=fast)
-        model = build_model(cfg, 80).to(device).train()
+        cfg = ModelConfig(backbone=backbone, backbone_weights=None, fast_attention=fast, att_dim=rank)
+        model = build_model(cfg, labels).to(device).train()
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         crit = SALGLLoss(cfg)
@@ -120,7 +121,7 @@ def bench_step(batch: int, device: torch.device, amp: str, warmup: int, repeats:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     results["step_speedup"] = results["step_ref_ms"] / results["step_fast_ms"]
-    results["step_shape"] = {"B": batch, "image_size": 448, "backbone": "resnet101", "C": 80}
+    results["step_shape"] = {"B": batch, "image_size": image_size, "backbone": backbone, "C": labels}
     return results
 
 
@@ -132,44 +133,39 @@ def _device_info(device: torch.device) -> dict:
     return info
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="SALGL benchmarks; each prints one JSON object.")
-    sub = parser.add_subparsers(dest="which", required=True)
-    att = sub.add_parser("attention", help="bilinear attention and whole train step, reference vs fast")
-    att.add_argument("--batch", type=int, default=None,
-                     help="attention batch (default: 32 on CUDA, 4 on CPU)")
-    att.add_argument("--step-batch", type=int, default=None,
-                     help="train-step batch at 448 px (default: 32 on CUDA, 2 on CPU)")
-    att.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    att.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
-                     help="autocast dtype (CUDA); none = float32")
-    att.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
-    att.add_argument("--repeats", type=int, default=5, help="timed iterations (median reported)")
-    att.add_argument("--skip-step", action="store_true", help="only the attention benchmark")
-    ld = sub.add_parser("loader", help="training data pipeline throughput vs bare JPEG decoding")
-    ld.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to measure")
-    ld.add_argument("--batches", type=int, default=8, help="batches timed per setting")
-    args = parser.parse_args(argv)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=int, metavar="N", default=None,
+                   help="attention batch (default: 32 on CUDA, 4 on CPU)")
+    p.add_argument("--step-batch", type=int, metavar="N", default=None,
+                   help="train-step batch (default: 32 on CUDA, 2 on CPU)")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu or cuda[:N] (default: auto)")
+    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
+                   help="autocast dtype (CUDA); none = float32 (default: none)")
+    p.add_argument("--warmup", type=int, metavar="N", default=2, help="untimed iterations first (default: 2)")
+    p.add_argument("--repeats", type=int, metavar="N", default=5, help="timed iterations, median reported (default: 5)")
+    p.add_argument("--skip-step", action="store_true", help="only the attention benchmark")
+    p.add_argument("--labels", type=int, metavar="N", default=80, help="C, labels (default: 80, COCO)")
+    p.add_argument("--tokens", type=int, metavar="N", default=196,
+                   help="N, image tokens of the attention (default: 196)")
+    p.add_argument("--dim", type=int, metavar="N", default=2048, help="D, token width of the attention (default: 2048)")
+    p.add_argument("--embed-dim", type=int, metavar="N", default=768,
+                   help="E, label-embedding width (default: 768, BERT)")
+    p.add_argument("--rank", type=int, metavar="N", default=1024, help="rank of the bilinear attention (default: 1024)")
+    p.add_argument("--image-size", type=int, metavar="N", default=448, help="train-step image side (default: 448)")
+    p.add_argument("--backbone", default="resnet101", choices=BACKBONES,
+                   help="train-step backbone, random init (default: resnet101)")
 
-    if args.which == "loader":
-        from salgl_core.data.benchmark import loader_benchmark
 
-        print(json.dumps(loader_benchmark(workers=tuple(args.workers), batches=args.batches), indent=2))
-        return 0
-    from salgl_core.engine import resolve_device
-
+def run(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
     out = {"benchmark": "attention", **_device_info(device),
            "dtype": args.amp if args.amp != "none" else "float32"}
-    out.update(bench_attention(args.batch or (32 if cuda else 4), device, args.amp, args.warmup, args.repeats))
+    out.update(bench_attention(args.batch or (32 if cuda else 4), device, args.amp, args.warmup, args.repeats,
+                               args.labels, args.tokens, args.dim, args.embed_dim, args.rank))
     if not args.skip_step:
-        out.update(bench_step(args.step_batch or (32 if cuda else 2), device, args.amp, args.warmup, args.repeats))
-    print(json.dumps(out, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        out.update(bench_step(args.step_batch or (32 if cuda else 2), device, args.amp, args.warmup, args.repeats,
+                              args.labels, args.image_size, args.backbone, args.rank))
+    return out

@@ -1,0 +1,41 @@
+import os
+import stat
+
+import pytest
+
+from salgl_core import io
+
+
+def test_writes_create_the_folder_and_replace_whole_files(tmp_path):
+    path = tmp_path / "a" / "b" / "config.json"
+    io.atomic_write_text(path, "first\n")
+    io.atomic_write_text(path, "second\n")
+    assert path.read_text() == "second\n"
+    io.atomic_write_bytes(path, b"\x00\x01")
+    assert path.read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["config.json"]  # no temporary left behind
+
+
+def test_permissions_follow_the_umask_like_open(tmp_path):
+    old = os.umask(0o027)
+    try:
+        mask = io._current_umask()
+    finally:
+        os.umask(old)
+    assert mask == 0o027
+    io.atomic_write_text(tmp_path / "f.txt", "x")
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o666 & ~io._UMASK
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "state.json"
+    io.atomic_write_text(path, "old")
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        io.atomic_write_text(path, "new")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
