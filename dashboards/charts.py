@@ -37,7 +37,8 @@ def _nan_to_none(values: Sequence) -> list:
 def ablation_figure(ab: Ablation, axis_label: str, metric_label: str, ref: PaperRef | None = None,
                     repro: pd.DataFrame | None = None) -> go.Figure:
     """The metric against the swept value: one point per trial (a colour per seed), mean +- std of the
-    FINISHED trials, the paper's configuration starred, and the paper's number as a horizontal line."""
+    FINISHED trials, the paper's configuration starred, and the paper's number as a horizontal line.
+    `metric_label` names the metric with its unit on the y axis; hovers use the column name."""
     fig = go.Figure()
     labels = ab.summary["label"].tolist()
     pts = ab.points
@@ -50,7 +51,7 @@ def ablation_figure(ab: Ablation, axis_label: str, metric_label: str, ref: Paper
             customdata=p["trial_id"].tolist(), offsetgroup="trials",
             marker=dict(size=10, color=SEED_COLORS[i % len(SEED_COLORS)],
                                                            line=dict(width=1, color="white")),
-            hovertemplate=f"{ab.axis}=%{{x}}<br>{metric_label}=%{{y:.2f}}<br>trial %{{customdata}}"
+            hovertemplate=f"{ab.axis}=%{{x}}<br>{ab.metric}=%{{y:.2f}}<br>trial %{{customdata}}"
                           f"<extra>seed {fmt_value(seed)}</extra>"))
     no_seed = done[done["seed"].isna()]
     if len(no_seed):
@@ -90,7 +91,7 @@ def ablation_figure(ab: Ablation, axis_label: str, metric_label: str, ref: Paper
             fig.add_hline(y=float(r["mAP"]), line=dict(color=REPRO_COLOR, dash="dot", width=1.5),
                           annotation_text=f"{r['who']}: {float(r['mAP']):g}", annotation_position="bottom right")
     # Trials and the mean side by side within each category, so a single seed is not hidden under its mean.
-    fig.update_layout(**LAYOUT, height=470, xaxis_title=axis_label, yaxis_title=f"{metric_label} (%)",
+    fig.update_layout(**LAYOUT, height=470, xaxis_title=axis_label, yaxis_title=metric_label,
                       scattermode="group", scattergap=0.6, yaxis_range=_y_range(ab, ref, repro))
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
     return fig
@@ -122,7 +123,8 @@ def _is_log(values: Sequence) -> bool:
 
 def search_figure(points: pd.DataFrame, params: Sequence[str], metric_label: str,
                   best_trial: str | None = None, log_params: Sequence[str] = ()) -> go.Figure:
-    """For a joint search: the metric against each searched parameter, coloured by trial status.
+    """For a joint search: the metric (named with its unit by `metric_label`) against each searched
+    parameter, coloured by trial status.
     `log_params` (e.g. a loguniform learning rate) get a log x axis, as do positive ranges over 20x."""
     params = [p for p in params if (points["param"] == p).any()]
     cols = min(3, max(1, len(params)))
@@ -141,7 +143,7 @@ def search_figure(points: pd.DataFrame, params: Sequence[str], metric_label: str
                 x=x, y=g["metric"].tolist(), mode="markers", name=status, legendgroup=status,
                 showlegend=status not in shown, customdata=g["trial_id"].tolist(),
                 marker=dict(size=9, color=STATUS_COLORS.get(status, REF_COLOR), opacity=0.85),
-                hovertemplate=f"{p}=%{{x}}<br>{metric_label}=%{{y:.2f}}<br>trial %{{customdata}}"
+                hovertemplate=f"{p}=%{{x}}<br>%{{y:.2f}}<br>trial %{{customdata}}"
                               f"<extra>{status}</extra>"),
                 row=r + 1, col=c + 1)
             shown.add(status)
@@ -156,7 +158,7 @@ def search_figure(points: pd.DataFrame, params: Sequence[str], metric_label: str
         if numeric and (p in log_params or _is_log(d["value"])):
             fig.update_xaxes(type="log", row=r + 1, col=c + 1)
     fig.update_layout(**{**LAYOUT, "legend": SIDE_LEGEND}, height=330 * rows + 90)
-    fig.update_yaxes(title_text=f"{metric_label} (%)", col=1)
+    fig.update_yaxes(title_text=metric_label, col=1)
     return fig
 
 

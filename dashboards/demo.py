@@ -2,8 +2,10 @@
 
 Every number is a deterministic function of the trial's settings, so tests can recompute what a chart
 must show. `python -m dashboards.demo OUT_DIR` writes the full set into OUT_DIR: healthy studies (a
-synthetic scene_count, a COCO graph_depth, a tune search), a RUNNING momentum study, a run whose
-epochs.csv holds a non-numeric cell and a run whose study.json is not valid JSON.
+synthetic scene_count, the newest, so the dashboard opens on it; a COCO graph_depth run on a two-node
+cluster; a tune search), a RUNNING momentum study, a run whose epochs.csv holds a non-numeric cell, a run
+whose trials.csv lost rows and a run whose study.json is not valid JSON. Rerun, it replaces the folder it
+wrote before (and refuses any other non-empty folder).
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dashboards.views_scenes import contingency_nmi
 from salgl_core.config import ExperimentConfig
 from salgl_core.presets import synthetic_preset
 from studies.schema import (
@@ -121,9 +126,14 @@ def scene_json(trial_id: str, num_scenes: int, class_names: list[str], seed: int
         cont = rng.integers(0, 15, size=(num_scenes, true_scenes))
         for k in range(num_scenes):
             cont[k, k % true_scenes] += 200
-        out["true_scene_nmi"] = round(min(0.95, 0.2 * num_scenes), 4)
+        out["true_scene_nmi"] = round(contingency_nmi(cont), 4)
         out["contingency"] = cont.tolist()
     return out
+
+
+def start_time(run: str) -> str:
+    """The demo names a run by its start time, YYYY-MM-DD_HHMM: that time in ISO 8601 (UTC)."""
+    return datetime.strptime(run, "%Y-%m-%d_%H%M").strftime("%Y-%m-%dT%H:%M:00Z")
 
 
 def study_meta(study: str, run: str, axis: str | None, values: list | None, dataset: str, base: dict[str, Any],
@@ -170,34 +180,42 @@ def write_synthetic_scene_count(root: Path, run: str = "2025-06-03_0900", values
         for s in seeds:
             tid = f"sc_{k}_{s}"
             final = synthetic_final(k, s)
-            trials.append(trial_row(tid, s, {**base, "num_scenes": k}, final, 6, is_paper=k == 4, seconds=80.0,
-                                    scene_nmi=round(min(0.95, 0.2 * k), 4)))
-            epochs += epoch_rows(tid, final, 6, 80.0)
             scenes[tid] = scene_json(tid, k, SYN_CLASSES, s, true_scenes=4)
+            trials.append(trial_row(tid, s, {**base, "num_scenes": k}, final, 6, is_paper=k == 4, seconds=80.0,
+                                    scene_nmi=scenes[tid]["true_scene_nmi"]))
+            epochs += epoch_rows(tid, final, 6, 80.0)
     meta = study_meta("scene_count", run, "num_scenes", list(values), "synthetic", base, list(seeds), SYN_CLASSES,
-                      "FINISHED", "2025-06-03T09:00:00Z", len(trials), len(trials), 80.0 * len(trials), "cpu",
+                      "FINISHED", start_time(run), len(trials), len(trials), 80.0 * len(trials), "cpu",
                       {"num_scenes": 4})
     return write_run(root, "scene_count", run, meta, trials, epochs, scenes)
 
 
+# Where the COCO trials ran: (node_id, node_ip, retries, gpu_ids), as a cluster run's trials.csv has them.
+COCO_PLACEMENT = {0: ("4f1c0d9e2b7a4c55a1e3d6f8b9c0a1b2c3d4e5f6a7b8c9d0e1f2a3b4", "10.0.0.11", 0, "0"),
+                  3: ("9a8b7c6d5e4f30211a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d", "10.0.0.12", 1, "1")}
+
+
 def write_coco_graph_depth(root: Path, run: str = "2025-05-20_0900") -> Path:
-    """A COCO ResNet-101 448 px graph_depth study on a GPU: 84.9 (T=0) and 85.5 (T=3, the paper's)."""
+    """A COCO ResNet-101 448 px graph_depth study on a two-node GPU cluster: 84.9 (T=0) and 85.5 (T=3, the
+    paper's; Ray retried it once on its node). trials.csv has the cluster columns node_id, node_ip, retries."""
     base = config_fields({"dataset": "coco", "device": "cuda", "synthetic_seed": 0})
     gpu = "NVIDIA H100 80GB HBM3"
     trials, epochs, scenes = [], [], {}
     for t, final in ((0, 84.9), (3, 85.5)):
         tid = f"gd_{t}_0"
-        trials.append(trial_row(tid, 0, {**base, "gnn_steps": t}, final, 4, is_paper=t == 3, device=gpu,
-                                seconds=4 * 300.0))
+        node_id, node_ip, retries, gpu_ids = COCO_PLACEMENT[t]
+        trials.append({**trial_row(tid, 0, {**base, "gnn_steps": t}, final, 4, is_paper=t == 3, device=gpu,
+                                   seconds=4 * 300.0),
+                       "gpu_ids": gpu_ids, "node_id": node_id, "node_ip": node_ip, "retries": retries})
         epochs += epoch_rows(tid, final, 4, 4 * 300.0)
         scenes[tid] = scene_json(tid, 4, COCO_CLASSES, 0, true_scenes=None)
     meta = study_meta("graph_depth", run, "gnn_steps", [0, 3], "coco", base, [0], COCO_CLASSES, "FINISHED",
-                      "2025-05-20T09:00:00Z", 2, 2, 2400.0, gpu, {"gnn_steps": 3})
-    meta["provenance"] = {**PROVENANCE, "gpus": [gpu], "ray_cluster": {"nodes": 1, "cpus": 16, "gpus": 1}}
+                      start_time(run), 2, 2, 2400.0, gpu, {"gnn_steps": 3})
+    meta["provenance"] = {**PROVENANCE, "gpus": [gpu, gpu], "ray_cluster": {"nodes": 2, "cpus": 32, "gpus": 2}}
     return write_run(root, "graph_depth", run, meta, trials, epochs, scenes)
 
 
-def write_running_momentum(root: Path, run: str = "2025-06-04_0900") -> Path:
+def write_running_momentum(root: Path, run: str = "2025-05-30_0900") -> Path:
     """A momentum study still RUNNING: one trial running, one whose first epoch is in epochs.csv but which has
     no trials.csv row yet (the dashboard reads the two files at slightly different times)."""
     base = config_fields(synthetic_preset())
@@ -207,7 +225,7 @@ def write_running_momentum(root: Path, run: str = "2025-06-04_0900") -> Path:
     epochs = epoch_rows("mo_1.0_0", 56.0, 6, 60.0) + epoch_rows("mo_0.9_0", 55.0, 6, 60.0) + \
         epoch_rows("mo_0.99_0", 55.7, 6, 60.0)[:3] + epoch_rows("mo_0.999_0", 54.0, 6, 60.0)[:1]
     meta = study_meta("momentum", run, "comat_momentum", [0.9, 0.99, 0.999, 1.0], "synthetic", base, [0],
-                      SYN_CLASSES, "RUNNING", "2025-06-04T09:00:00Z", 4, 2, 120.0, "cpu", {"comat_momentum": 1.0})
+                      SYN_CLASSES, "RUNNING", start_time(run), 4, 2, 120.0, "cpu", {"comat_momentum": 1.0})
     return write_run(root, "momentum", run, meta, trials, epochs, {})
 
 
@@ -221,8 +239,30 @@ def write_damaged_epochs(root: Path, run: str = "2025-06-01_0900") -> Path:
         epochs += epoch_rows(tid, 52.0 + t, 6, 60.0)
     epochs[2]["mAP"] = "oops"
     meta = study_meta("graph_depth", run, "gnn_steps", [0, 1, 3], "synthetic", base, [0], SYN_CLASSES,
-                      "FINISHED", "2025-06-01T09:00:00Z", 3, 3, 180.0, "cpu", {"gnn_steps": 3})
+                      "FINISHED", start_time(run), 3, 3, 180.0, "cpu", {"gnn_steps": 3})
     return write_run(root, "graph_depth", run, meta, trials, epochs, {})
+
+
+def write_damaged_trials(root: Path, run: str = "2025-05-28_0900") -> Path:
+    """A finished scene_count study of 8 trials (K in 1, 2, 4, 8; seeds 0, 1) whose trials.csv was cut
+    short at a line boundary (4 rows left; not something the export writes: a copy that ran out of space)
+    and holds a non-numeric best_mAP_ema cell (line 3). study.json still says 8 of 8 ended."""
+    base = config_fields(synthetic_preset())
+    trials, epochs = [], []
+    for k in (1, 2, 4, 8):
+        for s in (0, 1):
+            tid = f"sd_{k}_{s}"
+            final = synthetic_final(k, s)
+            trials.append(trial_row(tid, s, {**base, "num_scenes": k}, final, 6, is_paper=k == 4))
+            epochs += epoch_rows(tid, final, 6, 60.0)
+    meta = study_meta("scene_count", run, "num_scenes", [1, 2, 4, 8], "synthetic", base, [0, 1], SYN_CLASSES,
+                      "FINISHED", start_time(run), 8, 8, 480.0, "cpu", {"num_scenes": 4})
+    trials[1]["best_mAP_ema"] = "n/a"
+    d = write_run(root, "scene_count", run, meta, trials, epochs, {})
+    with open(d / TRIALS_CSV, newline="") as f:
+        rows = list(csv.reader(f))
+    write_csv(d / TRIALS_CSV, rows[0], [dict(zip(rows[0], r, strict=True)) for r in rows[1:5]])
+    return d
 
 
 def write_invalid_study_json(root: Path, run: str = "2025-06-02_0900") -> Path:
@@ -252,7 +292,7 @@ def write_tune(root: Path, run: str = "2025-05-25_0900") -> Path:
     space = {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}, "num_scenes": {"type": "choice",
                                                                                       "values": [2, 4, 8]}}
     meta = study_meta("tune", run, None, None, "synthetic", base, [0], SYN_CLASSES, "FINISHED",
-                      "2025-05-25T09:00:00Z", 8, 8, 8 * 40.0, "cpu", {"lr": 2e-3, "num_scenes": 4},
+                      start_time(run), 8, 8, 8 * 40.0, "cpu", {"lr": 2e-3, "num_scenes": 4},
                       search_space=space)
     return write_run(root, "tune", run, meta, trials, epochs, {})
 
@@ -264,16 +304,46 @@ def write_good(root: Path) -> dict[str, Path]:
 
 
 def write_all(root: Path) -> dict[str, Path]:
-    """Every case: healthy studies, a RUNNING one, an epochs.csv with a non-numeric cell, an invalid study.json."""
+    """Every case: healthy studies, a RUNNING one, an epochs.csv with a non-numeric cell, a trials.csv cut short,
+    an invalid study.json. The healthy synthetic scene_count is the newest: the dashboard opens on it."""
     return {**write_good(root), "running": write_running_momentum(root), "damaged": write_damaged_epochs(root),
-            "invalid": write_invalid_study_json(root)}
+            "truncated": write_damaged_trials(root), "invalid": write_invalid_study_json(root)}
+
+
+# Marks a folder this module wrote, so a rerun may replace it (and only such a folder).
+MARKER = ".salgl_demo"
+
+
+def written_by_demo(out: Path) -> bool:
+    """`out` holds the marker, or is an older demo's output (before the marker): only study folders whose
+    readable study.json files all carry the demo's made-up git commit."""
+    if (out / MARKER).is_file():
+        return True
+    if any(not p.is_dir() for p in out.iterdir()):
+        return False
+    commits = []
+    for f in out.glob(f"*/*/{STUDY_JSON}"):
+        try:
+            commits.append(json.loads(f.read_text()).get("provenance", {}).get("git_commit"))
+        except (ValueError, AttributeError):
+            continue  # the demo's own invalid study.json
+    return bool(commits) and set(commits) == {PROVENANCE["git_commit"]}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     if len(args) != 1:
         sys.exit("usage: python -m dashboards.demo OUT_DIR")
-    for name, path in write_all(Path(args[0])).items():
+    out = Path(args[0])
+    if out.exists() and any(out.iterdir()):
+        # A rerun starts afresh: runs left by an older demo could otherwise be the newest, and the dashboard
+        # opens on the newest run.
+        if not written_by_demo(out):
+            sys.exit(f"{out} is not empty and was not written by this demo; name an empty or new folder")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by python -m dashboards.demo; rerunning it replaces this folder\n")
+    for name, path in write_all(out).items():
         print(f"{name:12s} {path}")
 
 

@@ -29,6 +29,7 @@ from studies.schema import (
     STUDY_KEYS,
     STUDY_REQUIRED,
     TRIAL_NUMERIC,
+    TRIAL_PLACEMENT_COLUMNS,
     TRIAL_REQUIRED,
     TRIAL_STATUSES,
     TRIAL_TEXT,
@@ -37,6 +38,11 @@ from studies.schema import (
 SCENE_REQUIRED = ("cooccurrence_prob", "cooccurrence_counts_diag", "scene_usage")
 # study.json keys the views read beyond STUDY_REQUIRED: absent ones are named in a warning.
 STUDY_EXPECTED = ("dataset", "axis")
+# Where a trial ran (node id and IP, Ray's retries): read with their types (a node id of digits stays
+# text); older exports lack these columns, so they are not required.
+PLACEMENT_COLUMNS = TRIAL_PLACEMENT_COLUMNS
+PLACEMENT_NUMERIC = ("retries",)
+PLACEMENT_TEXT = tuple(c for c in PLACEMENT_COLUMNS if c not in PLACEMENT_NUMERIC)
 
 
 class LoadError(Exception):
@@ -180,7 +186,8 @@ def read_csv_table(path: Path, columns: Sequence[str], numeric: Iterable[str] = 
 
 def read_trials(path: Path) -> tuple[pd.DataFrame, list[str]]:
     """trials.csv: one row per trial (the export keys rows by trial id)."""
-    df, warnings = read_csv_table(path, TRIAL_REQUIRED, TRIAL_NUMERIC, TRIAL_TEXT, ("is_paper_config",))
+    df, warnings = read_csv_table(path, TRIAL_REQUIRED, (*TRIAL_NUMERIC, *PLACEMENT_NUMERIC),
+                                  (*TRIAL_TEXT, *PLACEMENT_TEXT), ("is_paper_config",))
     df["status"] = df["status"].fillna("UNKNOWN")
     odd = sorted(set(df["status"]) - set(TRIAL_STATUSES))
     if odd:

@@ -52,38 +52,34 @@ class PaperTables:
     warnings: list[str] = field(default_factory=list)
 
 
-def paper_dir(root: str | Path | None = None) -> Path | None:
-    """<root>/paper when it holds the tables, else the repository's results/paper (facts ship with the code)."""
-    for d in ([Path(root) / PAPER_DIR] if root is not None else []) + [DEFAULT_RESULTS_DIR / PAPER_DIR]:
-        if (d / PAPER_COCO_CSV).is_file():
-            return d
-    return None
+def paper_dir(results_root: str | Path | None = None) -> Path:
+    """<results_root>/paper, by default the repository's results/paper: the paper's numbers ship with the
+    code, so they come from there whichever folders the runs are listed from."""
+    return Path(DEFAULT_RESULTS_DIR if results_root is None else results_root) / PAPER_DIR
 
 
-def paper_stamp(root: str | Path | None = None) -> tuple:
-    """The cache key of the paper tables `load_paper_tables(root)` would read."""
-    folder = paper_dir(root)
-    return (str(folder),) + (stamp(*(folder / f for f in TABLES)) if folder is not None else ())
+def paper_stamp(results_root: str | Path | None = None) -> tuple:
+    """The cache key of the paper tables `load_paper_tables(results_root)` would read."""
+    folder = paper_dir(results_root)
+    return (str(folder),) + stamp(*(folder / f for f in TABLES))
 
 
-def load_paper_tables(root: str | Path | None = None) -> PaperTables:
-    """The three tables of paper_dir(root); a table that cannot be read is empty, with a warning."""
-    folder = paper_dir(root)
+def load_paper_tables(results_root: str | Path | None = None) -> PaperTables:
+    """The three tables of paper_dir(results_root); a table that cannot be read is empty, with a warning."""
+    folder = paper_dir(results_root)
+    if not (folder / PAPER_COCO_CSV).is_file():
+        empty = {f: pd.DataFrame({c: pd.Series(dtype=object) for c in spec[0]}) for f, spec in TABLES.items()}
+        return PaperTables(empty[PAPER_COCO_CSV], empty[PAPER_REPRO_CSV], empty[PAPER_CURVE_CSV], None,
+                           [f"the paper tables ({PAPER_COCO_CSV}, ...) were not found in {display_path(folder)}"])
     warnings: list[str] = []
     tables = {}
     for fname, (columns, numeric, text, booleans) in TABLES.items():
-        tables[fname] = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-        if folder is None:
-            continue
         try:
             tables[fname], w = read_csv_table(folder / fname, columns, numeric, text, booleans)
             warnings.extend(w)
         except LoadError as e:
+            tables[fname] = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
             warnings.append(f"{shown(e.path, 3)}: {e.message}")
-    if folder is None:
-        places = ([Path(root) / PAPER_DIR] if root else []) + [DEFAULT_RESULTS_DIR / PAPER_DIR]
-        warnings.append(f"the paper tables ({PAPER_COCO_CSV}, ...) were not found in "
-                        f"{' or '.join(display_path(p) for p in places)}")
     return PaperTables(tables[PAPER_COCO_CSV], tables[PAPER_REPRO_CSV], tables[PAPER_CURVE_CSV], folder, warnings)
 
 

@@ -1,4 +1,5 @@
-"""Study runs: finding results/<study>/<run>/ folders, loading one, and summarising each for the run picker."""
+"""Study runs: finding <root>/<study>/<run>/ folders in the results folders, loading one, counting its trials
+and summarising each for the run picker."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import pandas as pd
 from dashboards.files import LoadError, read_epochs, read_study_json, read_trials, stamp
 from dashboards.fmt import fmt_num, fmt_seconds
 from dashboards.paper import pretrain_name
-from dashboards.paths import shown
+from dashboards.paths import display_path, shown
 from studies.schema import (
     EPOCH_COLUMNS,
     EPOCHS_CSV,
     PAPER_DIR,
+    REPORTED_METRIC,
     SCENES_DIR,
     STUDY_JSON,
     TERMINAL_TRIAL_STATUSES,
@@ -44,7 +46,13 @@ class Run:
 
     @property
     def key(self) -> str:
+        """<study>/<run>: how titles name it (two results folders can each hold one of that name)."""
         return f"{self.path.parent.name}/{self.path.name}"
+
+    @property
+    def uid(self) -> str:
+        """The run folder as the dashboard shows it (e.g. runs/scene_count/r1): unique across results folders."""
+        return display_path(self.path)
 
     @property
     def study(self) -> str:
@@ -115,12 +123,25 @@ def load_run(run_dir: str | Path, with_epochs: bool = True) -> Run:
             else:
                 warnings.append(f"{shown(path)}: {e.message}")
     trials = tables[TRIALS_CSV]
+    claimed, ended = meta.get("n_finished"), count_ended(trials)
+    if isinstance(claimed, int) and ended < claimed and (run_dir / TRIALS_CSV).exists():
+        # The export counts n_finished from the rows it has just written, so fewer ended rows than that
+        # means the file lost rows after it was written.
+        warnings.append(f"{shown(run_dir / TRIALS_CSV)}: holds {ended} ended trial(s) where study.json says "
+                        f"{claimed} ended: the file is incomplete (cut short, or an older copy); the counts and "
+                        f"charts show what it holds")
     axis = meta.get("axis")
     if axis and len(trials) and axis not in trials.columns:
         warnings.append(f"{shown(run_dir / TRIALS_CSV)}: no column for the swept field {axis!r}")
     scenes_dir = run_dir / SCENES_DIR
     scene_files = {p.stem: p for p in sorted(scenes_dir.glob("*.json"))} if scenes_dir.is_dir() else {}
     return Run(run_dir, meta, trials, tables[EPOCHS_CSV], scene_files, warnings, notes)
+
+
+def file_warnings(run: Run, fname: str) -> list[str]:
+    """The run's warnings about one of its files (every message starts with the file's shown name)."""
+    prefix = shown(run.path / fname)
+    return [w for w in run.warnings if w.startswith(prefix)]
 
 
 def status_notes(run: Run, now: float | None = None) -> list[str]:
@@ -147,12 +168,36 @@ def status_notes(run: Run, now: float | None = None) -> list[str]:
 # Summaries
 
 
+def count_ended(trials: pd.DataFrame) -> int:
+    """Trials that ended, whatever the outcome (as studies/export.py counts n_finished)."""
+    return int(trials["status"].isin(TERMINAL_TRIAL_STATUSES).sum()) if len(trials) else 0
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """A run's trial counts, from trials.csv as it was read; only `planned` comes from study.json."""
+
+    read: int            # rows in trials.csv
+    ended: int           # of which ended (FINISHED, STOPPED, ERROR, DIVERGED)
+    with_value: int      # of which have a value of the reported metric (the points the ablation chart draws)
+    planned: int | None  # study.json's n_trials (None where absent)
+
+
+def trial_counts(run: Run, metric: str = REPORTED_METRIC) -> TrialCounts:
+    t = run.trials
+    values = pd.to_numeric(t[metric], errors="coerce") if metric in t else pd.Series(dtype=float)
+    planned = run.meta.get("n_trials")
+    return TrialCounts(len(t), count_ended(t), int(values.notna().sum()),
+                       planned if isinstance(planned, int) and not isinstance(planned, bool) else None)
+
+
 @dataclass
 class RunSummary:
     """One line of the run picker."""
 
     key: str
     path: Path
+    root: Path | None  # the results folder it was listed from
     study: str
     run: str
     status: str
@@ -160,10 +205,8 @@ class RunSummary:
     backbone: str | None
     image_size: int | None
     axis: str | None
-    n_trials: int | None
-    n_finished: int
-    best_value: float | None
-    best_metric: str
+    counts: TrialCounts
+    best_value: float | None  # the best trial's REPORTED_METRIC
     best_trial: dict[str, Any] | None
     device: str | None
     trial_seconds_total: float | None
@@ -173,30 +216,44 @@ class RunSummary:
     sort_time: float = 0.0  # `started` as a timestamp (study.json's mtime when absent): the picker's order
     warnings: list[str] = field(default_factory=list)
 
-    def label(self) -> str:
-        best = f"best {fmt_num(self.best_value)}" if self.best_value is not None else "no result yet"
-        n = f"{self.n_finished}/{self.n_trials}" if self.n_trials is not None else f"{self.n_finished}"
-        return (f"{self.key} · {self.status} · {n} trials · {best} · {self.device or '?'} · "
-                f"{fmt_seconds(self.trial_seconds_total)}")
+    @property
+    def uid(self) -> str:
+        return display_path(self.path)
+
+    @property
+    def where(self) -> str:
+        """The results folder it came from, as the sidebar names it."""
+        return display_path(self.root) if self.root is not None else display_path(self.path.parents[1])
+
+    @property
+    def n_finished(self) -> int:
+        return self.counts.ended
+
+    @property
+    def n_trials(self) -> int | None:
+        return self.counts.planned
+
+    def trials_text(self) -> str:
+        return f"{self.n_finished}/{self.n_trials if self.n_trials is not None else '?'}"
+
+    def label(self, folder: bool = True) -> str:
+        """The picker's line; `folder`: start with the results folder it came from."""
+        best = f"best EMA mAP {fmt_num(self.best_value)}" if self.best_value is not None else "no result yet"
+        return ((f"{self.where} › " if folder else "") + f"{self.key} · {self.status} · {self.trials_text()} trials · "
+                f"{best} · {self.device or '?'} · {fmt_seconds(self.trial_seconds_total)}"
+                + (" · ⚠ file problems" if self.warnings else ""))
 
 
-def best_metric_column(trials: pd.DataFrame) -> str:
-    """The paper picks the best EMA-model epoch, so prefer best_mAP_ema when the export has it."""
-    if "best_mAP_ema" in trials and pd.to_numeric(trials["best_mAP_ema"], errors="coerce").notna().any():
-        return "best_mAP_ema"
-    return "best_mAP"
-
-
-def best_trial(trials: pd.DataFrame) -> tuple[float | None, str, dict[str, Any] | None]:
-    """(best value, the column it came from, that trial's row) over trials that have a value."""
-    col = best_metric_column(trials)
-    if col not in trials or not len(trials):
-        return None, col, None
-    vals = pd.to_numeric(trials[col], errors="coerce")
+def best_trial(trials: pd.DataFrame, metric: str = REPORTED_METRIC) -> tuple[float | None, dict[str, Any] | None]:
+    """(best value, that trial's row) of `metric` over trials that have a value. No fallback to another
+    metric: a run without the reported number shows none, rather than a different number under its name."""
+    if metric not in trials or not len(trials):
+        return None, None
+    vals = pd.to_numeric(trials[metric], errors="coerce")
     if not vals.notna().any():
-        return None, col, None
+        return None, None
     i = int(vals.idxmax())
-    return float(vals[i]), col, trials.loc[i].to_dict()
+    return float(vals[i]), trials.loc[i].to_dict()
 
 
 def _sort_time(run: Run, warnings: list[str]) -> float:
@@ -212,32 +269,27 @@ def _sort_time(run: Run, warnings: list[str]) -> float:
         return 0.0
 
 
-def summarize(run: Run) -> RunSummary:
+def summarize(run: Run, root: Path | None = None) -> RunSummary:
     m = run.meta
-    value, col, row = best_trial(run.trials)
+    value, row = best_trial(run.trials)
     total = m.get("trial_seconds_total")
     if not isinstance(total, (int, float)) and "seconds" in run.trials and len(run.trials):
         total = float(pd.to_numeric(run.trials["seconds"], errors="coerce").sum())
-    # "Finished" as studies/export.py counts it in study.json: trials that ended, whatever the outcome.
-    n_finished = m.get("n_finished")
-    if not isinstance(n_finished, int):
-        n_finished = int(run.trials["status"].isin(TERMINAL_TRIAL_STATUSES).sum()) if len(run.trials) else 0
-    n_trials = m.get("n_trials") if isinstance(m.get("n_trials"), int) else (len(run.trials) or None)
     device = m.get("device")
     if not device and "device" in run.trials and run.trials["device"].notna().any():
         device = str(run.trials["device"].dropna().iloc[0])
     weights = (m.get("base_config") or {}).get("backbone_weights", "IMAGENET1K_V1")
     warnings = list(run.warnings)
-    return RunSummary(run.key, run.path, run.study, str(m.get("run") or run.path.name), run.status, run.dataset,
-                      run.backbone, run.image_size, run.axis, n_trials, n_finished, value, col, row, device,
+    return RunSummary(run.key, run.path, root, run.study, str(m.get("run") or run.path.name), run.status,
+                      run.dataset, run.backbone, run.image_size, run.axis, trial_counts(run), value, row, device,
                       float(total) if isinstance(total, (int, float)) else None,
                       m.get("wall_seconds") if isinstance(m.get("wall_seconds"), (int, float)) else None,
                       m.get("started"), pretrain_name(weights), _sort_time(run, warnings), warnings)
 
 
-def summarize_dir(run_dir: Path) -> RunSummary:
+def summarize_dir(run_dir: Path, root: Path | None = None) -> RunSummary:
     """The summary of one run folder (trials only; epochs are not needed to list it)."""
-    return summarize(load_run(run_dir, with_epochs=False))
+    return summarize(load_run(run_dir, with_epochs=False), root)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,8 +297,8 @@ def summarize_dir(run_dir: Path) -> RunSummary:
 
 
 def find_runs(root: str | Path) -> tuple[list[Path], list[str]]:
-    """Every results/<study>/<run>/ folder with a study.json, and messages about folders that have none.
-    Raises LoadError when `root` itself is missing or not a folder."""
+    """Every <root>/<study>/<run>/ folder with a study.json, and messages about folders that look like a
+    study export but have none. Raises LoadError when `root` itself is missing or not a folder."""
     root = Path(root)
     if not root.exists():
         raise LoadError(root, "the results folder does not exist (set it in the sidebar or with $SALGL_RESULTS_DIR)")
@@ -260,24 +312,59 @@ def find_runs(root: str | Path) -> tuple[list[Path], list[str]]:
             if (run_dir / STUDY_JSON).exists():
                 found.append(run_dir)
                 continue
+            # Only trials.csv marks a study export: runs/ also holds single training runs (epochs.csv,
+            # checkpoints), which are not studies and not worth a warning.
             present = [f for f in (TRIALS_CSV, EPOCHS_CSV) if (run_dir / f).exists()]
-            what = f"has {' and '.join(present)} but" if present else "has"
-            warnings.append(f"{shown(run_dir, 3)} {what} no study.json; skipped (a study export always writes "
-                            f"study.json first)")
+            if TRIALS_CSV in present:
+                warnings.append(f"{shown(run_dir, 3)} has {' and '.join(present)} but no study.json; skipped "
+                                f"(a study export always writes study.json first)")
     return found, warnings
 
 
-def list_runs(root: str | Path, summarize_run: Callable[[Path], RunSummary] = summarize_dir,
-              ) -> tuple[list[RunSummary], list[str]]:
-    """Every run under `root`, newest first, and messages about what could not be listed.
+@dataclass
+class Listing:
+    """The runs of every results folder, newest first, and what could not be listed."""
 
-    `summarize_run` turns one run folder into its summary (the app passes a cached one)."""
-    dirs, warnings = find_runs(root)
-    runs = []
-    for d in dirs:
+    runs: list[RunSummary]
+    warnings: list[str]
+    roots: list[Path]
+    absent: list[Path]  # folders that do not exist (yet)
+
+    def count(self, root: Path) -> int:
+        return sum(s.root == root for s in self.runs)
+
+
+def list_runs(roots: str | Path | Sequence[str | Path],
+              summarize_run: Callable[[Path, Path], RunSummary] = summarize_dir,
+              may_be_absent: Sequence[str | Path] = ()) -> Listing:
+    """Every run under each of `roots`, newest first, and messages about what could not be listed.
+
+    `summarize_run(run_dir, root)` turns one run folder into its summary (the app passes a cached one). A
+    root in `may_be_absent` (the git-ignored runs/, created by the first study) is skipped quietly when it
+    does not exist; another missing root is a warning. Raises LoadError when no root can be listed at all.
+    """
+    roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
+    quiet = {Path(p) for p in may_be_absent}
+    runs, warnings, absent, errors = [], [], [], []
+    listed = 0
+    for root in roots:
         try:
-            runs.append(summarize_run(d))
+            dirs, w = find_runs(root)
+            listed += 1
         except LoadError as e:
-            warnings.append(f"{shown(e.path)}: {e.message}; run skipped")
-    runs.sort(key=lambda s: (s.sort_time, s.key), reverse=True)
-    return runs, warnings
+            if not root.exists():
+                absent.append(root)
+            if root not in quiet or root.exists():
+                errors.append(e)
+            continue
+        warnings.extend(w)
+        for d in dirs:
+            try:
+                runs.append(summarize_run(d, root))
+            except LoadError as e:
+                warnings.append(f"{shown(e.path)}: {e.message}; run skipped")
+    if errors and not listed:
+        raise errors[0]
+    warnings = [f"{display_path(e.path)}: {e.message}" for e in errors] + warnings
+    runs.sort(key=lambda s: (s.sort_time, s.key, s.uid), reverse=True)
+    return Listing(runs, warnings, roots, absent)

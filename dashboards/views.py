@@ -1,5 +1,6 @@
-"""Shaping loaded runs for the views: ablation summary, search points, trial choices and tables, provenance,
-the comparison with the paper, a scene's typical labels. Plain data in, plain tables out (no streamlit).
+"""Shaping one loaded run for its views: ablation summary, search points, trial choices and the trial table.
+Plain data in, plain tables out (no streamlit). Scenes: views_scenes.py; the run list, provenance and the
+comparison with the paper: views_runs.py.
 """
 
 from __future__ import annotations
@@ -13,23 +14,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dashboards.files import SceneData
-from dashboards.fmt import fmt_seconds, fmt_value, is_missing
+from dashboards.files import PLACEMENT_COLUMNS
+from dashboards.fmt import fmt_value, is_missing
 from dashboards.paper import PAPER_METRIC, PaperRef, PaperTables, paper_reference, reproduction_refs
-from dashboards.runs import Run, RunSummary
-from studies.schema import TRIAL_REQUIRED
+from dashboards.runs import Run
+from studies.schema import REPORTED_METRIC, TRIAL_REQUIRED
 
-# The metrics a view offers, in menu order (the first one is the default); the first six are always offered.
-METRICS = ("mAP", "mAP_ema", "best_mAP", "best_mAP_ema", "CF1", "OF1", "CF1_top3", "OF1_top3", "scene_nmi")
-# The paper's COCO table as the views show it.
-PAPER_TABLE_COLUMNS = ["backbone", "resolution", "pretrain", "method", "mAP", "CP", "CR", "CF1", "OP", "OR", "OF1",
-                       "CP_top3", "CR_top3", "CF1_top3", "OP_top3", "OR_top3", "OF1_top3"]
+# The metrics a view offers, in menu order: the paper's reported number first (the default); the first six
+# are always offered.
+METRICS = (REPORTED_METRIC, "best_mAP", "mAP_ema", "mAP", "CF1", "OF1", "CF1_top3", "OF1_top3", "scene_nmi")
+# Where a trial ran, with gpu_ids near the front of the trial table when the export has them (cluster runs).
+PLACEMENT_SHOWN = ("node_ip", "retries")
 FAILED_STATUSES = ("ERROR", "DIVERGED")
 
 
 def metric_options(trials: pd.DataFrame) -> list[str]:
     opts = [m for m in METRICS if m in trials and (m in METRICS[:6] or trials[m].notna().any())]
-    return opts or ["mAP"]
+    return opts or [REPORTED_METRIC]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -130,8 +131,9 @@ def paper_config_value(run: Run) -> str | None:
 
 
 def config_columns(trials: pd.DataFrame) -> list[str]:
-    """The flat config fields in trials.csv: every column that is not one of the schema's key or result columns."""
-    return [c for c in trials.columns if c not in TRIAL_REQUIRED]
+    """The flat config fields in trials.csv: every column that is not one of the schema's key or result
+    columns, nor where the trial ran (node, retries)."""
+    return [c for c in trials.columns if c not in TRIAL_REQUIRED and c not in PLACEMENT_COLUMNS]
 
 
 def search_params(run: Run) -> list[str]:
@@ -208,6 +210,12 @@ def trial_choices(run: Run, available: Iterable[str]) -> tuple[list[str], dict[s
     return ids, labels, [i for i in dict.fromkeys(paper + ids) if i in avail]
 
 
+def trial_row(run: Run, trial_id: str) -> dict[str, Any]:
+    """The trial's trials.csv row without its missing cells; {} when it has no row (yet)."""
+    rows = run.trials[run.trials["trial_id"].astype(str) == trial_id] if len(run.trials) else run.trials
+    return {k: v for k, v in rows.iloc[0].items() if not is_missing(v)} if len(rows) else {}
+
+
 def trial_filters(run: Run) -> dict[str, list]:
     """The trial table's filters and their values: status, the swept axis, seed (where present)."""
     t = run.trials
@@ -219,148 +227,31 @@ def trial_filters(run: Run) -> dict[str, list]:
     return out
 
 
+def result_columns(trials: pd.DataFrame) -> list[str]:
+    """The trial table's result columns: the reported metric first, then, for a cluster run, where each trial
+    ran (GPU ids, node IP, retries; a local run's export leaves the node columns empty), then the rest in
+    the schema's order."""
+    where = [c for c in PLACEMENT_SHOWN if c in trials and trials[c].notna().any()]
+    where = ["gpu_ids", *where] if where else []
+    cols = [REPORTED_METRIC, *where, *(c for c in TRIAL_REQUIRED if c not in (REPORTED_METRIC, *where))]
+    return [c for c in cols if c in trials]
+
+
 def trial_table(run: Run, chosen: dict[str, list], all_config: bool = False) -> pd.DataFrame:
     """The trials whose column values are among `chosen` ({column: values}): key columns and the varied
-    fields first, then every config field (with `all_config`), then the schema's result columns."""
+    fields first, then every config field (with `all_config`), then result_columns() (with `all_config`
+    also node_id)."""
     t = run.trials
     mask = pd.Series(True, index=t.index)
     for col, values in chosen.items():
         mask &= t[col].isin(values)
     varied = [run.axis] if run.axis in t else search_params(run)
     lead = ["trial_id", "status", "seed", "is_paper_config", *[c for c in varied if c in t]]
-    result = [c for c in TRIAL_REQUIRED if c in t and c not in lead]
-    cols = lead + (config_columns(t) if all_config else []) + result
+    result = [c for c in result_columns(t) if c not in lead]
+    extra = [c for c in PLACEMENT_COLUMNS if c in t] if all_config else []
+    cols = lead + (config_columns(t) if all_config else []) + result + extra
     return t.loc[mask, list(dict.fromkeys(cols))]
 
 
 def failed_trials(run: Run) -> pd.DataFrame:
     return run.trials[run.trials["status"].isin(FAILED_STATUSES)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Runs, provenance, the paper
-
-
-def runs_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "run": s.key, "status": s.status, "dataset": s.dataset, "backbone": s.backbone, "px": s.image_size,
-        "axis": s.axis or "(joint search)", "trials": f"{s.n_finished}/{s.n_trials if s.n_trials is not None else '?'}",
-        "best mAP": s.best_value, "metric": s.best_metric, "device": s.device,
-        "trial time": fmt_seconds(s.trial_seconds_total), "wall time": fmt_seconds(s.wall_seconds),
-        "started": s.started} for s in runs])
-
-
-def provenance_table(run: Run) -> pd.DataFrame:
-    """study.json's run facts and provenance as (field, value) rows."""
-    m = run.meta
-    prov = m.get("provenance") or {}
-    cluster = prov.get("ray_cluster") or {}
-    wall, total = m.get("wall_seconds"), m.get("trial_seconds_total")
-    par = (f"{total / wall:.2f}x" if isinstance(wall, (int, float)) and isinstance(total, (int, float)) and wall > 0
-           else "–")
-    rows = {
-        "study / run": run.key, "status": run.status, "started": m.get("started"), "finished": m.get("finished"),
-        "wall time": fmt_seconds(wall), "summed trial time": fmt_seconds(total),
-        "summed ÷ wall (effective parallelism)": par, "trials (finished / all)": f"{m.get('n_finished')} / "
-        f"{m.get('n_trials')}", "max concurrent trials": m.get("max_concurrent"),
-        "sampler / scheduler": f"{m.get('sampler')} / {m.get('scheduler')}",
-        "searcher metric": f"{m.get('metric')} ({m.get('mode')})", "metric protocol": m.get("metric_protocol"),
-        "seeds": m.get("seeds"), "device": m.get("device"),
-        "git commit": f"{prov.get('git_commit')}{' (dirty working tree)' if prov.get('git_dirty') else ''}",
-        "python": prov.get("python"), "platform": prov.get("platform"),
-        "cpu": f"{prov.get('cpu')} ({prov.get('cpu_count')} cores)", "gpus": ", ".join(prov.get("gpus") or []) or
-        "none", "ray cluster": ", ".join(f"{k}: {v}" for k, v in cluster.items()) or "–",
-        "optuna storage": m.get("optuna_storage"),
-    }
-    return pd.DataFrame({"field": list(rows), "value": [str(v) for v in rows.values()]})
-
-
-def packages_table(run: Run) -> pd.DataFrame:
-    pk = (run.meta.get("provenance") or {}).get("packages") or {}
-    return pd.DataFrame({"package": list(pk), "version": [str(v) for v in pk.values()]})
-
-
-def study_settings(run: Run) -> dict[str, Any]:
-    """The study.json entries that define what was run: base and paper config, the axis or search space."""
-    return {k: run.meta.get(k) for k in ("base_config", "paper_config", "axis", "axis_values", "search_space")}
-
-
-def paper_table(paper: PaperTables) -> pd.DataFrame:
-    return paper.coco[PAPER_TABLE_COLUMNS]
-
-
-def _float(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def best_per_dataset(runs: Sequence[RunSummary]) -> pd.DataFrame:
-    """Our best trial per (dataset, backbone, resolution) over every listed run."""
-    cols = ["dataset", "backbone", "resolution", "pretrain", "run", "trial_id", "metric", "value", "CF1", "OF1",
-            "CF1_top3", "OF1_top3", "status"]
-    best: dict[tuple, RunSummary] = {}
-    for s in runs:
-        if s.best_value is None:
-            continue
-        k = (s.dataset, s.backbone, s.image_size)
-        if k not in best or s.best_value > best[k].best_value:
-            best[k] = s
-    rows = []
-    for (ds, bb, res), s in sorted(best.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
-        t = s.best_trial or {}
-        rows.append({"dataset": ds, "backbone": bb, "resolution": res, "pretrain": s.pretrain, "run": s.key,
-                     "trial_id": str(t.get("trial_id")), "metric": s.best_metric, "value": s.best_value,
-                     **{c: _float(t.get(c)) for c in ("CF1", "OF1", "CF1_top3", "OF1_top3")}, "status": s.status})
-    return pd.DataFrame(rows, columns=cols)
-
-
-def comparison_table(best: pd.DataFrame, paper: PaperTables) -> pd.DataFrame:
-    """Our best result per dataset (first) beside the paper's rows for the same dataset (all of COCO's table).
-
-    Ours: mAP is the best epoch's mAP (EMA model where exported), CF1/OF1 the last epoch's."""
-    cols = ["dataset", "backbone", "resolution", "pretrain", "method", "mAP", "CF1", "OF1", "CF1_top3",
-            "OF1_top3", "ours - SALGL paper", "source"]
-    rows = []
-    coco = paper.coco
-    for ds in sorted(set(best["dataset"]) | (set(coco["dataset"].dropna()) if len(coco) else set())):
-        for _, b in best[best["dataset"] == ds].iterrows():
-            ref = paper_reference(coco, ds, b["backbone"], b["resolution"])
-            rows.append({"dataset": ds, "backbone": b["backbone"], "resolution": b["resolution"],
-                         "pretrain": b["pretrain"], "method": f"ours: {b['run']} trial {b['trial_id']}",
-                         "mAP": round(b["value"], 3), **{c: round(b[c], 3) for c in ("CF1", "OF1", "CF1_top3",
-                                                                                      "OF1_top3")},
-                         "ours - SALGL paper": round(b["value"] - ref.value, 3) if ref else np.nan,
-                         "source": f"this project: {b['run']}/trials.csv ({b['metric']})"})
-        for _, r in coco[coco["dataset"] == ds].iterrows() if len(coco) else []:
-            rows.append({"dataset": ds, "backbone": r["backbone"], "resolution": r["resolution"],
-                         "pretrain": r["pretrain"], "method": r["method"] + (" (paper)" if r["is_salgl"] else ""),
-                         **{c: r[c] for c in ("mAP", "CF1", "OF1", "CF1_top3", "OF1_top3")},
-                         "ours - SALGL paper": np.nan, "source": r["source"]})
-    return pd.DataFrame(rows, columns=cols)
-
-
-# ---------------------------------------------------------------------------------------------
-# Scenes
-
-
-def typical_labels(scene: SceneData, top: int = 5) -> pd.DataFrame:
-    """Per scene, the labels most typical of it.
-
-    share = the fraction of a label's (EMA-)counted images that went to this scene; lift = share divided
-    by the scene's fraction of all label occurrences (1 = no preference). Ranked by lift, then count.
-    """
-    diag = np.clip(scene.diag, 0, None)
-    per_label = diag.sum(0)
-    total = diag.sum()
-    rows = []
-    for k in range(scene.num_scenes):
-        frac_k = diag[k].sum() / total if total > 0 else 0.0
-        share = np.divide(diag[k], per_label, out=np.zeros_like(diag[k]), where=per_label > 0)
-        lift = share / frac_k if frac_k > 0 else np.zeros_like(share)
-        order = sorted((i for i in range(diag.shape[1]) if diag[k, i] > 0), key=lambda i: (-lift[i], -diag[k, i]))
-        for r, i in enumerate(order[:top], 1):
-            rows.append({"scene": k, "rank": r, "label": scene.class_names[i], "count": float(diag[k, i]),
-                         "share": float(share[i]), "lift": float(lift[i])})
-    return pd.DataFrame(rows, columns=["scene", "rank", "label", "count", "share", "lift"])

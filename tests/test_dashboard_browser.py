@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from dashboards import charts
-from dashboards.demo import write_good
+from dashboards.demo import write_all
+from dashboards.texts import REPORTED_CARD, REPORTED_CARD_NOTE, REPORTED_LABEL
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -75,13 +76,14 @@ def near(img: np.ndarray, hex_color: str, tol: int = 10) -> int:
     return int((np.abs(img[..., :3].astype(int) - rgb).max(-1) <= tol).sum())
 
 
-def test_dashboard_renders_the_ablation_chart_in_chromium(tmp_path):
+def test_the_demo_opens_on_a_healthy_ablation_chart_in_chromium(tmp_path):
+    """What `make dashboard-demo` shows first: the newest healthy run, no warning in sight, its chart drawn."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (it drives the "
                                                                   "system chromium: no browser download)")
     from PIL import Image
 
     results = tmp_path / "results"
-    write_good(results)
+    write_all(results)  # the demo's data, damaged runs included
     port = free_port()
     env = {**os.environ, "SALGL_RESULTS_DIR": str(results)}
     log = open(tmp_path / "streamlit.log", "w")
@@ -110,6 +112,9 @@ def test_dashboard_renders_the_ablation_chart_in_chromium(tmp_path):
                 box = page.locator(".js-plotly-plot").first.bounding_box()
                 page_text = page.inner_text("body")
                 n_plots = page.locator(".js-plotly-plot").count()
+                alerts = {kind: [a.is_visible() for a in page.locator(f'[data-testid="stAlertContent{kind}"]').all()]
+                          for kind in ("Warning", "Error")}
+                main_alerts = page.locator('[data-testid="stMain"] [data-testid="stAlertContentWarning"]').count()
             finally:
                 browser.close()
     finally:
@@ -120,6 +125,11 @@ def test_dashboard_renders_the_ablation_chart_in_chromium(tmp_path):
     assert "scene_count · 2025-06-03_0900" in page_text
     assert "The paper reports no mAP for synthetic" in page_text
     assert n_plots >= 3
+    # The reported number, named: the header card and the metric picker's default.
+    assert REPORTED_CARD in page_text and REPORTED_CARD_NOTE in page_text and REPORTED_LABEL in page_text
+    # No warning in sight: the unreadable demo run is named in a folded sidebar box.
+    assert main_alerts == 0 and not any(alerts["Error"]) and alerts["Warning"] == [False]
+    assert "1 folder(s) not listed" in page_text
     img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     assert img.shape[1] == 1400
     # The pixels: not blank, and the ablation chart shows the seed points, the mean and the paper star.

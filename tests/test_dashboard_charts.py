@@ -22,7 +22,9 @@ def test_ablation_figure_points_mean_star_and_paper_line(tmp_path):
     run = load_run(demo.write_coco_graph_depth(tmp_path / "results"))
     ab = ablation_summary(run.trials, "gnn_steps", "best_mAP_ema", run.paper_config)
     ref = paper_reference(load_paper_tables().coco, "coco", "resnet101", 448, "best_mAP_ema")
-    fig = C.ablation_figure(ab, "graph propagation steps T", "best_mAP_ema", ref)
+    fig = C.ablation_figure(ab, "graph propagation steps T", "best EMA mAP (%), the paper's reported number", ref)
+    assert fig.layout.yaxis.title.text == "best EMA mAP (%), the paper's reported number"
+    assert "best_mAP_ema=" in fig.data[0].hovertemplate
     t = traces(fig)
     assert list(t["seed 0"].x) == ["0", "3"] and list(t["seed 0"].y) == [85.1, 85.7]
     assert list(t["mean ± std over seeds"].y) == [85.1, 85.7]

@@ -96,6 +96,21 @@ def test_trials_values_and_cell_messages(tmp_path):
     assert len(warnings) == 3
 
 
+def test_cluster_placement_columns_keep_their_types(tmp_path):
+    """node_id / node_ip stay text (an id of digits too), retries are numbers, gpu_ids text; absent is fine."""
+    cols = [*TRIAL_REQUIRED, "node_id", "node_ip", "retries"]
+    rows = [[*trial_row("t1", gpu_ids='"0,1"'), "0123", "10.0.0.11", 0],  # the export quotes "0,1"
+            [*trial_row("t2", gpu_ids="1"), "9f8e", "10.0.0.12", "two"]]
+    df, warnings = F.read_trials(write(tmp_path / "trials.csv", csv_text(cols, *rows)))
+    assert df["node_id"].tolist() == ["0123", "9f8e"] and df["node_ip"].tolist() == ["10.0.0.11", "10.0.0.12"]
+    assert df["gpu_ids"].tolist() == ["0,1", "1"]
+    assert df["retries"].iloc[0] == 0 and math.isnan(df["retries"].iloc[1])
+    (w,) = warnings
+    assert "column retries has 1 non-numeric value(s) (e.g. 'two' on line 3)" in w
+    df, warnings = F.read_trials(write(tmp_path / "old.csv", csv_text(TRIAL_REQUIRED, trial_row())))
+    assert warnings == [] and not set(F.PLACEMENT_COLUMNS) & set(df.columns)
+
+
 def test_epochs_keep_the_exported_order_and_types(tmp_path):
     rows = [["b", e, 1e-3, 3.0, *[""] * 3, 40 + e, *[""] * 6, 2.5, 100] for e in (1, 2)]
     rows.append(["a", 1, 1e-3, 3.0, *[""] * 3, "oops", *[""] * 6, 2.5, 100])

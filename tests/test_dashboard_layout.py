@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from dashboards import demo
+
 REPO = Path(__file__).resolve().parents[1]
 MODULES = sorted(p.stem for p in (REPO / "dashboards").glob("*.py") if p.stem not in ("__init__", "app"))
 HEAVY = ("torch", "torchvision", "ray", "optuna", "streamlit")
@@ -15,7 +19,7 @@ HEAVY = ("torch", "torchvision", "ray", "optuna", "streamlit")
 
 def test_dashboard_modules_import_no_training_or_ui_stack():
     """Only app.py may import streamlit; nothing may pull in the training stack (plotly is fine in charts)."""
-    assert {"files", "runs", "paper", "views", "fmt", "charts"} <= set(MODULES)
+    assert {"files", "runs", "paper", "views", "views_scenes", "texts", "fmt", "charts"} <= set(MODULES)
     code = (f"import importlib, json, sys\nfor m in {MODULES!r}: importlib.import_module('dashboards.' + m)\n"
             f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -36,10 +40,41 @@ def test_demo_writes_every_case_from_the_command_line(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert [line.split()[0] for line in out.stdout.splitlines()] == ["scene_count", "coco", "tune", "running",
-                                                                     "damaged", "invalid"]
+                                                                     "damaged", "truncated", "invalid"]
     assert sorted(p.parent.name + "/" + p.name for p in (tmp_path / "demo").glob("*/*")) == [
-        "graph_depth/2025-05-20_0900", "graph_depth/2025-06-01_0900", "momentum/2025-06-04_0900",
-        "scene_count/2025-06-02_0900", "scene_count/2025-06-03_0900", "tune/2025-05-25_0900"]
+        "graph_depth/2025-05-20_0900", "graph_depth/2025-06-01_0900", "momentum/2025-05-30_0900",
+        "scene_count/2025-05-28_0900", "scene_count/2025-06-02_0900", "scene_count/2025-06-03_0900",
+        "tune/2025-05-25_0900"]
     usage = subprocess.run([sys.executable, "-m", "dashboards.demo"], cwd=REPO, capture_output=True, text=True,
                            timeout=120)
     assert usage.returncode != 0 and "usage: python -m dashboards.demo OUT_DIR" in usage.stderr
+
+
+def test_demo_rerun_replaces_its_own_folder_only(tmp_path):
+    """`make dashboard-demo` twice: runs an older demo left behind go (they could be the newest and open
+    first); a folder the demo did not write is refused, not emptied."""
+    out = tmp_path / "demo"
+    demo.main([str(out)])
+    stale = out / "momentum" / "2025-06-04_0900"
+    stale.mkdir(parents=True)
+    (stale / "study.json").write_text("{}")
+    demo.main([str(out)])
+    assert not stale.exists() and (out / "scene_count" / "2025-06-03_0900" / "study.json").is_file()
+    # Output of the demo before it wrote its marker is recognised by its made-up git commit.
+    (out / demo.MARKER).unlink()
+    stale.mkdir(parents=True)
+    (stale / "study.json").write_text(json.dumps({"provenance": demo.PROVENANCE}))
+    demo.main([str(out)])
+    assert not stale.exists() and (out / demo.MARKER).is_file()
+    export = tmp_path / "export"
+    demo.write_tune(export)
+    meta = json.loads((export / "tune/2025-05-25_0900/study.json").read_text())
+    (export / "tune/2025-05-25_0900/study.json").write_text(json.dumps({**meta, "provenance": {"git_commit": "abc"}}))
+    with pytest.raises(SystemExit, match="not written by this demo"):
+        demo.main([str(export)])
+    mine = tmp_path / "mine"
+    (mine / "notes.txt").parent.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(SystemExit, match="is not empty and was not written by this demo"):
+        demo.main([str(mine)])
+    assert (mine / "notes.txt").read_text() == "keep"

@@ -63,10 +63,12 @@ def test_paper_tables_hold_every_row_of_the_paper():
     assert curve["best_ema_mAP"].is_monotonic_increasing
 
 
-def test_paper_tables_fall_back_and_report(tmp_path, monkeypatch):
-    assert P.paper_dir(tmp_path) == REPO / "results" / "paper"
+def test_paper_tables_come_from_the_repository_and_report(tmp_path, monkeypatch):
+    """Always results/paper: a results folder named in the sidebar does not bring its own paper numbers."""
+    assert P.paper_dir() == REPO / "results" / "paper"
+    assert P.paper_dir(tmp_path) == tmp_path / "paper"
     own = tmp_path / "paper"
-    # A results folder's own paper/ wins; a table of another layout is named, not half-read.
+    # A table of another layout is named, not half-read.
     write(own / "coco_comparison.csv", "method,mAP\nX,1\n")
     paper = P.load_paper_tables(tmp_path)
     assert paper.folder == own and paper.coco.empty and list(paper.coco.columns) == list(PAPER_COCO_COLUMNS)
@@ -74,10 +76,12 @@ def test_paper_tables_fall_back_and_report(tmp_path, monkeypatch):
     assert "paper/coco_comparison.csv: lacks the column(s) dataset, backbone" in text
     assert "paper/reproductions.csv: file not found" in text
     assert P.paper_reference(paper.coco, "coco", "resnet101", 448) is None
-    monkeypatch.setattr(P, "DEFAULT_RESULTS_DIR", tmp_path / "nowhere")
+    # No fallback: without the main table there are no paper numbers, and the message says where it looked.
     (own / "coco_comparison.csv").unlink()
     paper = P.load_paper_tables(tmp_path)
-    assert paper.folder is None and paper.coco.empty and "were not found" in paper.warnings[0]
+    assert paper.folder is None and paper.coco.empty and paper.curve.empty and "were not found" in paper.warnings[0]
+    monkeypatch.setattr(P, "DEFAULT_RESULTS_DIR", tmp_path)
+    assert P.load_paper_tables().warnings == paper.warnings
 
 
 def test_not_found_message_names_repository_folders_relative_to_it(monkeypatch, tmp_path):

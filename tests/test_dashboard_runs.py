@@ -12,6 +12,7 @@ import pytest
 from dashboards import demo
 from dashboards import runs as R
 from dashboards.files import LoadError
+from dashboards.paths import display_path
 from dashboards.views import ablation_summary
 
 
@@ -28,15 +29,21 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_list_runs_newest_first_with_summaries(results):
-    runs, warnings = R.list_runs(results)
-    assert [r.key for r in runs] == ["momentum/2025-06-04_0900", "scene_count/2025-06-03_0900",
-                                     "graph_depth/2025-06-01_0900", "tune/2025-05-25_0900",
-                                     "graph_depth/2025-05-20_0900"]
+    listing = R.list_runs(results)
+    runs, warnings = listing.runs, listing.warnings
+    assert [r.key for r in runs] == ["scene_count/2025-06-03_0900", "graph_depth/2025-06-01_0900",
+                                     "momentum/2025-05-30_0900", "scene_count/2025-05-28_0900",
+                                     "tune/2025-05-25_0900", "graph_depth/2025-05-20_0900"]
+    assert {r.root for r in runs} == {results} and listing.roots == [results] and listing.absent == []
+    assert [r.uid for r in runs] == [display_path(results / r.key) for r in runs]
     by = {r.key: r for r in runs}
     sc = by["scene_count/2025-06-03_0900"]
     assert (sc.status, sc.n_trials, sc.n_finished, sc.device, sc.dataset) == ("FINISHED", 6, 6, "cpu", "synthetic")
-    assert sc.best_metric == "best_mAP_ema"
+    # The reported number: the best trial's best_mAP_ema, never another column under its name.
     assert sc.best_value == pytest.approx(demo.synthetic_final(4, 1) + 0.2)
+    assert sc.best_trial["trial_id"] == "sc_4_1" and "best EMA mAP 56.70" in sc.label()
+    assert sc.label().startswith(f"{display_path(results)} › scene_count/2025-06-03_0900 · FINISHED · 6/6 trials")
+    assert sc.label(folder=False).startswith("scene_count/2025-06-03_0900 · ")
     assert sc.trial_seconds_total == 480.0 and sc.pretrain == "none (random init)"
     coco = by["graph_depth/2025-05-20_0900"]
     assert (coco.dataset, coco.backbone, coco.image_size, coco.pretrain) == ("coco", "resnet101", 448, "ImageNet-1k")
@@ -46,14 +53,15 @@ def test_list_runs_newest_first_with_summaries(results):
     (w,) = warnings
     assert "scene_count/2025-06-02_0900/study.json" in w and "line 1, column" in w and w.endswith("run skipped")
     # The RUNNING study is listed, with what it has exported so far.
-    mo = by["momentum/2025-06-04_0900"]
+    mo = by["momentum/2025-05-30_0900"]
     assert mo.status == "RUNNING" and mo.n_trials == 4 and mo.n_finished == 2 and mo.warnings == []
+    assert "file problems" not in mo.label() and "file problems" in by["scene_count/2025-05-28_0900"].label()
 
 
 def test_empty_missing_and_odd_results_roots(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert R.list_runs(empty) == ([], [])
+    assert R.list_runs(empty) == R.Listing([], [], [empty], [])
     with pytest.raises(LoadError, match="does not exist") as e:
         R.list_runs(tmp_path / "nope")
     assert e.value.path == tmp_path / "nope"
@@ -63,10 +71,12 @@ def test_empty_missing_and_odd_results_roots(tmp_path):
     write(empty / "scene_count" / "r1" / "trials.csv", "trial_id,status\n")
     (empty / "scene_count" / ".tmp").mkdir()
     write(empty / "paper" / "coco_comparison.csv", "method,mAP\n")
-    runs, warnings = R.list_runs(empty)
-    assert runs == []
-    assert warnings == ["empty/scene_count/r1 has trials.csv but no study.json; skipped (a study export always "
-                        "writes study.json first)"]
+    # A single training run (python -m salgl_core.train --out runs/...) is no study and no cause for a warning.
+    write(empty / "coco" / "resnet101-0601" / "epochs.csv", "epoch,mAP\n")
+    listing = R.list_runs(empty)
+    assert listing.runs == []
+    assert listing.warnings == ["empty/scene_count/r1 has trials.csv but no study.json; skipped (a study export "
+                                "always writes study.json first)"]
 
 
 def test_running_study_shows_what_it_exported(tmp_path):
@@ -79,7 +89,7 @@ def test_running_study_shows_what_it_exported(tmp_path):
     # epochs.csv holds a trial that has no trials.csv row yet.
     assert "mo_0.999_0" in set(run.epochs["trial_id"])
     (note,) = R.status_notes(run)
-    assert "momentum/2025-06-04_0900/study.json says RUNNING (2 of 4 trials finished)" in note
+    assert "momentum/2025-05-30_0900/study.json says RUNNING (2 of 4 trials finished)" in note
 
 
 def test_non_numeric_epoch_cell_is_reported_and_the_rest_loads(tmp_path):
@@ -140,20 +150,21 @@ def test_list_runs_takes_the_summary_function(results):
     """The seam the app's cache uses: every run folder goes through `summarize_run`, its LoadError too."""
     seen = []
 
-    def summarize(d: Path) -> R.RunSummary:
+    def summarize(d: Path, root: Path) -> R.RunSummary:
+        assert root == results
         seen.append(d.relative_to(results).as_posix())
-        return R.summarize_dir(d)
+        return R.summarize_dir(d, root)
 
-    runs, warnings = R.list_runs(results, summarize)
-    assert sorted(seen) == sorted([*(r.key for r in runs), "scene_count/2025-06-02_0900"])
-    assert len(warnings) == 1
+    listing = R.list_runs(results, summarize)
+    assert sorted(seen) == sorted([*(r.key for r in listing.runs), "scene_count/2025-06-02_0900"])
+    assert len(listing.warnings) == 1
 
 
 def test_a_started_time_that_is_not_iso_is_named(tmp_path):
     d = demo.write_tune(tmp_path / "results")
     meta = json.loads((d / "study.json").read_text())
     (d / "study.json").write_text(json.dumps({**meta, "started": "yesterday"}))
-    (s,), _ = R.list_runs(tmp_path / "results")
+    (s,) = R.list_runs(tmp_path / "results").runs
     assert s.sort_time == (d / "study.json").stat().st_mtime
     assert any("started = 'yesterday' is not an ISO 8601 time" in w for w in s.warnings)
 
@@ -181,8 +192,9 @@ def test_reads_what_studies_export_writes_without_warnings(tmp_path):
             "cooccurrence_counts_diag": [[3, 4]] * k, "scene_usage": [1 / k] * k, "true_scene_nmi": None,
             "contingency": None})
     ex.finish("FINISHED")
-    (summary,), warnings = R.list_runs(tmp_path / "results")
-    assert warnings == [] and summary.warnings == []
+    listing = R.list_runs(tmp_path / "results")
+    (summary,) = listing.runs
+    assert listing.warnings == [] and summary.warnings == []
     assert (summary.status, summary.n_finished, summary.n_trials, summary.device) == ("FINISHED", 2, 2, "cpu")
     run = R.load_run(summary.path)
     assert run.warnings == [] and run.notes == [] and R.status_notes(run) == []
@@ -192,3 +204,60 @@ def test_reads_what_studies_export_writes_without_warnings(tmp_path):
     ab = ablation_summary(run.trials, "num_scenes", "mAP", run.paper_config)
     assert ab.summary["mean"].tolist() == [43.0, 46.0] and ab.summary["is_paper"].tolist() == [False, True]
     assert sorted(run.scene_files) == ["t1", "t4"]
+
+
+def test_runs_of_several_results_folders(tmp_path):
+    """results/ and runs/ side by side: each run knows its folder; the same <study>/<run> in both stays two runs."""
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    demo.write_synthetic_scene_count(results)
+    demo.write_synthetic_scene_count(runs)
+    demo.write_tune(runs)
+    listing = R.list_runs([results, runs])
+    assert [(display_path(s.root), s.key) for s in listing.runs] == [
+        (str(runs), "scene_count/2025-06-03_0900"), (str(results), "scene_count/2025-06-03_0900"),
+        (str(runs), "tune/2025-05-25_0900")]
+    assert len({s.uid for s in listing.runs}) == 3
+    assert (listing.count(results), listing.count(runs)) == (1, 2) and listing.warnings == []
+    assert [s.where for s in listing.runs] == [str(runs), str(results), str(runs)]
+    # runs/ appears with the first study: until then its absence is no warning, where one is expected.
+    missing = tmp_path / "no_runs_yet"
+    listing = R.list_runs([results, missing], may_be_absent=[missing])
+    assert listing.absent == [missing] and listing.warnings == [] and len(listing.runs) == 1
+    listing = R.list_runs([results, missing])
+    assert listing.warnings == [f"{missing}: the results folder does not exist (set it in the sidebar or with "
+                                f"$SALGL_RESULTS_DIR)"]
+    # Nothing listable at all is an error, unless every folder is one that may be absent.
+    with pytest.raises(LoadError, match="does not exist"):
+        R.list_runs([tmp_path / "a", missing], may_be_absent=[missing])
+    assert R.list_runs([missing], may_be_absent=[missing]).runs == []
+
+
+def test_counts_come_from_trials_csv_as_read(tmp_path):
+    """A trials.csv cut short: the counts say what it holds, and a warning says it lost rows."""
+    run = R.load_run(demo.write_damaged_trials(tmp_path / "results"))
+    assert run.meta["n_finished"] == 8 and run.meta["n_trials"] == 8
+    assert R.trial_counts(run) == R.TrialCounts(read=4, ended=4, with_value=3, planned=8)
+    assert R.trial_counts(run, "mAP").with_value == 4
+    cell, cut = R.file_warnings(run, "trials.csv")
+    assert "column best_mAP_ema has 1 non-numeric value(s) (e.g. 'n/a' on line 3)" in cell
+    assert cut.endswith("trials.csv: holds 4 ended trial(s) where study.json says 8 ended: the file is incomplete "
+                        "(cut short, or an older copy); the counts and charts show what it holds")
+    assert R.file_warnings(run, "epochs.csv") == []
+    s = R.summarize(run)
+    assert (s.n_finished, s.n_trials, s.trials_text()) == (4, 8, "4/8")
+    assert s.best_value == pytest.approx(demo.synthetic_final(2, 1) + 0.2)
+    # A healthy run: no warning, the counts match study.json; a RUNNING one counts its running trial as read.
+    healthy = R.load_run(demo.write_synthetic_scene_count(tmp_path / "results"))
+    assert R.trial_counts(healthy) == R.TrialCounts(6, 6, 6, 6) and healthy.warnings == []
+    running = R.load_run(demo.write_running_momentum(tmp_path / "results"))
+    assert R.trial_counts(running) == R.TrialCounts(3, 2, 3, 4) and running.warnings == []
+
+
+def test_no_reported_metric_means_no_best_value(tmp_path):
+    """Without best_mAP_ema values the summary shows none, not best_mAP under the reported number's name."""
+    run = R.load_run(demo.write_synthetic_scene_count(tmp_path / "results"))
+    run.trials["best_mAP_ema"] = float("nan")
+    assert R.best_trial(run.trials) == (None, None)
+    assert R.summarize(run).best_value is None and "no result yet" in R.summarize(run).label()
+    value, row = R.best_trial(run.trials, "best_mAP")
+    assert value == demo.synthetic_final(4, 1) and row["trial_id"] == "sc_4_1"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -12,10 +11,9 @@ import pytest
 
 from dashboards import demo
 from dashboards import views as V
-from dashboards.files import load_scene
 from dashboards.paper import load_paper_tables
-from dashboards.runs import list_runs, load_run
-from studies.schema import TRIAL_RESULT_COLUMNS
+from dashboards.runs import load_run
+from studies.schema import REPORTED_METRIC, TRIAL_PLACEMENT_COLUMNS, TRIAL_RESULT_COLUMNS
 
 
 @pytest.fixture
@@ -64,8 +62,10 @@ def test_metric_options_offer_extras_only_with_values(tmp_path):
     run = load_run(demo.write_synthetic_scene_count(tmp_path / "results"))
     assert V.metric_options(run.trials) == list(V.METRICS)
     coco = load_run(demo.write_coco_graph_depth(tmp_path / "results"))
-    assert "scene_nmi" not in V.metric_options(coco.trials) and V.metric_options(coco.trials)[0] == "mAP"
-    assert V.metric_options(pd.DataFrame()) == ["mAP"]
+    assert "scene_nmi" not in V.metric_options(coco.trials)
+    # The paper's reported number comes first: every view's default.
+    assert V.metric_options(coco.trials)[0] == V.METRICS[0] == REPORTED_METRIC == "best_mAP_ema"
+    assert V.metric_options(pd.DataFrame()) == [REPORTED_METRIC]
 
 
 def test_search_params_for_tune(tmp_path):
@@ -103,53 +103,45 @@ def test_trial_table_filters_and_columns(tmp_path):
     rows = V.trial_table(run, {**options, "seed": [0]})
     assert rows["trial_id"].tolist() == ["sc_1_0", "sc_2_0", "sc_4_0"]
     assert list(rows.columns[:5]) == ["trial_id", "status", "seed", "is_paper_config", "num_scenes"]
-    assert list(rows.columns[5:]) == list(TRIAL_RESULT_COLUMNS)
+    # The reported number first, then the schema's result columns; a local run leaves the node columns
+    # empty, and empty they are not shown.
+    assert set(TRIAL_PLACEMENT_COLUMNS) <= set(run.trials.columns) and run.trials["node_ip"].isna().all()
+    assert list(rows.columns[5:]) == [REPORTED_METRIC, *(c for c in TRIAL_RESULT_COLUMNS
+                                                         if c != REPORTED_METRIC and c not in TRIAL_PLACEMENT_COLUMNS)]
     everything = V.trial_table(run, options, all_config=True)
     assert len(everything) == 6 and "lr" in everything and "backbone" in everything
     assert V.failed_trials(run).empty
 
 
-def test_best_per_dataset_and_comparison(results):
-    runs, _ = list_runs(results)
-    best = V.best_per_dataset(runs)
-    assert best["dataset"].tolist() == ["coco", "synthetic"]
-    coco = best.iloc[0]
-    assert (coco["run"], coco["trial_id"], coco["value"]) == ("graph_depth/2025-05-20_0900", "gd_3_0", 85.7)
-    table = V.comparison_table(best, load_paper_tables())
-    ours = table[table["method"].str.startswith("ours")]
-    assert ours["ours - SALGL paper"].iloc[0] == pytest.approx(85.7 - 85.8)
-    assert math.isnan(ours["ours - SALGL paper"].iloc[1])
-    assert table.iloc[0]["method"].startswith("ours: graph_depth")
-    assert (table["dataset"] == "coco").sum() == 18 and (table["dataset"] == "synthetic").sum() == 1
-    assert V.runs_table(runs)["run"].tolist() == [r.key for r in runs]
+def test_trial_row_without_missing_cells(tmp_path):
+    run = load_run(demo.write_running_momentum(tmp_path / "results"))
+    row = V.trial_row(run, "mo_0.9_0")
+    assert row["comat_momentum"] == 0.9 and not row["soft_assignment"] and row["comat_ema"] and "node_ip" not in row
+    assert V.trial_row(run, "mo_0.999_0") == {}  # in epochs.csv, no trials.csv row yet
 
 
-def test_provenance_and_settings(tmp_path):
+def test_trial_table_shows_where_cluster_trials_ran(tmp_path):
+    """GPU ids, node IP and retries up front when trials.csv has them (node_id with every field); never config."""
     run = load_run(demo.write_coco_graph_depth(tmp_path / "results"))
-    t = V.provenance_table(run)
-    prov = dict(zip(t["field"], t["value"], strict=True))
-    assert prov["gpus"] == "NVIDIA H100 80GB HBM3" and prov["summed ÷ wall (effective parallelism)"] == "2.00x"
-    assert prov["git commit"] == demo.PROVENANCE["git_commit"] and prov["wall time"] == "0:20:00"
-    assert V.packages_table(run)["package"].tolist() == list(demo.PROVENANCE["packages"])
-    settings = V.study_settings(run)
-    assert settings["paper_config"] == {"gnn_steps": 3} and settings["search_space"] is None
-    assert json.loads(json.dumps(settings, default=str))["axis"] == "gnn_steps"
-
-
-def test_typical_labels(tmp_path):
-    run = load_run(demo.write_synthetic_scene_count(tmp_path / "results"))
-    scene = load_scene(run.scene_files["sc_4_0"])
-    assert scene.nmi == 0.8 and scene.contingency.shape == (4, 4)
-    top = V.typical_labels(scene, top=3)
-    assert len(top) == 12
-    # The demo makes scene k favour labels 5k..5k+4.
-    for k in range(4):
-        labels = top[top["scene"] == k]["label"]
-        assert all(5 * k <= int(name[-2:]) < 5 * k + 5 for name in labels)
-    assert (top["lift"] > 1).all() and top["share"].between(0, 1).all()
-    coco = load_run(demo.write_coco_graph_depth(tmp_path / "results"))
-    coco_scene = load_scene(coco.scene_files["gd_0_0"])
-    assert coco_scene.class_names[0] == "person" and coco_scene.nmi is None and coco_scene.contingency is None
+    rows = V.trial_table(run, V.trial_filters(run))
+    cols = list(rows.columns)
+    assert cols[5:9] == [REPORTED_METRIC, "gpu_ids", "node_ip", "retries"]  # in sight, before the other metrics
+    assert "node_id" not in rows
+    assert rows["node_ip"].tolist() == ["10.0.0.11", "10.0.0.12"] and rows["retries"].tolist() == [0, 1]
+    assert rows["gpu_ids"].tolist() == ["0", "1"]
+    everything = V.trial_table(run, V.trial_filters(run), all_config=True)
+    assert everything["node_id"].tolist() == [demo.COCO_PLACEMENT[t][0] for t in (0, 3)]
+    assert not {"node_id", "node_ip", "retries"} & set(V.config_columns(run.trials))
+    # A joint search without search_space does not mistake the node columns for searched parameters.
+    tune = load_run(demo.write_tune(tmp_path / "results"))
+    tune.meta["search_space"] = None
+    tune.trials["node_ip"] = [f"10.0.0.{i}" for i in range(len(tune.trials))]
+    tune.trials["retries"] = range(len(tune.trials))
+    assert V.search_params(tune) == ["num_scenes", "lr"]
+    # Older exports without them: the table still draws.
+    plain = run.trials.drop(columns=["node_id", "node_ip", "retries"])
+    run.trials = plain
+    assert "node_ip" not in V.trial_table(run, V.trial_filters(run)) and len(V.trial_table(run, {})) == 2
 
 
 def test_paper_references_follow_the_run_and_metric(tmp_path):

@@ -1,0 +1,140 @@
+"""The words the pages show: metric names, axis names, notes and captions (no streamlit), so every view
+names a number the same way and the app holds layout only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dashboards.fmt import fmt_num
+from dashboards.paper import PAPER_METRIC, PaperRef
+from dashboards.paths import display_path
+from dashboards.runs import Listing, Run, RunSummary
+from dashboards.views_scenes import RANDOM_PERMUTATIONS, NmiContext
+from studies.schema import REPORTED_METRIC
+
+# trials.csv column -> how a view names it. Every metric is in percent except the NMI.
+METRIC_LABELS = {
+    "best_mAP_ema": "best EMA mAP (%), the paper's reported number",
+    "best_mAP": "best mAP (%), plain model",
+    "mAP_ema": "last-epoch EMA mAP (%)",
+    "mAP": "last-epoch mAP (%), plain model",
+    "mAP_present": "last-epoch mAP over present labels (%)",
+    "CF1": "last-epoch CF1 (%)", "OF1": "last-epoch OF1 (%)",
+    "CF1_top3": "last-epoch CF1 top-3 (%)", "OF1_top3": "last-epoch OF1 top-3 (%)",
+    "scene_nmi": "scene NMI, learned vs true (0-1)",
+}
+REPORTED_LABEL = METRIC_LABELS[REPORTED_METRIC]
+# The header card's label is short (a card is narrow); the line under it names it in full.
+REPORTED_CARD = "best EMA mAP (%)"
+REPORTED_CARD_NOTE = f"the paper's reported number ({REPORTED_METRIC})"
+METRIC_HELP = ("The default is the paper's reported number: the EMA model's mAP at its best epoch (best_mAP_ema; "
+               "the paper picks that epoch on the test set), the number the study's end summary prints too. "
+               "best mAP: the plain (non-EMA) model at its best epoch. last-epoch: the final epoch's. "
+               "CF1 / OF1: per-class / overall F1 at score >= 0.5.")
+AXIS_LABELS = {"num_scenes": "number of scenes K", "gnn_steps": "graph propagation steps T",
+               "comat_momentum": "co-occurrence momentum μ (ours, not the paper's)"}
+MOMENTUM_NOTE = ("**comat_momentum is our knob, not the paper's.** The paper (and the official code) keeps each "
+                 "scene's co-occurrence counts as a plain running sum over the whole run, i.e. μ = 1; smaller μ "
+                 "makes M_k ← μ·M_k + batch counts forget old batches. The paper has no ablation of it.")
+REPRO_NOTE = "Dotted lines: published reproduction figures for this setting (results/paper/reproductions.csv)."
+CURVE_REF_NOTE = ("Dashed: the published COCO reproduction (yu-gi-oh-leilei/SALGL, ResNet-101 448 px), its running "
+                  "best EMA mAP per epoch (results/paper/coco_reproduction_curve.csv; its epoch 0 is drawn at 1).")
+COMPARISON_NOTE = (f"mAP of our rows: {METRIC_LABELS[REPORTED_METRIC]} (trials.csv {REPORTED_METRIC}), of the trial "
+                   f"with the highest one over every listed run of that dataset / backbone / resolution; its CF1 / "
+                   f"OF1 are the last epoch's. Paper rows: results/paper/coco_comparison.csv (the paper's table has "
+                   f"no VOC or NUS-WIDE numbers we could retrieve).")
+FOLDERS_HELP = ("Default: results (the committed example exports) and runs (your study runs, git-ignored), or "
+                "$SALGL_RESULTS_DIR when set. Several folders: separate them with commas or ':'. A relative path "
+                "starts at the repository root. The paper's tables always come from results/paper.")
+REPORTED_HELP = (f"The best trial's {REPORTED_METRIC}: the EMA model at its best epoch, the number the paper reports "
+                 f"and the study's end summary prints")
+TRIALS_ENDED_HELP = ("Rows of trials.csv as read that ended (FINISHED, STOPPED, ERROR or DIVERGED), out of the "
+                     "trials study.json planned")
+NO_RUNS = ("No study runs in {folders} yet. Run a study (e.g. `python studies/scene_count.py`); its export "
+           "(<study>/<run>/study.json, trials.csv, ...) appears here.")
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def no_reference_text(dataset: str, backbone: str | None, image_size: int | None, metric: str) -> str:
+    """Why the ablation chart has no paper line."""
+    if dataset in ("voc2007", "nuswide"):
+        return (f"No paper number for {dataset} is on file (results/paper holds the paper's MS-COCO table only; its "
+                f"VOC / NUS-WIDE tables could not be retrieved), so there is no paper reference line. The paper's "
+                f"MS-COCO table is below for context.")
+    why = (" (its numbers are for MS-COCO, VOC 2007 and NUS-WIDE with ResNet-101 / ViT-L16; this run uses the "
+           "embedded synthetic data)" if dataset == "synthetic" else "")
+    return (f"The paper reports no {PAPER_METRIC.get(metric, metric)} for {dataset} with {backbone} at {image_size} "
+            f"px, so there is no reference line{why}. The paper's MS-COCO table is below for context.")
+
+
+def nmi_caption(ctx: NmiContext) -> str:
+    """How to read the learned-vs-true NMI: its scale on these images, from random assignment to the oracle."""
+    text = ("NMI (normalised mutual information) between each validation image's learned scene (argmax) and its "
+            "true scene: 1 when the learned scenes are the true ones up to renaming, near 0 when they are "
+            "unrelated.")
+    if ctx.random_mean is not None:
+        text += (f" Random assignment: the mean over {RANDOM_PERMUTATIONS} seeded shuffles of which learned scene "
+                 f"goes with which true scene, keeping every scene's image count (the table's row and column "
+                 f"sums); 95 % of the shuffles score below {fmt_num(ctx.random_high, 3)}, so a learned NMI below "
+                 f"that is chance level.")
+    if ctx.capped:
+        text += (f" With {ctx.learned_scenes} learned scene(s) in use for {ctx.true_scenes} true ones, even a "
+                 f"perfect grouping scores below 1.")
+    return text
+
+
+def run_facts(run: Run, s: RunSummary) -> str:
+    """The line under a run's title: where it came from and what it ran."""
+    m = run.meta
+    return (f"{s.where} · {run.dataset} · {run.backbone} · {run.image_size} px · axis: {run.axis or 'joint search'} · "
+            f"{m.get('sampler') or '?'} / {m.get('scheduler') or '?'} · device: {s.device or '?'} · "
+            f"protocol: {m.get('metric_protocol') or 'not stated'}")
+
+
+def folders_caption(listing: Listing) -> str:
+    """How many runs each results folder gave."""
+    if len(listing.roots) == 1:
+        return f"{len(listing.runs)} run(s) in {display_path(listing.roots[0])}"
+    return f"{len(listing.runs)} run(s): " + ", ".join(
+        f"{listing.count(r)} in {display_path(r)}" + (" (folder not created yet)" if r in listing.absent else "")
+        for r in listing.roots)
+
+
+def reference_notes(axis: str, metric: str, paper_row: Any, best_row: Any, ref: PaperRef) -> str:
+    """The paper's configuration and the best setting beside the paper's number."""
+    notes = [f"{what} {axis} = {row['label']}: mean {metric} {row['mean']:.2f} (n = {row['n']})"
+             for what, row in (("paper's config", paper_row), ("best setting", best_row)) if row is not None]
+    return "; ".join([*notes, f"paper: {ref.describe()}."])
+
+
+def ablation_caption(metric: str, axis: str, paper_value: str | None, ref: PaperRef | None,
+                     synthetic: bool = False) -> str:
+    # On synthetic data the starred value is the synthetic preset's (study.json paper_config), not the paper's.
+    star = "the synthetic preset's value (not the paper's configuration)" if synthetic else "the paper's configuration"
+    return (f"Plotted: {metric_label(metric)} (trials.csv column {metric}). Each point is one trial (colour = seed); "
+            f"the red diamonds are the mean ± sample std over the FINISHED seeds. ★ = {star}"
+            + (f" ({axis} = {paper_value})" if paper_value else "") + "."
+            + (f" Dashed line: {ref.describe()}." if ref is not None else ""))
+
+
+def trials_caption(placement: bool) -> str:
+    return (f"best EMA mAP (paper's): trials.csv {REPORTED_METRIC}, the paper's reported number; the other metrics are "
+            f"the last epoch's. Where each trial ran: device, GPU ids"
+            + (", node IP and retries (how often Ray restarted the trial)" if placement else "") + ".")
+
+
+def counts_note(soft: bool | None, comat_ema: bool | None) -> str:
+    """Why the typical-labels table's counts are fractional (the trial's soft_assignment and comat_ema)."""
+    why = []
+    if comat_ema is None or comat_ema:
+        why.append("the EMA model keeps a moving average of the training counts (comat_ema)")
+    if soft:
+        why.append("each image adds its scene probability instead of 1 (soft_assignment)")
+    return ("count: images of the label counted in this scene's co-occurrence diagonal"
+            + (f"; soft counts, fractional because {' and '.join(why)}" if why else "")
+            + ". share: fraction of the label's counted images that went to this scene; lift: share ÷ the scene's "
+              "fraction of all label occurrences (1 = no preference).")

@@ -1,0 +1,121 @@
+"""Shaping what spans runs or describes one: the run list, a run's provenance and settings, and our best
+results beside the paper's table. Plain data in, plain tables out (no streamlit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dashboards.fmt import fmt_seconds
+from dashboards.paper import PaperTables, paper_reference
+from dashboards.runs import Run, RunSummary
+from studies.schema import REPORTED_METRIC
+
+# The paper's COCO table as the views show it.
+PAPER_TABLE_COLUMNS = ["backbone", "resolution", "pretrain", "method", "mAP", "CP", "CR", "CF1", "OP", "OR", "OF1",
+                       "CP_top3", "CR_top3", "CF1_top3", "OP_top3", "OR_top3", "OF1_top3"]
+
+
+
+def runs_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
+    """One row per listed run; `best_mAP_ema` is the best trial's reported number."""
+    return pd.DataFrame([{
+        "folder": s.where, "run": s.key, "status": s.status, "dataset": s.dataset, "backbone": s.backbone,
+        "px": s.image_size, "axis": s.axis or "(joint search)", "trials ended": s.trials_text(),
+        REPORTED_METRIC: s.best_value, "device": s.device, "trial time": fmt_seconds(s.trial_seconds_total),
+        "wall time": fmt_seconds(s.wall_seconds), "started": s.started} for s in runs])
+
+
+def provenance_table(run: Run) -> pd.DataFrame:
+    """study.json's run facts and provenance as (field, value) rows."""
+    m = run.meta
+    prov = m.get("provenance") or {}
+    cluster = prov.get("ray_cluster") or {}
+    wall, total = m.get("wall_seconds"), m.get("trial_seconds_total")
+    par = (f"{total / wall:.2f}x" if isinstance(wall, (int, float)) and isinstance(total, (int, float)) and wall > 0
+           else "–")
+    rows = {
+        "study / run": run.key, "status": run.status, "started": m.get("started"), "finished": m.get("finished"),
+        "wall time": fmt_seconds(wall), "summed trial time": fmt_seconds(total),
+        "summed ÷ wall (effective parallelism)": par, "trials (finished / all)": f"{m.get('n_finished')} / "
+        f"{m.get('n_trials')}", "max concurrent trials": m.get("max_concurrent"),
+        "sampler / scheduler": f"{m.get('sampler')} / {m.get('scheduler')}",
+        "searcher metric": f"{m.get('metric')} ({m.get('mode')})", "metric protocol": m.get("metric_protocol"),
+        "seeds": m.get("seeds"), "device": m.get("device"),
+        "git commit": f"{prov.get('git_commit')}{' (dirty working tree)' if prov.get('git_dirty') else ''}",
+        "python": prov.get("python"), "platform": prov.get("platform"),
+        "cpu": f"{prov.get('cpu')} ({prov.get('cpu_count')} cores)", "gpus": ", ".join(prov.get("gpus") or []) or
+        "none", "ray cluster": ", ".join(f"{k}: {v}" for k, v in cluster.items()) or "–",
+        "optuna storage": m.get("optuna_storage"),
+    }
+    return pd.DataFrame({"field": list(rows), "value": [str(v) for v in rows.values()]})
+
+
+def packages_table(run: Run) -> pd.DataFrame:
+    pk = (run.meta.get("provenance") or {}).get("packages") or {}
+    return pd.DataFrame({"package": list(pk), "version": [str(v) for v in pk.values()]})
+
+
+def study_settings(run: Run) -> dict[str, Any]:
+    """The study.json entries that define what was run: base and paper config, the axis or search space."""
+    return {k: run.meta.get(k) for k in ("base_config", "paper_config", "axis", "axis_values", "search_space")}
+
+
+def paper_table(paper: PaperTables) -> pd.DataFrame:
+    return paper.coco[PAPER_TABLE_COLUMNS]
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def best_per_dataset(runs: Sequence[RunSummary]) -> pd.DataFrame:
+    """Our best trial by the reported metric per (dataset, backbone, resolution) over every listed run."""
+    cols = ["dataset", "backbone", "resolution", "pretrain", "run", "trial_id", "metric", "value", "CF1", "OF1",
+            "CF1_top3", "OF1_top3", "status"]
+    best: dict[tuple, RunSummary] = {}
+    for s in runs:
+        if s.best_value is None:
+            continue
+        k = (s.dataset, s.backbone, s.image_size)
+        if k not in best or s.best_value > best[k].best_value:
+            best[k] = s
+    rows = []
+    for (ds, bb, res), s in sorted(best.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        t = s.best_trial or {}
+        rows.append({"dataset": ds, "backbone": bb, "resolution": res, "pretrain": s.pretrain, "run": s.uid,
+                     "trial_id": str(t.get("trial_id")), "metric": REPORTED_METRIC, "value": s.best_value,
+                     **{c: _float(t.get(c)) for c in ("CF1", "OF1", "CF1_top3", "OF1_top3")}, "status": s.status})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def comparison_table(best: pd.DataFrame, paper: PaperTables) -> pd.DataFrame:
+    """Our best result per dataset (first) beside the paper's rows for the same dataset (all of COCO's table).
+
+    Ours: mAP is the reported metric (the EMA model at its best epoch, as the paper's), CF1/OF1 the last epoch's."""
+    cols = ["dataset", "backbone", "resolution", "pretrain", "method", "mAP", "CF1", "OF1", "CF1_top3",
+            "OF1_top3", "ours - SALGL paper", "source"]
+    rows = []
+    coco = paper.coco
+    for ds in sorted(set(best["dataset"]) | (set(coco["dataset"].dropna()) if len(coco) else set())):
+        for _, b in best[best["dataset"] == ds].iterrows():
+            ref = paper_reference(coco, ds, b["backbone"], b["resolution"])
+            rows.append({"dataset": ds, "backbone": b["backbone"], "resolution": b["resolution"],
+                         "pretrain": b["pretrain"], "method": f"ours: {b['run']} trial {b['trial_id']}",
+                         "mAP": round(b["value"], 3), **{c: round(b[c], 3) for c in ("CF1", "OF1", "CF1_top3",
+                                                                                      "OF1_top3")},
+                         "ours - SALGL paper": round(b["value"] - ref.value, 3) if ref else np.nan,
+                         "source": f"this project: {b['run']}/trials.csv ({b['metric']})"})
+        for _, r in coco[coco["dataset"] == ds].iterrows() if len(coco) else []:
+            rows.append({"dataset": ds, "backbone": r["backbone"], "resolution": r["resolution"],
+                         "pretrain": r["pretrain"], "method": r["method"] + (" (paper)" if r["is_salgl"] else ""),
+                         **{c: r[c] for c in ("mAP", "CF1", "OF1", "CF1_top3", "OF1_top3")},
+                         "ours - SALGL paper": np.nan, "source": r["source"]})
+    return pd.DataFrame(rows, columns=cols)

@@ -1,0 +1,69 @@
+"""dashboards/texts.py: how the views name metrics and explain what they show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dashboards import demo
+from dashboards import texts as T
+from dashboards.paths import display_path
+from dashboards.runs import Listing, list_runs
+from dashboards.views import METRICS
+from dashboards.views_scenes import NmiContext
+from studies.schema import REPORTED_METRIC
+
+
+def test_every_offered_metric_is_named_with_its_unit():
+    assert T.metric_label(REPORTED_METRIC) == T.REPORTED_LABEL == "best EMA mAP (%), the paper's reported number"
+    for m in METRICS:
+        label = T.metric_label(m)
+        assert label != m and ("(%)" in label or m == "scene_nmi")
+    # Only the reported metric claims to be the paper's number.
+    assert [m for m in METRICS if "paper" in T.metric_label(m)] == [REPORTED_METRIC]
+    assert T.metric_label("something_new") == "something_new"
+    assert REPORTED_METRIC in T.METRIC_HELP and "end summary" in T.METRIC_HELP
+
+
+def test_folders_caption_names_each_folder(tmp_path: Path):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    demo.write_good(results)
+    single = list_runs(results)
+    assert T.folders_caption(single) == f"3 run(s) in {display_path(results)}"
+    both = list_runs([results, runs], may_be_absent=[runs])
+    assert T.folders_caption(both) == (f"3 run(s): 3 in {display_path(results)}, 0 in {display_path(runs)} "
+                                       f"(folder not created yet)")
+    demo.write_tune(runs)
+    assert T.folders_caption(list_runs([results, runs])).startswith("4 run(s): 3 in ")
+    assert T.folders_caption(Listing([], [], [results, runs], [])).endswith(f"0 in {display_path(runs)}")
+
+
+def test_nmi_caption_gives_the_scale():
+    text = T.nmi_caption(NmiContext(0.107, 0.004, 0.0071, 1.0, 4, 4))
+    assert "1 when the learned scenes are the true ones" in text and "near 0" in text
+    assert "200 seeded shuffles" in text and "below 0.007" in text and "below 1" not in text
+    capped = T.nmi_caption(NmiContext(0.4, 0.01, 0.02, 1.0, 2, 4))
+    assert "With 2 learned scene(s) in use for 4 true ones, even a perfect grouping scores below 1." in capped
+    assert "shuffles" not in T.nmi_caption(NmiContext(0.3, None, None, 1.0, 0, 0))
+
+
+
+def test_captions_name_the_plotted_metric():
+    caption = T.ablation_caption(REPORTED_METRIC, "num_scenes", "4", None)
+    assert caption.startswith(f"Plotted: {T.REPORTED_LABEL} (trials.csv column best_mAP_ema).")
+    assert "(num_scenes = 4)" in caption and "Dashed" not in caption
+    assert T.ablation_caption("CF1", "num_scenes", None, None).startswith("Plotted: last-epoch CF1 (%)")
+    assert T.REPORTED_LABEL in T.COMPARISON_NOTE and "node IP" in T.trials_caption(True)
+    assert "node IP" not in T.trials_caption(False)
+    assert "The paper reports no mAP for synthetic with small_cnn at 64 px" in T.no_reference_text(
+        "synthetic", "small_cnn", 64, "best_mAP_ema")
+    assert "No paper number for voc2007" in T.no_reference_text("voc2007", "resnet101", 448, "mAP")
+
+
+def test_counts_note_says_why_counts_are_fractional():
+    """Counts are fractional through the EMA of the counts (default) and, with soft assignment, the weights."""
+    default = T.counts_note(False, True)
+    assert "soft counts, fractional because the EMA model keeps a moving average of the training counts" in default
+    assert "soft_assignment" not in default and T.counts_note(None, None) == default
+    both = T.counts_note(True, True)
+    assert "(comat_ema) and each image adds its scene probability instead of 1 (soft_assignment)" in both
+    assert "fractional" not in T.counts_note(False, False) and "lift" in T.counts_note(False, False)

@@ -1,0 +1,59 @@
+"""dashboards/views_runs.py: the run list, provenance and the comparison with the paper, on demo exports."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from dashboards import demo
+from dashboards import views_runs as R
+from dashboards.paper import load_paper_tables
+from dashboards.paths import display_path
+from dashboards.runs import list_runs, load_run
+from studies.schema import REPORTED_METRIC
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    demo.write_all(tmp_path / "results")
+    return tmp_path / "results"
+
+
+def test_best_per_dataset_and_comparison(results):
+    runs = list_runs(results).runs
+    best = R.best_per_dataset(runs)
+    assert best["dataset"].tolist() == ["coco", "synthetic"]
+    coco = best.iloc[0]
+    assert (coco["run"], coco["trial_id"], coco["value"], coco["metric"]) == (
+        display_path(results / "graph_depth/2025-05-20_0900"), "gd_3_0", 85.7, REPORTED_METRIC)
+    # 85.7 is the trial's best_mAP_ema, not its last-epoch or plain-model mAP (85.5).
+    assert load_run(results / "graph_depth/2025-05-20_0900").trials.set_index("trial_id").loc[
+        "gd_3_0", ["best_mAP_ema", "mAP", "best_mAP"]].tolist() == [85.7, 85.5, 85.5]
+    table = R.comparison_table(best, load_paper_tables())
+    ours = table[table["method"].str.startswith("ours")]
+    assert ours["ours - SALGL paper"].iloc[0] == pytest.approx(85.7 - 85.8)
+    assert math.isnan(ours["ours - SALGL paper"].iloc[1])
+    assert table.iloc[0]["method"].startswith(f"ours: {display_path(results)}/graph_depth")
+    assert ours["mAP"].iloc[0] == 85.7 and ours["source"].iloc[0].endswith("trials.csv (best_mAP_ema)")
+    assert (table["dataset"] == "coco").sum() == 18 and (table["dataset"] == "synthetic").sum() == 1
+    rt = R.runs_table(runs)
+    assert rt["run"].tolist() == [r.key for r in runs] and set(rt["folder"]) == {display_path(results)}
+    assert rt[REPORTED_METRIC].tolist() == [r.best_value for r in runs]
+    assert rt.set_index("run").loc["scene_count/2025-05-28_0900", "trials ended"] == "4/8"
+
+
+def test_provenance_and_settings(tmp_path):
+    run = load_run(demo.write_coco_graph_depth(tmp_path / "results"))
+    t = R.provenance_table(run)
+    prov = dict(zip(t["field"], t["value"], strict=True))
+    assert prov["gpus"] == "NVIDIA H100 80GB HBM3, NVIDIA H100 80GB HBM3"
+    assert prov["summed ÷ wall (effective parallelism)"] == "2.00x"
+    assert prov["ray cluster"] == "nodes: 2, cpus: 32, gpus: 2"
+    assert prov["git commit"] == demo.PROVENANCE["git_commit"] and prov["wall time"] == "0:20:00"
+    assert R.packages_table(run)["package"].tolist() == list(demo.PROVENANCE["packages"])
+    settings = R.study_settings(run)
+    assert settings["paper_config"] == {"gnn_steps": 3} and settings["search_space"] is None
+    assert json.loads(json.dumps(settings, default=str))["axis"] == "gnn_steps"
