@@ -33,9 +33,9 @@ study: $(STAMP)
 
 # Regenerate the committed example exports (one default run of each one-axis study).
 results: $(STAMP)
-	$(PY) studies/scene_count.py --name default --overwrite
-	$(PY) studies/graph_depth.py --name default --overwrite
-	$(PY) studies/momentum.py --name default --overwrite
+	$(PY) studies/scene_count.py --name default --overwrite --results-dir results
+	$(PY) studies/graph_depth.py --name default --overwrite --results-dir results
+	$(PY) studies/momentum.py --name default --overwrite --results-dir results
 
 dashboard: $(STAMP)
 	$(VENV)/bin/streamlit run dashboards/app.py --server.address 127.0.0.1
@@ -48,5 +48,7 @@ bench: $(STAMP)
 	$(PY) -m salgl_core.bench attention
 	$(PY) -m salgl_core.bench loader
 
+# Leaves runs/ alone: users' exports live there.
 clean:
-	rm -rf .ray_results .cache .pytest_cache
+	rm -rf .ray_results .cache .pytest_cache .ruff_cache
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +

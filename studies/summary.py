@@ -1,0 +1,92 @@
+"""The lines of a study's closing summary that name results: per-value means, the best trial, the dashboard.
+
+Plain Python (no Ray), fed the export's rows (trials.csv, so values may be strings). Every number shown
+is schema.REPORTED_METRIC, named as the paper names it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from studies.export import REPO, portable_path
+from studies.schema import OPTUNA_JOURNAL, REPORTED_METRIC
+
+REPORTED_NAME = "best EMA mAP (the paper's reported number)"
+# Trials whose configuration can be called the best: an ERROR or DIVERGED trial is not one to recommend,
+# whatever its best epoch scored before it failed.
+RANKED_STATUSES = ("FINISHED", "STOPPED")
+
+
+def _number(v: Any) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _value(v: Any) -> str:
+    """A config value as typed on a command line: 0.0001 not 1.0000e-04, 4 not 4.0."""
+    x = _number(v)
+    if x is None or isinstance(v, bool) or str(v).lower() in ("true", "false"):
+        return str(v)
+    return str(int(x)) if x == int(x) and "e" not in str(v).lower() else f"{x:.4g}"
+
+
+def arm_line(axis: str, value: Any, scores: Sequence[float], is_paper: bool) -> str:
+    """One value of a one-axis ablation: the mean over its seeds, and their spread when there are several
+    (one seed has no spread to show)."""
+    n = len(scores)
+    mean = sum(scores) / n
+    if n > 1:
+        sd = math.sqrt(sum((x - mean) ** 2 for x in scores) / (n - 1))
+        spread = f"{mean:6.2f} +- {sd:4.2f} (sd over {n} seeds)"
+    else:
+        spread = f"{mean:6.2f}         (1 seed)"
+    return f"  {axis} = {value!s:<6} {spread}" + ("  (paper)" if is_paper else "")
+
+
+def arm_lines(axis: str, values: Iterable[Any], rows: Iterable[dict[str, Any]], paper_value: Any) -> list[str]:
+    """The per-value lines of a one-axis ablation: a header naming the metric, one line per value with a
+    FINISHED trial."""
+    by_value: dict[str, list[float]] = {}
+    for r in rows:
+        x = _number(r.get(REPORTED_METRIC))
+        if r.get("status") == "FINISHED" and x is not None:
+            by_value.setdefault(str(r.get(axis)), []).append(x)
+    lines = [arm_line(axis, v, by_value[str(v)], v == paper_value) for v in values if by_value.get(str(v))]
+    return [f"  {REPORTED_NAME}, mean over seeds:", *lines] if lines else []
+
+
+def best_trial(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The FINISHED or STOPPED trial with the highest reported metric, or None if no trial has one."""
+    ranked = [r for r in rows if r.get("status") in RANKED_STATUSES and _number(r.get(REPORTED_METRIC)) is not None]
+    return max(ranked, key=lambda r: _number(r[REPORTED_METRIC])) if ranked else None
+
+
+def best_lines(rows: Iterable[dict[str, Any]], fields: Iterable[str]) -> list[str]:
+    """A joint search's answer: the best trial, its reported metric and its configuration (`fields`: the
+    searched fields, seed included)."""
+    best = best_trial(rows)
+    if best is None:
+        return ["  no trial finished with a result: no best configuration yet"]
+    paper = "  (the paper's configuration)" if str(best.get("is_paper_config")).lower() == "true" else ""
+    config = " ".join(f"{k}={_value(best.get(k))}" for k in fields)
+    return [f"  best configuration: trial {best['trial_id']} ({best.get('status')}), {REPORTED_NAME} "
+            f"{_number(best[REPORTED_METRIC]):.2f}{paper}", f"    {config}"]
+
+
+def dashboard_lines(results_dir: Path, run_dir: Path) -> list[str]:
+    """Where to look next. `make dashboard` runs the venv's streamlit, which a plain `streamlit` on PATH
+    may not be; a results folder other than the two the dashboard reads goes in $SALGL_RESULTS_DIR."""
+    streamlit = portable_path(Path(sys.executable).parent / "streamlit")
+    default = Path(results_dir).resolve() in (REPO / "runs", REPO / "results")
+    env = "" if default else f"SALGL_RESULTS_DIR={portable_path(results_dir)} "
+    dash = f"{env}make dashboard" if env else f"make dashboard   (or: {streamlit} run dashboards/app.py)"
+    return [f"  dashboard: {dash}",
+            f"  optuna:    optuna-dashboard {portable_path(run_dir)}/{OPTUNA_JOURNAL}   "
+            "(pip install optuna-dashboard)"]
