@@ -13,6 +13,10 @@ CLI (`salgl_core.cli`) generates a flag per field from the same line, with the h
 or choices. Every field is validated on construction by one generic loop; an error names the class and
 field, the bad value and what is allowed. `ExperimentConfig.from_flat` rejects unknown keys rather than
 ignoring them. This module imports no torch: the results schema and the dashboard read it.
+
+The dataclass defaults follow the official argparse except where a field's help says otherwise (learned
+label embeddings, fp16 AMP). The paper's configurations are named recipes applied on top of them
+(salgl_core/presets.py); a config records the one it started from in its `recipe` field.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import types
 import typing
 from collections.abc import Callable
@@ -33,6 +38,22 @@ from salgl_core.registry import backbones, datasets
 
 BACKBONES = backbones.names()
 DATASETS = datasets.names()
+# The names of the torch-side modules' choices, declared here so the config stays torch-free;
+# tests/test_config.py checks they equal data.transforms.RANDAUGMENT_POLICIES and metrics.CP_CR_RULES.
+RANDAUGMENT_POLICIES = ("official", "torchvision", "none")
+CP_CR_RULES = ("official_clamp", "zero_if_undefined")
+LABEL_EMBEDDING_KINDS = ("learned", "random", "bert", "glove")  # besides a path to a .npy file
+# The official fixed vectors shipped as package data, <dir>/<dataset>/<kind>.npy (salgl_core.embeddings loads them).
+SHIPPED_EMBEDDING_KINDS = ("bert", "glove")
+SHIPPED_EMBEDDINGS_DIR = Path(__file__).resolve().parent / "label_embeddings"
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a container's or a Ray worker's share), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 class ConfigError(ValueError):
@@ -108,7 +129,13 @@ def _f(default: Any, help: str, check: Check | None = None) -> Any:
 
 
 def _is_label_embedding(v: Any) -> bool:
-    return isinstance(v, str) and (v in ("learned", "random") or v.endswith(".npy"))
+    return isinstance(v, str) and (v in LABEL_EMBEDDING_KINDS or v.endswith(".npy"))
+
+
+def _is_recipe(v: Any) -> bool:
+    from salgl_core.presets import RECIPES  # presets imports this module: look the names up at use
+
+    return v in RECIPES
 
 
 def _is_device(v: Any) -> bool:
@@ -158,7 +185,7 @@ class ModelConfig(_Validated):
     enc_ffn: int = _f(2048, 'Feed-forward width of the encoder (official 2048).', Range(1))
     enc_dropout: float = _f(0.1, 'Dropout in the encoder (official 0.1).', Range(0, 1))
     pos_encoding: bool = _f(False, 'Add a 2D sine positional encoding to queries and keys (official --pos, off).')
-    label_embedding: str = _f("learned", "'learned' (trainable N(0,1): the official 'random' option), 'random' (fixed N(0,1)), or a C x E .npy file of fixed vectors (the official default is BERT: e.g. label_embeddings/mscoco/bert.npy).", Satisfies(_is_label_embedding, "'learned', 'random' or a path to a .npy file"))
+    label_embedding: str = _f("learned", "'bert' / 'glove' (the official fixed vectors shipped for coco, voc2007 and nuswide; bert is the official default and the recipes'), 'learned' (trainable N(0,1): the official 'random' option), 'random' (fixed N(0,1)), or a C x E .npy file of fixed vectors.", Satisfies(_is_label_embedding, "'bert', 'glove', 'learned', 'random' or a path to a .npy file"))
     label_embedding_dim: int = _f(0, "Width of learned/random label embeddings; 0 = the backbone's feature width (as the official code).", Range(0))
     loss: str = _f("asl", 'Classification loss: asl (official, AsymmetricLossOptimized) or bce.', OneOf(("asl", "bce")))
     asl_gamma_neg: float = _f(2.0, 'ASL focusing exponent for negatives (official 2).', Range(0))
@@ -184,9 +211,9 @@ class DataConfig(_Validated):
     keep_unannotated: bool = _f(False, 'COCO: keep images without annotations as all-negative (the official script drops them).')
     image_size: int = _f(448, 'Images are resized to S x S (official 448; 576 for the larger COCO model).', Range(32, 2048))
     skip_corrupt: bool = _f(False, "Skip truncated/corrupt images and count them in the log instead of stopping with the file's name.")
-    randaugment: bool = _f(True, 'RandAugment in the training transform (official: on).')
+    randaugment: str = _f("official", "RandAugment policy of the training transform on real data: official (the pip `randaugment` package the official code imports), torchvision (torchvision's RandAugment, not the official policy) or none.", OneOf(RANDAUGMENT_POLICIES))
     cutout: bool = _f(True, 'Cutout at half the image size in the training transform (official: on).')
-    num_workers: int = _f(8, 'DataLoader worker processes.', Range(0))
+    num_workers: int = _f(min(8, available_cpus()), 'DataLoader worker processes; the dataclass default is min(8, the CPUs this process may use).', Range(0))
     cache_dir: str | None = _f(None, 'Where the synthetic dataset is generated; none = $SALGL_CACHE if set, else <repo>/.cache/synthetic.', PATH)
     synthetic_train_images: int = _f(3000, 'Synthetic data: training images.', Range(8))
     synthetic_val_images: int = _f(1000, 'Synthetic data: validation images.', Range(8))
@@ -205,15 +232,18 @@ class TrainConfig(_Validated):
     weight_decay: float = _f(1e-2, 'AdamW weight decay on all parameters (official 1e-2).', Range(0))
     pct_start: float = _f(0.2, 'OneCycleLR warm-up fraction, stepped per iteration (official 0.2).', Range(0, 1, lo_open=True))
     ema_decay: float = _f(0.9997, 'Decay of the model-weight EMA (official 0.9997).', Range(0, 1))
+    ema_warmup: bool = _f(False, 'Ours: EMA decay min(decay, (1 + t) / (10 + t)) at update t, so short runs leave their initial weights (off = the official constant decay).')
     amp: str = _f("fp16", 'Mixed precision for training on CUDA: none, bf16 or fp16 (ignored on CPU). The official code has --amp (off by default); the reproduction that matched the paper trained with fp16 AMP. Evaluation always runs in float32, as the official evaluate.py.', OneOf(("none", "bf16", "fp16")))
     channels_last: bool = _f(True, 'channels_last memory format on CUDA.')
     seed: int = _f(0, 'Seed for torch, numpy, random and the data order.', Range(0))
     deterministic: bool = _f(False, 'Deterministic kernels (slower); exact resume and repeatable runs.')
     device: str = _f("auto", 'auto (cuda if available), cpu, cuda or cuda:N.', Satisfies(_is_device, "'auto', 'cpu', 'cuda' or 'cuda:N'"))
+    cp_cr_rule: str = _f("official_clamp", "CP/CR/OP/OR on 0/0: official_clamp (the official meters: a never-predicted class has precision 1, a class without positives recall 1; OP/OR/OF1 NaN) or zero_if_undefined (every 0/0 counts 0, ML-GCN style).", OneOf(CP_CR_RULES))
     threshold: float = _f(0.5, 'Score threshold for CP/CR/CF1/OP/OR/OF1 (official 0.5, inclusive).', Range(0, 1))
     top_k: int = _f(3, 'k of the top-k CP/CR/CF1/OP/OR/OF1 variants (official 3).', Range(1))
     early_stop_patience: int = _f(0, 'Stop once the EMA mAP has not improved for more than this many epochs (UNOFF uses 6); 0 = never.', Range(0))
     drop_last: bool = _f(True, 'Drop the last incomplete training batch (as UNOFF).')
+    recipe: str | None = _f(None, "The named recipe this config started from (salgl_core/presets.py); set by --recipe or --dataset, recorded in config.json; none = the dataclass defaults.", Satisfies(_is_recipe, "a recipe name from salgl_core/presets.py (python -m salgl_core.train --help lists them)"))
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -282,16 +312,30 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        # The one rule across sections: shipped vectors exist for some datasets only. Checked here, torch-free,
+        # so a study or --print-config says so at once instead of after indexing the data.
+        kind, dataset = self.model.label_embedding, self.data.dataset
+        if kind in SHIPPED_EMBEDDING_KINDS and not (SHIPPED_EMBEDDINGS_DIR / dataset / f"{kind}.npy").is_file():
+            have = sorted(p.parent.name for p in SHIPPED_EMBEDDINGS_DIR.glob(f"*/{kind}.npy"))
+            raise ConfigError(f"ModelConfig.label_embedding = {kind!r}: the package ships {kind} vectors for "
+                              f"{', '.join(have)}, not for dataset {dataset!r}; use 'learned', 'random' or a path "
+                              "to a C x E .npy file of label vectors")
+
     def to_flat(self) -> dict[str, Any]:
         return {**asdict(self.model), **asdict(self.data), **asdict(self.train)}
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any], base: ExperimentConfig | None = None) -> ExperimentConfig:
-        """Build from a flat {field: value} dict, starting from `base` (default: the paper's config)."""
+        """Build from a flat {field: value} dict, starting from `base` (default: the dataclass defaults)."""
         unknown = sorted(k for k in flat if k not in FIELD_OWNER)
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown}; known fields: {sorted(FIELD_OWNER)}")
         base = base or cls()
+        flat = dict(flat)
+        # config.json files from before the named policies held a boolean: True was torchvision's RandAugment.
+        if isinstance(flat.get("randaugment"), bool):
+            flat["randaugment"] = "torchvision" if flat["randaugment"] else "none"
         parts = {s: {k: v for k, v in flat.items() if FIELD_OWNER[k] == s} for s in _SECTIONS}
         return cls(model=dataclasses.replace(base.model, **parts["model"]),
                    data=dataclasses.replace(base.data, **parts["data"]),

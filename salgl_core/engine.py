@@ -59,6 +59,11 @@ class FitResult:
     device: str
     model: SALGL | None = field(default=None, repr=False)
     ema_model: SALGL | None = field(default=None, repr=False)
+    # The validation predictions of the reported model (the EMA model at best_epoch), so its mAP can be
+    # recomputed and bootstrapped later: scores float32 [N, C], targets float32 [N, C] (1/0), ignore bool
+    # [N, C], image_ids [N] (the dataset's ids, else row numbers). None if no epoch ran or a checkpoint from
+    # before they were kept was resumed after its best epoch.
+    predictions: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -187,6 +192,15 @@ def scene_report(model: SALGL, scenes: np.ndarray, class_names: list[str],
     return report
 
 
+def best_predictions(val: Any, best: dict[str, Any]) -> dict[str, np.ndarray]:
+    """FitResult.predictions from the checkpoint's `best_scores` ({epoch, scores, index}): the targets, the
+    ignore mask and the image ids come from the validation dataset, row by row."""
+    index = best["index"].numpy()
+    ids = np.asarray(val.ids)[index] if val.ids is not None else index
+    return {"scores": best["scores"].numpy(), "targets": val.labels[index], "ignore": val.ignore[index],
+            "image_ids": ids}
+
+
 def _write_epochs_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     keys: list[str] = []
     for r in rows:
@@ -219,11 +233,11 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
     bundle = data if data is not None else build_datasets(cfg.data)
     class_names = list(bundle.class_names)
 
-    model = build_model(cfg.model, len(class_names)).to(device)
+    # The dataset and its class order let shipped label vectors ('bert', 'glove') be checked row by row.
+    model = build_model(cfg.model, len(class_names), cfg.data.dataset, class_names).to(device)
     if cfg.train.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    # getattr: TrainConfig gains `ema_warmup` separately; until then warm-up stays off (the official behaviour).
-    ema = ModelEMA(model, cfg.train.ema_decay, cfg.model.comat_ema, warmup=getattr(cfg.train, "ema_warmup", False))
+    ema = ModelEMA(model, cfg.train.ema_decay, cfg.model.comat_ema, warmup=cfg.train.ema_warmup)
     criterion = SALGLLoss(cfg.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                   betas=(0.9, 0.999), eps=1e-8)
@@ -242,6 +256,9 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.train.amp == "fp16")
 
     history: list[dict[str, Any]] = []
+    # The best EMA epoch's validation scores (FitResult.predictions). They travel in the checkpoint, so they
+    # survive a resume after that epoch and are always the scores of the epoch its history calls best.
+    best_scores: dict[str, Any] | None = None
     start_epoch = 1
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -255,6 +272,7 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
                 scaler.load_state_dict(state["scaler"])
             restore_rng(state["rng"])
             history = list(state["history"])
+            best_scores = state.get("best_scores")  # absent from checkpoints written before it was kept
             start_epoch = int(state["epoch"]) + 1
             log(f"resumed from {out / CHECKPOINT} after epoch {state['epoch']}")
         cfg.save(out / "config.json")
@@ -279,8 +297,9 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
             if not np.isfinite(pred["scores"]).all():
                 raise DivergedError(epoch, epoch * steps_per_epoch, {f"{name} validation scores": math.nan})
         ignore = live["ignore"] if live["ignore"].any() else None
-        m_live = evaluate(live["scores"], live["targets"], ignore, cfg.train.threshold, cfg.train.top_k)
-        m_ema = evaluate(avg["scores"], avg["targets"], ignore, cfg.train.threshold, cfg.train.top_k)
+        rule = cfg.train.cp_cr_rule
+        m_live = evaluate(live["scores"], live["targets"], ignore, cfg.train.threshold, cfg.train.top_k, rule)
+        m_ema = evaluate(avg["scores"], avg["targets"], ignore, cfg.train.threshold, cfg.train.top_k, rule)
         k = cfg.model.num_scenes
         usage = np.bincount(avg["scenes"].astype(np.int64), minlength=k)[:k] / max(len(avg["scenes"]), 1)
         m: dict[str, Any] = {"epoch": epoch, "epochs": cfg.train.epochs, "lr": lr}
@@ -290,6 +309,8 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
                  OF1_ema=m_ema["OF1"])
         if best is None or m["mAP_ema"] > best["mAP_ema"]:
             best = m
+            best_scores = {"epoch": epoch, "scores": torch.from_numpy(avg["scores"]),
+                           "index": torch.from_numpy(avg["index"])}
             if out is not None and save_best:
                 save_checkpoint(out / BEST_EMA, {"model": ema.module.state_dict(), "epoch": epoch,
                                                  "config": cfg.to_flat(), "class_names": class_names})
@@ -303,7 +324,8 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
             save_checkpoint(out / CHECKPOINT, {
                 "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                "rng": capture_rng(), "history": history, "config": cfg.to_flat(), "class_names": class_names})
+                "rng": capture_rng(), "history": history, "config": cfg.to_flat(), "class_names": class_names,
+                "best_scores": best_scores})
             _write_epochs_csv(out / "epochs.csv", history)
         log(_summary_line(m))
         if on_epoch is not None:
@@ -318,7 +340,8 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
     final = avg if avg is not None else predict(ema.module, val_loader, device, "none", cl)
     ts = true_scenes[final["index"]] if true_scenes is not None else None
     report = scene_report(ema.module, final["scenes"], class_names, ts)
+    kept = best_scores is not None and best is not None and best_scores["epoch"] == best["epoch"]
     return FitResult(epochs=history, best_epoch=int(best["epoch"]) if best else 0,
                      best_mAP_ema=float(best["mAP_ema"]) if best else math.nan, stopped_early=stopped_early,
                      scene_report=report, class_names=class_names, device=dev_name, model=model,
-                     ema_model=ema.module)
+                     ema_model=ema.module, predictions=best_predictions(bundle.val, best_scores) if kept else None)

@@ -12,6 +12,7 @@ With T = 0 there is no graph and no concatenation (W_o is D -> D).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +50,8 @@ class ElementWiseLinear(nn.Module):
 
 
 class SALGL(nn.Module):
-    def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
+    def __init__(self, cfg: ModelConfig, num_classes: int, dataset: str | None = None,
+                 class_names: Sequence[str] | None = None) -> None:
         super().__init__()
         if num_classes < 1:
             raise ConfigError(f"num_classes = {num_classes} is invalid: a dataset needs at least one class")
@@ -65,7 +67,8 @@ class SALGL(nn.Module):
         self.scene_linear = nn.Linear(dim, cfg.num_scenes, bias=False)
         self.cooccurrence = SceneCooccurrence(cfg.num_scenes, num_classes, cfg.comat_momentum,
                                               cfg.soft_assignment, cfg.normalize_adjacency, cfg.ignore_self)
-        self.label_embedding = LabelEmbedding(cfg.label_embedding, num_classes, cfg.label_embedding_dim or dim)
+        self.label_embedding = LabelEmbedding(cfg.label_embedding, num_classes, cfg.label_embedding_dim or dim,
+                                              dataset=dataset, class_names=class_names)
         self.attention = LowRankBilinearAttention(dim, self.label_embedding.dim, cfg.att_dim,
                                                   fast=cfg.fast_attention, chunk=cfg.attention_chunk)
         self.gnn = GatedGNN(dim, cfg.gnn_steps, cfg.outmess) if cfg.gnn_steps > 0 else None
@@ -96,5 +99,8 @@ class SALGL(nn.Module):
         return SALGLOutput(logits, scene_logits, scene_probs, alpha, adjacency)
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> SALGL:
-    return SALGL(cfg, num_classes)
+def build_model(cfg: ModelConfig, num_classes: int, dataset: str | None = None,
+                class_names: Sequence[str] | None = None) -> SALGL:
+    """SALGL for `num_classes` labels. `dataset` resolves label_embedding 'bert' / 'glove' to the shipped
+    vectors, and `class_names` (the dataset's class order) lets them be checked row by row."""
+    return SALGL(cfg, num_classes, dataset, class_names)

@@ -1,71 +1,112 @@
 """Train SALGL on one dataset.
 
-    python -m salgl_core.train --dataset synthetic --out runs/synthetic          # CPU, about a minute
-    python -m salgl_core.train --dataset coco --data-root /data/coco2014 \\
-        --label-embedding label_embeddings/mscoco/bert.npy --out runs/coco       # the paper's recipe
+    python -m salgl_core.train --out runs/synthetic                              # synthetic preset, CPU, ~1 min
+    python -m salgl_core.train --recipe paper-coco-r101-448 --data-root /data/coco2014 --out runs/coco
+    python -m salgl_core.train --dataset coco --data-root /data/coco2014         # the same recipe
+    python -m salgl_core.train --recipe paper-coco-r101-448 --print-config       # every value and its source
     python -m salgl_core.train --out runs/coco --resume                          # continue after a stop
 
-`--dataset synthetic` starts from the CPU-sized preset, real datasets from the paper's recipe; every
-config field is a flag (see --help) and overrides the preset. Writes config.json, epochs.csv,
-checkpoint.pt (last epoch, for --resume) and best_ema.pt (EMA weights of the best epoch) into --out.
+The configuration starts from a recipe (salgl_core/presets.py): `--recipe NAME`, or `--dataset D`'s paper
+recipe, or without either the CPU-sized synthetic preset; every config field is a flag (see --help) and
+overrides it. Writes config.json (recording the recipe), epochs.csv, checkpoint.pt (last epoch, for
+--resume) and best_ema.pt (EMA weights of the best epoch) into --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from salgl_core.cli import add_config_arguments, config_from_args
+from salgl_core.cli import (
+    HOW_THE_PRESET_IS_CHOSEN,
+    add_config_arguments,
+    add_recipe_argument,
+    config_with_sources,
+    flag_layer,
+    format_config,
+    layered,
+    recipes_epilog,
+    shown_recipe,
+    typed_fields,
+)
 from salgl_core.config import ConfigError, ExperimentConfig
 
+PROG = "python -m salgl_core.train"
 
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m salgl_core.train",
-                                     description="Train SALGL (Scene-Aware Label Graph Learning).", add_help=add_help)
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="output folder for config.json, epochs.csv and checkpoints "
-                             "(default: runs/<dataset>-<time>)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from <out>/checkpoint.pt with the config saved in <out>/config.json "
-                             "(flags given again must agree with it)")
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
-                        help="a config.json to start from instead of the preset (flags still override it)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar, only the per-epoch line")
-    # The help shows the paper's defaults; `shown_defaults=` is where the preset's would go.
-    add_config_arguments(parser)
+
+def get_args_parser(add_help: bool = True, argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; its --help shows the defaults of the recipe `argv` chooses (--recipe / --dataset in it;
+    none given: the synthetic preset)."""
+    shown = shown_recipe(argv)
+    parser = argparse.ArgumentParser(prog=PROG, description=textwrap.fill(
+                                     "Train SALGL (Scene-Aware Label Graph Learning). " + HOW_THE_PRESET_IS_CHOSEN,
+                                     100), epilog=recipes_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, add_help=add_help)
+    start = parser.add_argument_group("starting point")
+    add_recipe_argument(start)
+    start.add_argument("--config", type=Path, default=None, metavar="FILE",
+                       help="a config.json to start from instead of a recipe (flags still override it)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", type=Path, default=None, metavar="DIR",
+                     help="output folder for config.json, epochs.csv and checkpoints "
+                          "(default: runs/<dataset>-<time>)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from <out>/checkpoint.pt with the config saved in <out>/config.json "
+                          "(flags given again must agree with it)")
+    run.add_argument("--print-config", action="store_true",
+                     help="print the resolved configuration, each value with its source (default, recipe, "
+                          "flag or config file), and exit without training")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar, only the per-epoch line")
+    how = (f"recipe {shown.name}" if shown.paper else
+           "the synthetic preset, used without --dataset/--recipe; '--recipe NAME --help' shows a recipe's")
+    add_config_arguments(parser, shown_defaults=shown.config(), shown_from=how)
     return parser
 
 
-def _resolve_config(args: argparse.Namespace) -> ExperimentConfig:
+def _resolve_config(args: argparse.Namespace) -> tuple[ExperimentConfig, dict[str, str]]:
+    """The run's configuration and each value's source: a recipe (or --config / the saved config of a
+    --resume) under the typed flags."""
     base = args.config
     if args.resume and args.out is not None and (args.out / "config.json").is_file():
         base = args.out / "config.json"
-    cfg = config_from_args(args)
-    if base is not None:
-        typed = {k: v for k, v in vars(args).items() if k in cfg.to_flat()}
-        saved = ExperimentConfig.load(base)
-        if args.resume:
-            clash = {k: (v, saved.to_flat()[k]) for k, v in typed.items() if saved.to_flat()[k] != v}
-            if clash:
-                raise ConfigError(f"--resume uses the config saved in {base}; these flags disagree with it "
-                                  f"(given, saved): {clash}")
-        cfg = saved.replace(**typed)
-    return cfg
+    if base is None:
+        return config_with_sources(args)
+    typed = typed_fields(args)
+    saved = ExperimentConfig.load(base).to_flat()
+    if args.resume:
+        given = {**typed, **({"recipe": args.recipe} if args.recipe is not None else {})}
+        clash = {k: (v, saved[k]) for k, v in given.items() if saved[k] != v}
+        if clash:
+            raise ConfigError(f"--resume uses the config saved in {base}; these flags disagree with it "
+                              f"(given, saved): {clash}")
+    elif args.recipe is not None:
+        raise ConfigError("--config and --recipe both say where the configuration starts; pass only one")
+    return layered([(saved, f"config {base}"), flag_layer(typed)])
 
 
 def main(args: argparse.Namespace) -> int:
+    out = args.out
+    try:
+        cfg, sources = _resolve_config(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(format_config(cfg, sources))
+        return 0
+    # Heavy imports (torch) only once the arguments are known to be valid.
     from salgl_core.backbone import BackboneWeightsError
     from salgl_core.data import DataError
     from salgl_core.embeddings import LabelEmbeddingError
     from salgl_core.engine import DivergedError, fit
 
-    out = args.out
     try:
-        cfg = _resolve_config(args)
         out = out or Path("runs") / f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        print(f"training SALGL on {cfg.data.dataset} -> {out.resolve()}", flush=True)
+        print(f"training SALGL on {cfg.data.dataset} (recipe {cfg.train.recipe}) -> {out.resolve()}", flush=True)
         result = fit(cfg, out, resume=args.resume, progress=not args.no_progress,
                      log=lambda s: print(s, flush=True))
     except (ConfigError, DataError, BackboneWeightsError, LabelEmbeddingError, FileNotFoundError) as e:
@@ -75,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python -m salgl_core.train --out {out} --resume", file=sys.stderr)
+        print(f"\ninterrupted; continue with: {PROG} --out {out} --resume", file=sys.stderr)
         return 130
     if result.epochs:
         print(f"done: best EMA mAP {result.best_mAP_ema:.2f} at epoch {result.best_epoch}; files in {out}")
@@ -83,4 +124,5 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    _argv = sys.argv[1:]
+    sys.exit(main(get_args_parser(argv=_argv).parse_args(_argv)))

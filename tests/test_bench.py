@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from salgl_core.bench.loader import decode_rate, loader_benchmark, loader_rate
@@ -78,3 +79,20 @@ def test_loader_benchmark_runs_at_tiny_shapes_on_cpu(tmp_path):
     no_real = loader_benchmark(workers=(0,), batches=1, synthetic=syn_cfg)
     assert no_real["sources"]["coco128"] == {"skipped": "no --real-data folder given"}
     assert no_real["sources"]["synthetic"]["generation"]["generated"] is False  # reused from the cache
+
+
+@pytest.mark.slow  # ~25 s of CPU: torch.compile's tracing included
+def test_train_benchmark_runs_small_on_cpu():
+    """Without CUDA `bench train` picks small shapes itself; the recipe's model knobs stay (K = 6, BERT)."""
+    out = _bench("train", "--device", "cpu", "--compile", "off", "on", "--compile-backend", "eager",
+                 "--warmup", "0", "--steps", "1", "--loader-batches", "1", "--batch", "2")
+    assert out["benchmark"] == "train" and out["small"] and out["recipe"] == "paper-coco-r101-448"
+    assert out["shape"] == {"backbone": "small_cnn", "image_size": 64, "batch": 2, "classes": 80, "num_scenes": 6,
+                            "label_embedding": "bert"}
+    assert out["jpegs"]["images"] == 4 and out["loader_only"]["images"] == 2
+    assert [(r["amp"], r["channels_last"], r["compile"]) for r in out["runs"]] == [("none", False, False),
+                                                                                  ("none", False, True)]
+    for r in out["runs"]:
+        assert r["error"] is None, r["error"]
+        assert r["tensors"]["images_per_s"] > 0 and r["loader"]["images"] == 2 and r["peak_mem_mb"] is None
+    assert out["best"] in out["runs"]

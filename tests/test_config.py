@@ -8,10 +8,14 @@ import pytest
 
 from salgl_core.config import (
     BACKBONES,
+    CP_CR_RULES,
     DATA_PATH_FIELDS,
     DATASETS,
     FIELD_OWNER,
     PATH,
+    RANDAUGMENT_POLICIES,
+    SHIPPED_EMBEDDING_KINDS,
+    SHIPPED_EMBEDDINGS_DIR,
     ConfigError,
     DataConfig,
     ExperimentConfig,
@@ -19,6 +23,7 @@ from salgl_core.config import (
     OneOf,
     Range,
     TrainConfig,
+    available_cpus,
     field_spec,
     field_type,
 )
@@ -37,7 +42,7 @@ def test_paper_defaults():
 
 @pytest.mark.parametrize("cls,field,value", [
     (ModelConfig, "num_scenes", 0), (ModelConfig, "gnn_steps", -1), (ModelConfig, "comat_momentum", 1.5),
-    (ModelConfig, "backbone", "vgg"), (ModelConfig, "loss", "focal"), (ModelConfig, "label_embedding", "bert"),
+    (ModelConfig, "backbone", "vgg"), (ModelConfig, "loss", "focal"), (ModelConfig, "label_embedding", "word2vec"),
     (ModelConfig, "soft_assignment", "yes"), (DataConfig, "dataset", "imagenet"), (DataConfig, "image_size", 4),
     (TrainConfig, "lr", 0.0), (TrainConfig, "amp", "fp8"), (TrainConfig, "device", "tpu"),
     (ModelConfig, "num_scenes", 2.5),
@@ -85,6 +90,10 @@ def test_field_names_are_unique_and_presets_are_valid():
     (DataConfig, "data_root", "", "None or a path"),
     (ModelConfig, "outmess", 1, "true or false"),
     (TrainConfig, "device", "tpu", "'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    (DataConfig, "randaugment", True, "one of ['official', 'torchvision', 'none']"),
+    (TrainConfig, "cp_cr_rule", "clamp", "one of ['official_clamp', 'zero_if_undefined']"),
+    (TrainConfig, "recipe", "paper-coco", "None or a recipe name from salgl_core/presets.py (python -m "
+                                          "salgl_core.train --help lists them)"),
 ])
 def test_messages_state_the_declared_range_or_choices(cls, field, value, expected):
     with pytest.raises(ConfigError) as e:
@@ -121,3 +130,37 @@ def test_config_presets_and_io_do_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_new_fields_defaults_and_legacy_randaugment(tmp_path):
+    cfg = ExperimentConfig()
+    assert (cfg.data.randaugment, cfg.train.ema_warmup, cfg.train.cp_cr_rule, cfg.train.recipe) == (
+        "official", False, "official_clamp", None)
+    assert cfg.model.label_embedding == "learned"
+    for kind in ("bert", "glove", "learned", "random", "vectors/bert.npy"):
+        assert ModelConfig(label_embedding=kind).label_embedding == kind
+    # The default worker count follows the CPUs this process may use, at most 8.
+    assert DataConfig().num_workers == min(8, available_cpus()) and available_cpus() >= 1
+    # config.json written before the named policies held a boolean; True was torchvision's RandAugment.
+    for old, new in ((True, "torchvision"), (False, "none")):
+        flat = {**ExperimentConfig().to_flat(), "randaugment": old}
+        (tmp_path / "config.json").write_text(json.dumps(flat))
+        assert ExperimentConfig.load(tmp_path / "config.json").data.randaugment == new
+    old = {k: v for k, v in ExperimentConfig().to_flat().items() if k not in ("recipe", "ema_warmup", "cp_cr_rule")}
+    assert ExperimentConfig.from_flat(old) == ExperimentConfig()  # older files lack the new fields
+
+
+def test_torch_free_names_match_the_torch_side_modules():
+    from salgl_core.data.transforms import RANDAUGMENT_POLICIES as TRANSFORM_POLICIES
+    from salgl_core.embeddings import NAMED_KINDS, SHIPPED_DIR
+    from salgl_core.metrics import CP_CR_RULES as METRIC_RULES
+
+    assert RANDAUGMENT_POLICIES == TRANSFORM_POLICIES and CP_CR_RULES == METRIC_RULES
+    assert SHIPPED_EMBEDDINGS_DIR == SHIPPED_DIR and SHIPPED_EMBEDDING_KINDS == NAMED_KINDS
+
+
+def test_shipped_label_vectors_exist_for_some_datasets_only():
+    voc = ExperimentConfig.from_flat({"dataset": "voc2007", "label_embedding": "glove"})
+    assert voc.model.label_embedding == "glove"
+    with pytest.raises(ConfigError, match=r"ships bert vectors for coco, nuswide, voc2007, not for dataset 'synth"):
+        ExperimentConfig.from_flat({"dataset": "synthetic", "label_embedding": "bert"})

@@ -153,15 +153,16 @@ def names(t: T.Compose) -> list[str]:
 
 
 def test_official_recipe_and_switches():
-    cfg = DataConfig(dataset="coco", image_size=448)
-    assert names(train_transform(cfg)) == ["Resize", "RandomHorizontalFlip", "CutoutPIL", "RandAugment",
+    cfg = DataConfig(dataset="coco", image_size=448)  # the default policy is the official code's
+    assert names(train_transform(cfg)) == ["Resize", "RandomHorizontalFlip", "CutoutPIL", "OfficialRandAugment",
                                            "ToTensor", "Normalize"]
     assert train_transform(cfg).transforms[0].size == (448, 448)
     assert names(eval_transform(cfg)) == ["Resize", "ToTensor", "Normalize"]
-    off = DataConfig(dataset="voc2007", image_size=224, randaugment=False, cutout=False)
+    off = DataConfig(dataset="voc2007", image_size=224, randaugment="none", cutout=False)
     assert names(train_transform(off)) == ["Resize", "RandomHorizontalFlip", "ToTensor", "Normalize"]
-    assert names(train_transform(DataConfig(dataset="coco", cutout=False)))[2] == "RandAugment"
-    syn = DataConfig(dataset="synthetic", image_size=64)  # cutout / randaugment default True: ignored
+    tv = DataConfig(dataset="coco", cutout=False, randaugment="torchvision")
+    assert names(train_transform(tv))[2] == "RandAugment"
+    syn = DataConfig(dataset="synthetic", image_size=64)  # cutout on and a RandAugment policy set: ignored
     assert names(train_transform(syn)) == ["RandomHorizontalFlip", "ToTensor", "Normalize"]
     assert names(train_transform(DataConfig(dataset="synthetic", image_size=96)))[0] == "Resize"
     img = Image.new("RGB", (50, 30), tuple(int(255 * m) for m in IMAGENET_MEAN))

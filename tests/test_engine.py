@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from salgl_core import engine
 from salgl_core.config import ExperimentConfig
 from salgl_core.data import build_datasets
 from salgl_core.engine import CHECKPOINT, DivergedError, fit
 from salgl_core.metrics import mean_average_precision
-from salgl_core.presets import synthetic_preset
+from salgl_core.presets import SMOKE, synthetic_preset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,6 +101,7 @@ def test_cli_end_to_end(cache_dir, tmp_path):
     assert "epoch 1/1" in proc.stdout and "EMA mAP" in proc.stdout
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["dataset"] == "synthetic" and cfg["epochs"] == 1 and cfg["label_embedding"] == "learned"
+    assert cfg["recipe"] == "synthetic"  # config.json records where the configuration started
     assert (out / "epochs.csv").is_file() and (out / CHECKPOINT).is_file() and (out / "best_ema.pt").is_file()
     # resuming a finished run trains nothing more and says so cleanly
     proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, cwd=REPO, timeout=300)
@@ -111,3 +113,24 @@ def test_cli_end_to_end(cache_dir, tmp_path):
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 2
     assert "error:" in bad.stderr and "nowhere" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cp_cr_rule_and_ema_warmup_reach_the_engine(cache_dir, monkeypatch):
+    rules, warmups = [], []
+    real_evaluate, real_ema = engine.evaluate, engine.ModelEMA
+
+    def evaluate(*args, **kw):
+        rules.append(args[5])
+        return real_evaluate(*args, **kw)
+
+    class ModelEMA(real_ema):
+        def __init__(self, *args, warmup: bool, **kw) -> None:
+            warmups.append(warmup)
+            super().__init__(*args, warmup=warmup, **kw)
+
+    monkeypatch.setattr(engine, "evaluate", evaluate)
+    monkeypatch.setattr(engine, "ModelEMA", ModelEMA)
+    cfg = ExperimentConfig.from_flat({**synthetic_preset(), **SMOKE, "cache_dir": cache_dir,
+                                      "cp_cr_rule": "zero_if_undefined", "ema_warmup": False})
+    fit(cfg, log=None)
+    assert rules == ["zero_if_undefined"] * 2 and warmups == [False]  # the live and the EMA model
