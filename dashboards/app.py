@@ -1,7 +1,9 @@
 """The Streamlit pages of the SALGL ablation dashboard: `streamlit run dashboards/app.py`.
 
-Lays out what the other dashboards modules read (files, runs, paper), shape (views, views_runs, views_scenes,
-charts) and say (texts); no data logic here. Reads study exports (results/README.md); never needs Ray running.
+Lays out what the other dashboards modules read (files, runs, paper, analysis), shape (views, views_runs,
+views_scenes, views_stats, charts, charts_stats) and say (texts); no data logic here. The statistics sections
+are laid out in app_stats.py, the shared widgets in app_widgets.py. Reads study exports (results/README.md);
+never needs Ray running.
 The runs come from <repo>/results and <repo>/runs, or the folders $SALGL_RESULTS_DIR or the sidebar box
 name; the paper's tables always from <repo>/results/paper.
 """
@@ -10,26 +12,20 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 # `streamlit run` puts dashboards/ on sys.path, not the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dashboards import charts, paths, runs, texts, views, views_runs, views_scenes  # noqa: E402
+from dashboards import app_stats, charts, paths, runs, texts, views, views_runs, views_scenes, views_stats  # noqa: E402
+from dashboards.app_widgets import guarded, table  # noqa: E402
 from dashboards.files import LoadError, SceneData, load_scene, stamp  # noqa: E402
 from dashboards.fmt import fmt_num, fmt_seconds, fmt_value  # noqa: E402
 from dashboards.paper import PaperTables, load_paper_tables, paper_stamp  # noqa: E402
 from dashboards.paths import display_dirs, display_path, results_dirs, shown  # noqa: E402
-from studies.schema import REPORTED_METRIC, TRIALS_CSV  # noqa: E402
-
-# How the trial and comparison tables head the columns people ask about (the data keeps the file's names).
-COLUMN_LABELS = {REPORTED_METRIC: "best EMA mAP (paper's)", "node_ip": "node IP", "gpu_ids": "GPU ids"}
-
+from studies.schema import TRIALS_CSV  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Cached reads: the key includes the files' mtimes and sizes, so a widget click reuses the parsed run
@@ -69,25 +65,6 @@ def summary_of(run_dir: Path, root: Path) -> runs.RunSummary:
 # Building blocks
 
 
-def guarded(what: str, where: Path | str, fn: Callable[[], None]) -> None:
-    """runs.Run one view; an unforeseen problem with the files becomes a message naming them, not a traceback."""
-    try:
-        fn()
-    except LoadError as e:
-        st.error(f"{what}: {shown(e.path)}: {e.message}")
-    except Exception as e:  # noqa: BLE001 - the page must stay usable whatever a results file holds
-        st.error(f"{what}: could not be drawn from {where}: {type(e).__name__}: {e}")
-        with st.expander("details"):
-            st.code(traceback.format_exc())
-
-
-def table(df: pd.DataFrame, labels: dict[str, str] | None = None, **kw) -> None:
-    """A read-only table: full width, no index, missing values shown as a dash, COLUMN_LABELS (and
-    `labels`) heading their columns."""
-    labels = {c: lab for c, lab in {**COLUMN_LABELS, **(labels or {})}.items() if c in df.columns}
-    st.dataframe(df, width="stretch", hide_index=True, placeholder="–", column_config=labels, **kw)
-
-
 def paper_context(paper: PaperTables, expanded: bool = False) -> None:
     with st.expander("The paper's MS-COCO 2014 table (SALGL, ICCV 2023)", expanded=expanded):
         if len(paper.coco):
@@ -116,7 +93,8 @@ def ablation_view(run: runs.Run, paper: PaperTables) -> None:
         return
     metric = metric_picker(run, "ablation_metric")
     ref, repro = views.paper_references(run, paper, metric)
-    ab = views.ablation_summary(run.trials, axis, metric, run.paper_config)
+    res = app_stats.run_analysis(run)
+    ab = views_stats.with_arm_intervals(views.ablation_summary(run.trials, axis, metric, run.paper_config), res.data)
     if not len(ab.points) or not ab.points["metric"].notna().any():
         st.info(f"No trial in {shown(run.path / TRIALS_CSV)} has a value for {texts.metric_label(metric)} yet"
                 + (" (the study is still running)." if run.status == "RUNNING" else "."))
@@ -133,10 +111,18 @@ def ablation_view(run: runs.Run, paper: PaperTables) -> None:
         st.info(texts.no_reference_text(run.dataset, run.backbone, run.image_size, metric))
         if len(repro):
             st.caption(texts.REPRO_NOTE)
-    fig = charts.ablation_figure(ab, texts.AXIS_LABELS.get(axis, axis), texts.metric_label(metric), ref,
-                                 repro if ref is None else None)
-    st.plotly_chart(fig, width="stretch", key="ablation_chart")
-    st.caption(texts.ablation_caption(metric, axis, views.paper_config_value(run), ref, run.dataset == "synthetic"))
+    app_stats.verdict_section(run, res, metric)
+    synthetic = run.dataset == "synthetic"
+    intervals = views_stats.trial_intervals(res.data) if res.data and res.data.get("metric") == metric else None
+    left, right = st.columns([3, 2])
+    with left:
+        fig = charts.ablation_figure(ab, texts.AXIS_LABELS.get(axis, axis), texts.metric_label(metric), ref,
+                                     repro if ref is None else None, intervals, texts.reference_name(synthetic))
+        st.plotly_chart(fig, width="stretch", key="ablation_chart")
+        st.caption(texts.ablation_caption(metric, axis, views.paper_config_value(run), ref, synthetic,
+                                          intervals is not None and intervals["ci_low"].notna().any()))
+    with right:
+        app_stats.forest_chart(run, res)
     table(views.ablation_table(ab))
     if ref is None:
         paper_context(paper, expanded=True)
@@ -160,6 +146,7 @@ def search_view(run: runs.Run) -> None:
                f"{run.meta.get('scheduler') or '?'} scheduler): one point per trial; STOPPED = ended early by the "
                f"scheduler. ★ = best trial.")
     table(views.top_trials(run.trials, params, metric))
+    app_stats.search_section(run, params, metric, views.log_scale_params(run))
 
 
 def curves_view(run: runs.Run, paper: PaperTables) -> None:

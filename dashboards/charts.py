@@ -23,6 +23,7 @@ MEAN_COLOR = "#d62728"
 PAPER_COLOR = "#f2b701"
 REF_COLOR = "#333333"
 REPRO_COLOR = "#7f7f7f"
+CI_COLOR = "#5a1a1a"
 STATUS_COLORS = {"FINISHED": "#1f77b4", "STOPPED": "#ff7f0e", "RUNNING": "#2ca02c", "ERROR": "#d62728",
                  "DIVERGED": "#d62728"}
 SIDE_LEGEND = dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.02, font=dict(size=11))
@@ -34,11 +35,28 @@ def _nan_to_none(values: Sequence) -> list:
     return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
 
 
+def _trial_hover(trial_ids: Sequence[str], intervals: pd.DataFrame | None) -> tuple[list, list[str]]:
+    """Per point: customdata [trial_id, ci_low, ci_high] (None where the trial has no interval) and the hover's
+    line about the trial's image-bootstrap interval."""
+    by_id = {} if intervals is None else {r.trial_id: r for r in intervals.itertuples()}
+    data, text = [], []
+    for tid in trial_ids:
+        r = by_id.get(tid)
+        lo, hi = (None, None) if r is None or math.isnan(r.ci_low) else (float(r.ci_low), float(r.ci_high))
+        data.append([tid, lo, hi])
+        text.append(f"image-bootstrap 95% interval [{lo:.2f}, {hi:.2f}]" if lo is not None else
+                    "no image-bootstrap interval (no predictions)" if intervals is not None else "")
+    return data, text
+
+
 def ablation_figure(ab: Ablation, axis_label: str, metric_label: str, ref: PaperRef | None = None,
-                    repro: pd.DataFrame | None = None) -> go.Figure:
+                    repro: pd.DataFrame | None = None, trial_intervals: pd.DataFrame | None = None,
+                    reference_name: str = "paper's configuration") -> go.Figure:
     """The metric against the swept value: one point per trial (a colour per seed), mean +- std of the
-    FINISHED trials, the paper's configuration starred, and the paper's number as a horizontal line.
-    `metric_label` names the metric with its unit on the y axis; hovers use the column name."""
+    FINISHED trials and the mean's 95% interval over seeds (where two or more seeds finished), the reference
+    arm starred, and the paper's number as a horizontal line. `metric_label` names the metric with its unit on
+    the y axis; hovers use the column name. `trial_intervals` (trial_id, ci_low, ci_high: analysis.json's
+    image-bootstrap intervals of ab's metric) go into each trial's hover; `reference_name` names the star."""
     fig = go.Figure()
     labels = ab.summary["label"].tolist()
     pts = ab.points
@@ -46,18 +64,20 @@ def ablation_figure(ab: Ablation, axis_label: str, metric_label: str, ref: Paper
     seeds = sorted(done["seed"].dropna().unique().tolist())
     for i, seed in enumerate(seeds):
         p = done[done["seed"] == seed]
+        data, text = _trial_hover(p["trial_id"].tolist(), trial_intervals)
         fig.add_trace(go.Scatter(
             x=p["label"].tolist(), y=p["metric"].tolist(), mode="markers", name=f"seed {fmt_value(seed)}",
-            customdata=p["trial_id"].tolist(), offsetgroup="trials",
-            marker=dict(size=10, color=SEED_COLORS[i % len(SEED_COLORS)],
-                                                           line=dict(width=1, color="white")),
-            hovertemplate=f"{ab.axis}=%{{x}}<br>{ab.metric}=%{{y:.2f}}<br>trial %{{customdata}}"
+            customdata=data, text=text, offsetgroup="trials",
+            marker=dict(size=10, color=SEED_COLORS[i % len(SEED_COLORS)], line=dict(width=1, color="white")),
+            hovertemplate=f"{ab.axis}=%{{x}}<br>{ab.metric}=%{{y:.2f}}<br>trial %{{customdata[0]}}<br>%{{text}}"
                           f"<extra>seed {fmt_value(seed)}</extra>"))
     no_seed = done[done["seed"].isna()]
     if len(no_seed):
+        data, text = _trial_hover(no_seed["trial_id"].tolist(), trial_intervals)
         fig.add_trace(go.Scatter(x=no_seed["label"].tolist(), y=no_seed["metric"].tolist(), mode="markers",
-                                 name="trials", customdata=no_seed["trial_id"].tolist(), offsetgroup="trials",
-                                 marker=dict(size=10, color=SEED_COLORS[0])))
+                                 name="trials", customdata=data, text=text, offsetgroup="trials",
+                                 marker=dict(size=10, color=SEED_COLORS[0]),
+                                 hovertemplate="%{x}: %{y:.2f}<br>trial %{customdata[0]}<br>%{text}<extra></extra>"))
     other = pts[~pts["counted"] & pts["metric"].notna()]
     if len(other):
         fig.add_trace(go.Scatter(
@@ -76,13 +96,25 @@ def ablation_figure(ab: Ablation, axis_label: str, metric_label: str, ref: Paper
             customdata=np.stack([s["n"], s["std"].fillna(0.0)], axis=1).tolist(),
             line=dict(color=MEAN_COLOR, width=2), marker=dict(size=13, symbol="diamond", color=MEAN_COLOR),
             hovertemplate="%{x}: mean %{y:.2f} ± %{customdata[1]:.2f} (n=%{customdata[0]})<extra></extra>"))
+        ci = s[s["ci_low"].notna()] if "ci_low" in s else s.iloc[0:0]
+        if len(ci):
+            # A thin whisker over the std bar: the interval for the mean, wider than the spread with few seeds.
+            fig.add_trace(go.Scatter(
+                x=ci["label"].tolist(), y=ci["mean"].tolist(), mode="markers", name="95% CI of the mean (t, seeds)",
+                offsetgroup="mean", marker=dict(size=1, color=CI_COLOR),
+                error_y=dict(type="data", symmetric=False, array=(ci["ci_high"] - ci["mean"]).tolist(),
+                             arrayminus=(ci["mean"] - ci["ci_low"]).tolist(), color=CI_COLOR, thickness=1.2,
+                             width=14),
+                customdata=np.stack([ci["ci_low"], ci["ci_high"], ci["n"]], axis=1).tolist(),
+                hovertemplate="%{x}: mean %{y:.2f}, 95% CI [%{customdata[0]:.2f}, %{customdata[1]:.2f}] over "
+                              "%{customdata[2]} seeds<extra></extra>"))
         paper = s[s["is_paper"]]
         if len(paper):
             fig.add_trace(go.Scatter(
                 x=paper["label"].tolist(), y=paper["mean"].tolist(), mode="markers",
-                name="paper's configuration", offsetgroup="mean",
+                name=reference_name, offsetgroup="mean",
                 marker=dict(size=22, symbol="star", color=PAPER_COLOR, line=dict(width=1.5, color=REF_COLOR)),
-                hovertemplate="paper's configuration: %{x}<br>mean %{y:.2f}<extra></extra>"))
+                hovertemplate=f"{reference_name}: %{{x}}<br>mean %{{y:.2f}}<extra></extra>"))
     if ref is not None:
         fig.add_hline(y=ref.value, line=dict(color=REF_COLOR, dash="dash", width=2),
                       annotation_text=f"SALGL paper: {ref.value:g}", annotation_position="top left")
@@ -102,6 +134,8 @@ def _y_range(ab: Ablation, ref: PaperRef | None, repro: pd.DataFrame | None) -> 
     s = ab.summary[ab.summary["n"] > 0]
     std = s["std"].fillna(0.0)
     vals = [*ab.points["metric"].dropna(), *(s["mean"] - std), *(s["mean"] + std)]
+    if "ci_low" in s:
+        vals += [*s["ci_low"].dropna(), *s["ci_high"].dropna()]
     if ref is not None:
         vals.append(ref.value)
     elif repro is not None and len(repro):

@@ -112,12 +112,14 @@ def reference_notes(axis: str, metric: str, paper_row: Any, best_row: Any, ref: 
 
 
 def ablation_caption(metric: str, axis: str, paper_value: str | None, ref: PaperRef | None,
-                     synthetic: bool = False) -> str:
+                     synthetic: bool = False, trial_intervals: bool = False) -> str:
     # On synthetic data the starred value is the synthetic preset's (study.json paper_config), not the paper's.
     star = "the synthetic preset's value (not the paper's configuration)" if synthetic else "the paper's configuration"
     return (f"Plotted: {metric_label(metric)} (trials.csv column {metric}). Each point is one trial (colour = seed); "
-            f"the red diamonds are the mean ± sample std over the FINISHED seeds. ★ = {star}"
+            f"the red diamonds are the mean ± sample std over the FINISHED seeds, the thin dark whiskers the mean's "
+            f"95% CI (Student t over the seeds: wide with few seeds). ★ = {star}"
             + (f" ({axis} = {paper_value})" if paper_value else "") + "."
+            + (" Hover a trial for its image-bootstrap 95% interval." if trial_intervals else "")
             + (f" Dashed line: {ref.describe()}." if ref is not None else ""))
 
 
@@ -138,3 +140,76 @@ def counts_note(soft: bool | None, comat_ema: bool | None) -> str:
             + (f"; soft counts, fractional because {' and '.join(why)}" if why else "")
             + ". share: fraction of the label's counted images that went to this scene; lift: share ÷ the scene's "
               "fraction of all label occurrences (1 = no preference).")
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics (analysis.json)
+
+VERDICT_CAPTION = ("mean 95% CI: Student t interval over the arm's finished seeds (the validation set held fixed, "
+                   "like the paper's number). difference: mean(arm) − mean(★), paired by seed; its 95% interval "
+                   "holds the seed-to-seed spread (seeds) and, where the trials saved predictions, the validation "
+                   "set's own noise from the image bootstrap (images). p (Holm): adjusted over the arms compared; "
+                   "P(better): the chance that a run of the arm beats a run of ★, over all seed pairs. Verdicts at "
+                   "α = 0.05 after Holm.")
+NO_PREDICTIONS = ("This export has no predictions/ (the trials saved no validation scores; older runs did not), so "
+                  "there are no per-trial bootstrap intervals and the differences' intervals hold the seed-to-seed "
+                  "spread only, not the validation set's own noise. The notes below say what else could not be "
+                  "computed.")
+IMPORTANCE_CAPTION = ("Optuna's importance of each searched parameter for the searcher's objective (analysis.json, "
+                      "from the study's Optuna journal): fANOVA and PED-ANOVA, each share of the variance summing "
+                      "to 1 over the parameters. With few trials they are rough.")
+PARALLEL_CAPTION = ("One line per trial with a value, through its searched values to its result (the last axis, "
+                    "also the colour). Drag along an axis to select a range. STOPPED trials ended early (ASHA): "
+                    "their value is from fewer epochs.")
+
+
+NO_FOREST = ("No arm has a difference to compare yet: the forest plot needs finished trials in the reference arm and "
+             "in at least one other (see the verdict table).")
+
+
+def short_metric_label(metric: str) -> str:
+    """The metric's name and unit without the explanation, e.g. `best EMA mAP (%)` (headings, axes)."""
+    return metric_label(metric).split(",")[0]
+
+
+def no_importances(notes: list[str]) -> str:
+    """Why a joint search shows no parameter importances: the analysis's notes about them."""
+    why = [n for n in notes if "importance" in n or "Optuna" in n]
+    return "No parameter importances: " + ("; ".join(why) or "the analysis has none for this run") + "."
+
+
+def reference_name(synthetic: bool) -> str:
+    """What the reference arm (study.json paper_config) is: on synthetic data the synthetic preset's value."""
+    return "synthetic preset's value" if synthetic else "paper's configuration"
+
+
+def verdict_heading(axis: str, value: str, synthetic: bool, metric: str) -> str:
+    return (f"Verdicts on {short_metric_label(metric)}: each arm against ★ {axis} = {value}, the "
+            f"{reference_name(synthetic)}" + (" (not the paper's configuration)" if synthetic else ""))
+
+
+def analysis_source(source: str, absent: bool, bootstrap: str, command: str, predictions: bool = True) -> str:
+    """Where the intervals come from: analysis.json, or computed here (and how to write the file)."""
+    if source == "file":
+        return f"From analysis.json (studies.analyze; {bootstrap})."
+    why = "this export has no analysis.json" if absent else "see the warning above"
+    return (f"Computed here by studies.analyze from trials.csv{' and predictions/' if predictions else ''} ({why}; "
+            f"{bootstrap}). `{command}` writes analysis.json.")
+
+
+def metric_note(metric: str, analysed: str) -> str:
+    """Why the verdicts do not follow the metric picker."""
+    return (f"The verdicts and the differences are for {metric_label(analysed)} (the analysed metric); the chart "
+            f"shows {metric_label(metric)}, its 95% CIs computed here as t intervals over the seeds.")
+
+
+def forest_caption(reference: str, interval_kinds: list[str]) -> str:
+    """How to read the forest plot; `interval_kinds`: what its intervals hold (analysis.json `interval`)."""
+    holds = {"seeds": "the seed spread only (no predictions)", "seeds+images": "the seed spread and the validation "
+             "set's noise", "images": "the validation set's noise only (one seed per arm: no seed-level test)"}
+    kinds = [holds.get(k, k) for k in interval_kinds if k in holds]
+    return (f"Each arm minus ★ ({reference}), with its 95% interval; colour: the verdict. "
+            + (f"The intervals hold {'; '.join(kinds)}. " if kinds else
+               "No interval: one seed per arm and no predictions, so neither the seed spread nor the validation "
+               "set's noise can be estimated. ")
+            + "An interval clear of 0 with Holm p < 0.05 is a detected difference.")

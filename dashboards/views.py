@@ -19,6 +19,7 @@ from dashboards.fmt import fmt_value, is_missing
 from dashboards.paper import PAPER_METRIC, PaperRef, PaperTables, paper_reference, reproduction_refs
 from dashboards.runs import Run
 from studies.schema import REPORTED_METRIC, TRIAL_REQUIRED
+from studies.stats import mean_ci
 
 # The metrics a view offers, in menu order: the paper's reported number first (the default); the first six
 # are always offered.
@@ -33,7 +34,8 @@ def metric_options(trials: pd.DataFrame) -> list[str]:
     return opts or [REPORTED_METRIC]
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Two axis values are the same setting: 4 == 4.0, 0.99 == 0.99000000001; text compared as text."""
     try:
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
     except (TypeError, ValueError):
@@ -47,14 +49,15 @@ def _same(a: Any, b: Any) -> bool:
 @dataclass
 class Ablation:
     points: pd.DataFrame   # trial_id, seed, value, label, metric, status, is_paper_config, counted
-    summary: pd.DataFrame  # value, label, n, mean, std, min, max, failed, is_paper
+    summary: pd.DataFrame  # value, label, n, mean, std, ci_low, ci_high, min, max, failed, is_paper
     axis: str
     metric: str
 
 
 def ablation_summary(trials: pd.DataFrame, axis: str, metric: str,
                      paper_config: dict[str, Any] | None = None) -> Ablation:
-    """Per axis value: mean, std (sample, over seeds), n of the FINISHED trials, plus every trial as a point.
+    """Per axis value: mean, std (sample, over seeds), the mean's 95% Student t interval (studies.stats.mean_ci,
+    as analysis.json's arms; NaN under two seeds), n of the FINISHED trials, plus every trial as a point.
 
     Trials that are not FINISHED (RUNNING, STOPPED, ERROR, DIVERGED) stay in `points` with counted=False;
     `failed` counts ERROR / DIVERGED trials per value, so a diverging setting is visible, not hidden.
@@ -62,7 +65,8 @@ def ablation_summary(trials: pd.DataFrame, axis: str, metric: str,
     cols = ["trial_id", "seed", "value", "label", "metric", "status", "is_paper_config", "counted"]
     if axis not in trials or metric not in trials or not len(trials):
         return Ablation(pd.DataFrame(columns=cols), pd.DataFrame(
-            columns=["value", "label", "n", "mean", "std", "min", "max", "failed", "is_paper"]), axis, metric)
+            columns=["value", "label", "n", "mean", "std", "ci_low", "ci_high", "min", "max", "failed", "is_paper"]),
+            axis, metric)
     t = trials[trials[axis].notna()]
     paper_value = (paper_config or {}).get(axis)
     pts = pd.DataFrame({
@@ -81,10 +85,13 @@ def ablation_summary(trials: pd.DataFrame, axis: str, metric: str,
     for v in order:
         g = pts[pts["value"] == v]
         c = g.loc[g["counted"], "metric"]
-        is_paper = bool(g["is_paper_config"].any()) or (paper_value is not None and _same(v, paper_value))
+        is_paper = bool(g["is_paper_config"].any()) or (paper_value is not None and same_value(v, paper_value))
+        ci = mean_ci(c.tolist())
         rows.append({"value": v, "label": fmt_value(v), "n": int(len(c)),
                      "mean": float(c.mean()) if len(c) else np.nan,
                      "std": float(c.std(ddof=1)) if len(c) > 1 else np.nan,
+                     "ci_low": np.nan if ci["ci_low"] is None else ci["ci_low"],
+                     "ci_high": np.nan if ci["ci_high"] is None else ci["ci_high"],
                      "min": float(c.min()) if len(c) else np.nan, "max": float(c.max()) if len(c) else np.nan,
                      "failed": int(g["status"].isin(FAILED_STATUSES).sum()), "is_paper": is_paper})
     rank = {v: i for i, v in enumerate(order)}
@@ -103,7 +110,8 @@ def ablation_highlights(ab: Ablation) -> tuple[pd.Series | None, pd.Series | Non
 
 def ablation_table(ab: Ablation) -> pd.DataFrame:
     """The per-value summary as the ablation view prints it."""
-    return ab.summary.rename(columns={"label": ab.axis, "n": "n (finished)", "failed": "errored / diverged",
+    return ab.summary.rename(columns={"label": ab.axis, "n": "n (finished)", "ci_low": "95% CI low",
+                                      "ci_high": "95% CI high", "failed": "errored / diverged",
                                       "is_paper": "paper config"}).drop(columns="value").round(3)
 
 

@@ -1,4 +1,5 @@
 """The dashboard in a real browser: `streamlit run` on demo exports, the system's headless Chromium, a screenshot.
+The first view is the ablation view of the newest healthy run: its verdict table, its chart and its forest plot.
 
 Playwright drives the installed Chromium (`executable_path`), so nothing is downloaded. Chromium's
 one-shot `--screenshot` is not enough: it captures Streamlit's loading skeleton before the app's
@@ -8,6 +9,7 @@ websocket has delivered the page, so the test waits until Plotly has drawn the t
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -21,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dashboards import charts
+from dashboards import charts, charts_stats
+from dashboards import views_stats as S
 from dashboards.demo import write_all
 from dashboards.texts import REPORTED_CARD, REPORTED_CARD_NOTE, REPORTED_LABEL
 
@@ -32,6 +35,7 @@ pytestmark = [pytest.mark.browser,
 # The ablation chart is drawn: several traces, the paper's star among the points, fonts in, no rerun pending.
 DRAWN = ("document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= 3 && "
          "document.querySelectorAll('.js-plotly-plot .scatterlayer .point').length >= 10 && "
+         "document.querySelectorAll('.st-key-forest_chart .js-plotly-plot .scatterlayer .point').length >= 2 && "
          "document.fonts.status === 'loaded' && "
          "!document.querySelector('[data-testid=\"stStatusWidget\"]')")
 
@@ -110,6 +114,9 @@ def test_the_demo_opens_on_a_healthy_ablation_chart_in_chromium(tmp_path):
                 png = page.screenshot()
                 (tmp_path / "dashboard.png").write_bytes(png)
                 box = page.locator(".js-plotly-plot").first.bounding_box()
+                forest_box = page.locator(".st-key-forest_chart .js-plotly-plot").bounding_box()
+                verdict_table = page.locator('[data-testid="stMain"] [data-testid="stTable"]')
+                verdicts, table_box = verdict_table.inner_text(), verdict_table.bounding_box()
                 page_text = page.inner_text("body")
                 n_plots = page.locator(".js-plotly-plot").count()
                 alerts = {kind: [a.is_visible() for a in page.locator(f'[data-testid="stAlertContent{kind}"]').all()]
@@ -141,3 +148,19 @@ def test_the_demo_opens_on_a_healthy_ablation_chart_in_chromium(tmp_path):
     assert len(np.unique(chart.reshape(-1, 3), axis=0)) > 200
     for color in (charts.SEED_COLORS[0], charts.SEED_COLORS[1], charts.MEAN_COLOR, charts.PAPER_COLOR):
         assert near(chart, color) > 30, f"colour {color} missing from the rendered chart"
+
+    # The verdict table above the charts: every arm, the reference starred, each verdict as analysis.json says.
+    analysis = json.loads((results / "scene_count/2025-06-03_0900/analysis.json").read_text())
+    assert "Verdicts on best EMA mAP (%): each arm against ★ num_scenes = 4" in page_text
+    assert "4 ★" in verdicts and "the reference arm" in verdicts
+    for c in analysis["comparisons"]:
+        assert c["verdict"] in " ".join(verdicts.split()), c["verdict"]
+    assert table_box["y"] + table_box["height"] <= box["y"], "the verdict table is not above the chart"
+    # The forest plot beside the chart: the reference's zero line and one colour per verdict of the comparisons.
+    left, top = int(round(forest_box["x"])), int(round(forest_box["y"]))
+    forest = img[top:top + int(round(forest_box["height"])), left:left + int(round(forest_box["width"]))]
+    assert forest.size and forest_box["height"] > 200 and abs(forest_box["y"] - box["y"]) < 5
+    assert near(forest, charts.PAPER_COLOR) > 100, "the reference's zero line is missing from the forest plot"
+    for kind in {S.verdict_kind(c) for c in analysis["comparisons"]}:
+        color = charts_stats.VERDICT_COLORS[kind]
+        assert near(forest, color) > 30, f"{kind} ({color}) missing from the rendered forest plot"

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from dashboards import charts as C
+from dashboards import charts_stats as CS
 from dashboards import demo
+from dashboards import views_stats as S
 from dashboards.files import load_scene
 from dashboards.paper import load_paper_tables, paper_reference, reproduction_refs
 from dashboards.runs import load_run
 from dashboards.views import ablation_summary, search_params, search_points
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """The demo's healthy runs with their predictions and analysis.json, written once for this module."""
+    root = tmp_path_factory.mktemp("demo") / "results"
+    demo.write_good(root)
+    return root
 
 
 def traces(fig) -> dict:
@@ -98,3 +110,88 @@ def test_scene_figures(tmp_path):
 def test_log_axis_guess_needs_a_wide_positive_range():
     assert C._is_log([1e-4, 1e-2]) and not C._is_log([1, 8]) and not C._is_log([0, 100])
     assert not C._is_log(pd.Series(["a", "b"]))
+
+
+def test_ablation_figure_draws_the_arms_intervals_and_the_trials_on_hover(analysed):
+    d = analysed / "scene_count/2025-06-03_0900"
+    run = load_run(d)
+    a = json.loads((d / "analysis.json").read_text())
+    ab = S.with_arm_intervals(ablation_summary(run.trials, "num_scenes", "best_mAP_ema", run.paper_config), a)
+    fig = C.ablation_figure(ab, "K", "best EMA mAP (%)", trial_intervals=S.trial_intervals(a),
+                            reference_name="synthetic preset's value")
+    t = traces(fig)
+    ci = t["95% CI of the mean (t, seeds)"]
+    assert list(ci.x) == ["1", "2", "4"]
+    assert list(np.add(ci.y, ci.error_y.array)) == pytest.approx([arm["ci_high"] for arm in a["arms"]])
+    assert list(np.subtract(ci.y, ci.error_y.arrayminus)) == pytest.approx([arm["ci_low"] for arm in a["arms"]])
+    assert [row[:2] for row in ci.customdata] == [[arm["ci_low"], arm["ci_high"]] for arm in a["arms"]]
+    # The std bar stays: the spread of the seeds beside the interval of their mean.
+    assert list(t["mean ± std over seeds"].error_y.array) == pytest.approx(ab.summary["std"].tolist())
+    assert list(t["synthetic preset's value"].x) == ["4"]
+    by_id = {x["trial_id"]: x for x in a["trials"]}
+    for seed in (0, 1):
+        pts = t[f"seed {seed}"]
+        assert [row[1:] for row in pts.customdata] == [[by_id[row[0]]["ci_low"], by_id[row[0]]["ci_high"]]
+                                                       for row in pts.customdata]
+        assert all(text.startswith("image-bootstrap 95% interval [") for text in pts.text)
+        assert "%{text}" in pts.hovertemplate
+    lo, hi = fig.layout.yaxis.range
+    assert lo < min(arm["ci_low"] for arm in a["arms"]) and hi > max(arm["ci_high"] for arm in a["arms"])
+    # Without predictions the hover says so; without an analysis it says nothing about intervals.
+    none = S.trial_intervals(a).assign(ci_low=np.nan, ci_high=np.nan)
+    pts = traces(C.ablation_figure(ab, "K", "mAP", trial_intervals=none))["seed 0"]
+    assert set(pts.text) == {"no image-bootstrap interval (no predictions)"} and pts.customdata[0][1] is None
+    assert set(traces(C.ablation_figure(ab, "K", "mAP"))["seed 0"].text) == {""}
+
+
+def test_forest_figure_holds_each_difference_and_interval_coloured_by_verdict(analysed):
+    a = json.loads((analysed / "scene_count/2025-06-03_0900/analysis.json").read_text())
+    a["comparisons"][1].update(diff=0.9, ci_low=0.3, ci_high=1.5, p_holm=0.02)  # a third kind, to colour
+    pts = S.forest_points(a)
+    fig = CS.forest_figure(pts, "number of scenes K")
+    got = {}
+    for tr in fig.data:
+        for x, y, up, down, (ci, verdict) in zip(tr.x, tr.y, tr.error_x.array, tr.error_x.arrayminus, tr.customdata,
+                                                   strict=True):
+            got[y] = (tr.name, x, x - down, x + up, ci, verdict)
+            assert tr.marker.color == CS.VERDICT_COLORS[tr.name]
+    for c in a["comparisons"]:
+        kind, x, lo, hi, ci, verdict = got[str(c["value"])]
+        assert kind == S.verdict_kind(c) and x == c["diff"]
+        assert (lo, hi) == pytest.approx((c["ci_low"], c["ci_high"]))
+        assert ci == f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]" and verdict == c["verdict"].replace("; ", "<br>")
+    assert {tr.name for tr in fig.data} == {"worse", "better"}
+    # Rows top to bottom in the axis order; the reference at zero, inside the x range.
+    assert list(fig.layout.yaxis.categoryarray) == ["2", "1"]
+    (line,) = fig.layout.shapes
+    assert line.x0 == line.x1 == 0 and line.line.color == C.PAPER_COLOR
+    lo, hi = fig.layout.xaxis.range
+    assert lo < min(c["ci_low"] for c in a["comparisons"]) and hi > 1.5
+
+
+def test_forest_figure_without_intervals_draws_the_difference_alone(analysed):
+    pts = pd.DataFrame([{"value": 0.9, "label": "0.9", "diff": -1.0, "ci_low": np.nan, "ci_high": np.nan,
+                         "kind": "no test", "verdict": "no seed-level test (one seed per arm): -1.00 mAP; no "
+                                                      "predictions for an image-level interval", "p_holm": np.nan,
+                         "p_improve": 0.0, "interval": "–", "n": 1, "n_reference": 1}])
+    (tr,) = CS.forest_figure(pts, "μ").data
+    assert list(tr.x) == [-1.0] and list(tr.error_x.array) == [0.0] and tr.customdata[0][0] == "–"
+    lo, hi = CS.forest_figure(pts, "μ").layout.xaxis.range
+    assert lo < -1.0 and hi > 0.0
+
+
+def test_importance_and_parallel_figures(analysed):
+    d = analysed / "tune/2025-05-25_0900"
+    a = json.loads((d / "analysis.json").read_text())
+    fig = CS.importance_figure(S.importances(a))
+    assert [t.name for t in fig.data] == ["fANOVA", "PED-ANOVA"]
+    for t, key in zip(fig.data, ("fanova", "ped_anova"), strict=True):
+        assert dict(zip(t.y, t.x, strict=True)) == a["search"]["importances"][key]
+    run = load_run(d)
+    dims, ids = S.parallel_dimensions(run.trials, ["lr", "num_scenes"], "best_mAP_ema", "best EMA mAP (%)", ["lr"])
+    (par,) = CS.parallel_figure(dims).data
+    assert [dim.label for dim in par.dimensions] == ["lr (log scale)", "num_scenes", "best EMA mAP (%)"]
+    assert list(par.dimensions[0].values) == pytest.approx(np.log10(run.trials["lr"]).tolist())
+    assert list(par.dimensions[0].ticktext) == ["0.0001", "0.001", "0.01"]
+    assert list(par.dimensions[2].values) == run.trials["best_mAP_ema"].tolist() == list(par.line.color)
+    assert ids == run.trials["trial_id"].tolist()

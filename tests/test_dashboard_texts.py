@@ -67,3 +67,24 @@ def test_counts_note_says_why_counts_are_fractional():
     both = T.counts_note(True, True)
     assert "(comat_ema) and each image adds its scene probability instead of 1 (soft_assignment)" in both
     assert "fractional" not in T.counts_note(False, False) and "lift" in T.counts_note(False, False)
+
+
+def test_statistics_wording_names_the_reference_as_study_json_does():
+    """On synthetic data the reference arm is the synthetic preset's value, as the ablation caption says."""
+    assert T.reference_name(False) == "paper's configuration" and T.reference_name(True) == "synthetic preset's value"
+    assert "the synthetic preset's value (not the paper's configuration)" in T.ablation_caption(
+        REPORTED_METRIC, "num_scenes", "4", None, synthetic=True)
+    assert T.verdict_heading("num_scenes", "4", True, REPORTED_METRIC) == (
+        "Verdicts on best EMA mAP (%): each arm against ★ num_scenes = 4, the synthetic preset's value (not the "
+        "paper's configuration)")
+    assert T.verdict_heading("num_scenes", "6", False, REPORTED_METRIC).endswith("num_scenes = 6, the paper's "
+                                                                                   "configuration")
+    assert "hold the seed spread and the validation set's noise; the validation set's noise only" in \
+        T.forest_caption("K = 4", ["seeds+images", "images"])
+    assert "No interval: one seed per arm and no predictions" in T.forest_caption("K = 4", ["–"])
+    assert T.analysis_source("file", False, "1000 resamples", "cmd") == "From analysis.json (studies.analyze; " \
+                                                                        "1000 resamples)."
+    assert "(see the warning above; " in T.analysis_source("computed", False, "x", "cmd")
+    assert "from trials.csv (this export has no analysis.json; x). `cmd` writes" in T.analysis_source(
+        "computed", True, "x", "cmd", predictions=False)
+    assert "CF1" in T.metric_note("CF1", REPORTED_METRIC) and T.REPORTED_LABEL in T.metric_note("CF1", REPORTED_METRIC)

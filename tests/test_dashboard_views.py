@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,17 @@ from dashboards.runs import load_run
 from studies.schema import REPORTED_METRIC, TRIAL_PLACEMENT_COLUMNS, TRIAL_RESULT_COLUMNS
 
 
+@pytest.fixture(scope="module")
+def demo_results(tmp_path_factory) -> Path:
+    """Every demo case, written once (the healthy runs' predictions and analysis take seconds); tests copy it."""
+    root = tmp_path_factory.mktemp("demo") / "results"
+    demo.write_all(root)
+    return root
+
+
 @pytest.fixture
-def results(tmp_path: Path) -> Path:
-    demo.write_all(tmp_path / "results")
+def results(demo_results: Path, tmp_path: Path) -> Path:
+    shutil.copytree(demo_results, tmp_path / "results")
     return tmp_path / "results"
 
 
@@ -31,12 +40,15 @@ def test_ablation_summary_matches_the_exported_trials(tmp_path):
         assert row["n"] == 2
         assert row["mean"] == pytest.approx(np.mean(vals))
         assert row["std"] == pytest.approx(np.std(vals, ddof=1))
+        # The mean's Student t interval over the seeds (t_0.975 with 1 df = 12.706).
+        half = 12.7062047 * np.std(vals, ddof=1) / np.sqrt(2)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((np.mean(vals) - half, np.mean(vals) + half))
     assert ab.summary["is_paper"].tolist() == [False, False, True]
     assert ab.points["metric"].tolist() == [demo.synthetic_final(k, s) for k in (1, 2, 4) for s in (0, 1)]
     paper_row, best_row = V.ablation_highlights(ab)
     assert paper_row["label"] == "4" and best_row["label"] == "4"
-    assert list(V.ablation_table(ab).columns) == ["num_scenes", "n (finished)", "mean", "std", "min", "max",
-                                                  "errored / diverged", "paper config"]
+    assert list(V.ablation_table(ab).columns) == ["num_scenes", "n (finished)", "mean", "std", "95% CI low",
+                                                  "95% CI high", "min", "max", "errored / diverged", "paper config"]
     assert V.paper_config_value(run) == "4"
 
 
@@ -48,6 +60,7 @@ def test_ablation_summary_excludes_unfinished_and_counts_failures(tmp_path):
     s = ab.summary.set_index("label")
     assert s.loc["0.99", "n"] == 0 and math.isnan(s.loc["0.99", "mean"])
     assert s.loc["0.9", "failed"] == 1 and s.loc["0.9", "n"] == 1 and math.isnan(s.loc["0.9", "std"])
+    assert math.isnan(s.loc["0.9", "ci_low"]) and math.isnan(s.loc["0.9", "ci_high"])  # one seed: no interval
     assert s.loc["1", "is_paper"]
     running = ab.points[ab.points["status"] == "RUNNING"]
     assert running["metric"].tolist() == [55.7] and not running["counted"].any()

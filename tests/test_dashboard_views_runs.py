@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,17 @@ from dashboards.runs import list_runs, load_run
 from studies.schema import REPORTED_METRIC
 
 
+@pytest.fixture(scope="module")
+def demo_results(tmp_path_factory) -> Path:
+    """Every demo case, written once (the healthy runs' predictions and analysis take seconds); tests copy it."""
+    root = tmp_path_factory.mktemp("demo") / "results"
+    demo.write_all(root)
+    return root
+
+
 @pytest.fixture
-def results(tmp_path: Path) -> Path:
-    demo.write_all(tmp_path / "results")
+def results(demo_results: Path, tmp_path: Path) -> Path:
+    shutil.copytree(demo_results, tmp_path / "results")
     return tmp_path / "results"
 
 

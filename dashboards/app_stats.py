@@ -1,0 +1,117 @@
+"""The dashboard's statistics sections (Streamlit layout only): the verdict table and the forest plot of an
+ablation, the importances and parallel coordinates of a joint search, and what the analysis could not compute.
+
+The numbers are analysis.json's (dashboards/analysis.py reads it, or computes it with studies.analyze where
+the export has none); views_stats.py shapes them, charts_stats.py draws them, texts.py words them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import streamlit as st
+
+from dashboards import analysis, charts_stats, texts, views_stats
+from dashboards.app_widgets import table
+from dashboards.fmt import fmt_value
+from dashboards.paths import shown
+from dashboards.runs import Run
+
+
+# Computed at most once per version of the files: on a full validation set the image bootstrap takes seconds per
+# trial (`python -m studies.analyze <run>` saves the result as analysis.json, which is then read instead).
+@st.cache_data(show_spinner="No usable analysis.json: computing the intervals and verdicts from trials.csv and "
+                            "predictions/ (once; seconds per trial on a large validation set) ...", max_entries=32)
+def cached_analysis(run_dir: str, axis: str | None, files: tuple) -> analysis.RunAnalysis:
+    return analysis.load_analysis(Path(run_dir), axis)
+
+
+def run_analysis(run: Run) -> analysis.RunAnalysis:
+    """The run's analysis, recomputed only when one of the files it depends on changes."""
+    journal = run.meta.get("optuna_storage")
+    return cached_analysis(str(run.path), run.axis, analysis.analysis_stamp(run.path, journal))
+
+
+def _source(res: analysis.RunAnalysis) -> None:
+    """Where the numbers come from, what is wrong with analysis.json, and what could not be computed."""
+    if res.problem:
+        st.warning(res.problem)
+    if res.data is None:
+        return
+    st.caption(texts.analysis_source(res.source, res.absent, views_stats.bootstrap_text(res.data), res.command,
+                                     views_stats.has_predictions(res.data)))
+    if not views_stats.has_predictions(res.data):
+        st.info(texts.NO_PREDICTIONS)
+    if res.notes:
+        with st.expander(f"What the analysis could not compute ({len(res.notes)})",
+                         expanded=not views_stats.has_predictions(res.data)):
+            st.markdown("\n".join(f"- {n}" for n in res.notes))
+
+
+def verdict_section(run: Run, res: analysis.RunAnalysis, metric: str) -> None:
+    """The verdict table (every arm against the reference), above the charts."""
+    data = res.data
+    if data is None:
+        _source(res)
+        return
+    heading = texts.verdict_heading(run.axis or "", fmt_value(data.get("reference")), run.dataset == "synthetic",
+                                    str(data.get("metric")))
+    st.markdown(f"**{heading}**")
+    _source(res)
+    if data.get("metric") != metric:
+        st.caption(texts.metric_note(metric, str(data.get("metric"))))
+    verdicts = views_stats.verdict_table(data)
+    if len(verdicts):
+        # A static table: it wraps the verdicts, which are sentences.
+        st.table(views_stats.verdict_display(verdicts))
+        st.caption(texts.VERDICT_CAPTION)
+
+
+def forest_chart(run: Run, res: analysis.RunAnalysis) -> None:
+    """Each arm's difference to the reference arm with its interval, coloured by verdict."""
+    data = res.data
+    if data is None:
+        return
+    points = views_stats.forest_points(data)
+    if not len(points):
+        st.info(texts.NO_FOREST)
+        return
+    axis = run.axis or ""
+    reference = (f"{axis} = {fmt_value(data.get('reference'))}, the "
+                 f"{texts.reference_name(run.dataset == 'synthetic')}")
+    fig = charts_stats.forest_figure(points, axis)  # the axis's field name, as the verdict table heads it
+    st.plotly_chart(fig, width="stretch", key="forest_chart")
+    st.caption(texts.forest_caption(reference, list(dict.fromkeys(points["interval"]))))
+
+
+def search_section(run: Run, params: Sequence[str], metric: str, log_params: Sequence[str]) -> None:
+    """A joint search's parameter importances, its parallel coordinates, and its best trial beside the paper's."""
+    res = run_analysis(run)
+    st.subheader("Parameter importances and parallel coordinates")
+    if res.problem:
+        st.warning(res.problem)
+    data = res.data or {}
+    imp = views_stats.importances(data)
+    left, right = st.columns([2, 3])
+    with left:
+        if len(imp):
+            st.plotly_chart(charts_stats.importance_figure(imp), width="stretch", key="importance_chart")
+            st.caption(texts.IMPORTANCE_CAPTION)
+        else:
+            st.info(texts.no_importances(res.notes))
+    with right:
+        dims, _ = views_stats.parallel_dimensions(run.trials, params, metric, texts.short_metric_label(metric),
+                                                  log_params)
+        if dims:
+            st.plotly_chart(charts_stats.parallel_figure(dims), width="stretch", key="parallel_chart")
+            st.caption(texts.PARALLEL_CAPTION)
+        else:
+            st.info(f"No trial in {shown(run.path / 'trials.csv')} has a value for {texts.metric_label(metric)} and "
+                    f"every searched parameter yet.")
+    if data:
+        highlights = views_stats.search_highlights(data, params)
+        if len(highlights):
+            table(highlights, height="content")
+        st.caption(texts.analysis_source(res.source, res.absent, views_stats.bootstrap_text(data), res.command,
+                                         views_stats.has_predictions(data)))
