@@ -9,8 +9,11 @@ Each study script (scene_count.py, graph_depth.py, momentum.py, tune.py) is a `S
     search.py     Optuna sampler + Ray searcher + scheduler; the only use of Ray/Optuna internals
     trainable.py  the Ray trainable (all a Ray worker imports)
     callback.py   the Ray callback: trial events -> export, console lines
-    cluster.py    start/join Ray, dashboard safety, resources per trial
+    cluster.py    start/join Ray (an unreachable --address fails in seconds), dashboard safety, resources per trial
+    storage.py    Ray's experiment folder on a path or a URI; a multi-node cluster's shared-storage check
+    monitor.py    what Ray's dashboard shows of a trial: its name, its progress as Ray metrics, its node
     runner.py     main(): the run from plan to summary; run_script(), the scripts' entry point
     export.py     study.json / trials.csv / epochs.csv / scenes/ writer (portable paths)
     schema.py     the results schema: file names, columns, keys (no torch/ray/streamlit)
+    bench_overhead.py  `python -m studies.bench_overhead`: the study machinery's overhead, one node vs a cluster
 """

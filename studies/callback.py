@@ -14,6 +14,7 @@ from typing import Any
 from ray import tune
 
 from studies.export import StudyExport
+from studies.predictions import export_trial
 from studies.schema import TERMINAL_TRIAL_STATUSES
 from studies.spec import METRIC
 
@@ -35,6 +36,11 @@ def error_message(trial: Any) -> str:
     return lines[-1][:2000] if lines else "the trial failed without a message; see Ray's trial folder"
 
 
+def _node(result: dict[str, Any]) -> str:
+    """'node 10.0.0.5 (1a2b3c4d)' from a trial's result (studies.monitor.placement)."""
+    return f"node {result.get('node_ip', '?')} ({str(result.get('node_id', ''))[:8]})"
+
+
 def _fmt(config: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
 
@@ -49,6 +55,12 @@ class ExportCallback(tune.Callback):
         self.n_trials, self.axis = n_trials, axis
         self.export: StudyExport | None = None
         self._pruned = False
+
+    @property
+    def multi_node(self) -> bool:
+        """Whether this session's cluster has several nodes (then the console lines name each trial's node)."""
+        meta = self.export.meta if self.export is not None else self.meta
+        return int(meta.get("provenance", {}).get("ray_cluster", {}).get("nodes") or 1) > 1
 
     def setup(self, **info: Any) -> None:
         self.export = StudyExport.open(self.run_dir, self.meta, SESSIONS.get(self.run_dir))
@@ -74,10 +86,12 @@ class ExportCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if not result.get("final") and "epoch" in result and not self.export.is_final(trial.trial_id):
-            self.export.trial_epoch(trial.trial_id, result, seconds=result.get("time_total_s"))
+            self.export.trial_epoch(trial.trial_id, result, seconds=result.get("time_total_s"),
+                                    retries=trial.num_failures)
             print(f"         {trial.trial_id} epoch {result['epoch']}/{result['epochs']}  mAP {result['mAP']:.2f}  "
                   f"EMA mAP {result[METRIC]:.2f}  loss {result['loss_total']:.2f}  {result['seconds']:.0f}s/epoch"
-                  + (f"  GPU {result['gpu_ids']}" if result.get("gpu_ids") else ""), flush=True)
+                  + (f"  GPU {result['gpu_ids']}" if result.get("gpu_ids") else "")
+                  + (f"  on {_node(result)}" if self.multi_node else ""), flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         r = trial.last_result or {}
@@ -86,16 +100,29 @@ class ExportCallback(tune.Callback):
             report = json.loads(r["scene_report"]) if r.get("scene_report") else None
         else:  # ended by the scheduler, which only stops trials before their last epoch
             status, error, report = "STOPPED", None, None
-        if self.export.trial_ended(trial.trial_id, status, error, report, seconds=r.get("time_total_s")):
+        if status == "FINISHED" and not self.export.is_final(trial.trial_id):
+            self._save_predictions(trial)  # first: a FINISHED row then always has its predictions
+        if self.export.trial_ended(trial.trial_id, status, error, report, seconds=r.get("time_total_s"),
+                                   retries=trial.num_failures):
             self._print_end(trial, status, r, error)
 
+    def _save_predictions(self, trial: Any) -> None:
+        """predictions/<trial_id>.npz from the trial's final checkpoint; a failure costs the trial its
+        image-level intervals (analysis.json says so), not the study."""
+        try:
+            export_trial(self.run_dir, trial.trial_id, trial.checkpoint)
+        except (OSError, ValueError) as e:
+            print(f"warning: trial {trial.trial_id}: its validation predictions were not saved ({e})", flush=True)
+
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        print(f"trial {trial.trial_id} failed ({error_message(trial)}); retrying from its last checkpoint",
-              flush=True)
+        where = f" on {_node(trial.last_result)}" if trial.last_result and self.multi_node else ""
+        print(f"trial {trial.trial_id} failed{where} ({error_message(trial)}); retrying from its last checkpoint "
+              f"(retry {trial.num_failures})", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         msg = error_message(trial)
-        if self.export.trial_ended(trial.trial_id, "ERROR", msg, seconds=(trial.last_result or {}).get("time_total_s")):
+        if self.export.trial_ended(trial.trial_id, "ERROR", msg, seconds=(trial.last_result or {}).get("time_total_s"),
+                                   retries=trial.num_failures):
             self._print_end(trial, "ERROR", trial.last_result or {}, msg)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

@@ -4,6 +4,9 @@ Every study script has the same flags (the one-axis ablations `--values`, the jo
 `--num-samples` and ASHA's two); the common config fields get the flags `python -m salgl_core.train`
 generates. `--resume` takes what the run was started with from its Ray folder (study_args.json) and
 only how to run it now (cluster, dashboard) from the new command line.
+
+Light on purpose: no torch, Ray or Optuna at import, so `--help` and argument errors answer at once;
+`run_script` imports the runner (and with it Ray) only once the arguments parse.
 """
 
 from __future__ import annotations
@@ -12,87 +15,150 @@ import argparse
 import json
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
-from salgl_core.cli import add_config_arguments
+from salgl_core.cli import (
+    HOW_THE_PRESET_IS_CHOSEN,
+    add_config_arguments,
+    add_recipe_argument,
+    recipes_epilog,
+    shown_recipe,
+)
 from salgl_core.config import DATASETS
+from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, Recipe
 from studies.export import REPO
-from studies.spec import PAPER, StudyError, StudySpec
+from studies.spec import StudyError, StudySpec
+from studies.storage import DEFAULT_STORAGE, Folder, is_default, runs_found, storage_root
 
-DEFAULT_RESULTS = REPO / "results"
-DEFAULT_STORAGE = REPO / ".ray_results"
+# Users' runs go to the git-ignored runs/; results/ holds the committed examples (`make results` writes
+# them there with --results-dir results) and the paper's tables.
+DEFAULT_RESULTS = REPO / "runs"
 # The file in a run's Ray folder that holds the arguments it was started with (what --resume reuses).
 STUDY_ARGS = "study_args.json"
 
 # Flags that only say how to run, not what: the ones --resume takes from the new command line.
-RUNTIME_FLAGS = ("address", "dashboard_host", "dashboard_port", "no_dashboard", "ray_temp_dir", "verbose")
+RUNTIME_FLAGS = ("address", "dashboard_host", "dashboard_port", "no_dashboard", "ray_temp_dir", "verbose",
+                 "keep_checkpoints")
 # Config fields with a flag of their own (--data-root sets data_root, ...).
 CONFIG_FLAGS = ("dataset", "data_root", "train_images", "train_annotations", "val_images", "val_annotations",
                 "cache_dir", "backbone", "backbone_weights", "image_size", "epochs", "batch_size", "lr",
                 "num_workers")
 
 
-def get_args_parser(spec: StudySpec) -> argparse.ArgumentParser:
+def study_preset(recipe: Recipe, smoke: bool) -> dict[str, Any]:
+    """What a study starts from before its flags: the recipe's overrides, then on synthetic data the
+    studies' sizing (STUDY_SYNTHETIC), then --smoke's."""
+    flat = recipe.overrides()
+    if recipe.dataset == "synthetic":
+        flat.update(STUDY_SYNTHETIC)
+    if smoke:
+        flat.update(SMOKE)
+    return flat
+
+
+def get_args_parser(spec: StudySpec, argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The study's parser; its --help shows the defaults of the preset `argv` chooses (--recipe /
+    --dataset / --smoke in it; none: the synthetic preset with the studies' sizing)."""
+    recipe = shown_recipe(argv)
+    smoke = "--smoke" in (argv or [])
+    shown = {**recipe.config(), **study_preset(recipe, smoke)}
+    where = (f"recipe {recipe.name}" if recipe.paper else
+             "the synthetic preset with the studies' sizing, used without --dataset/--recipe")
     p = argparse.ArgumentParser(
-        prog=f"python studies/{spec.study}.py", description=spec.description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="With no arguments: the embedded synthetic dataset, the small CNN, CPU-sized. With --dataset coco "
-               "and no other overrides: the paper's recipe (ResNet-101, 448 px, batch 128, 80 epochs), one GPU "
-               "per trial. Results: <results-dir>/<study>/<name>/ (see results/README.md).")
-    d = p.add_argument_group("data and model (default: the dataset's preset)")
-    d.add_argument("--dataset", choices=DATASETS, default="synthetic",
-                   help="synthetic (embedded, generated on first use) or a real dataset with the paper's recipe")
+        prog=f"python studies/{spec.study}.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(f"{spec.description} {HOW_THE_PRESET_IS_CHOSEN}", 100),
+        epilog=textwrap.fill("With no arguments: the embedded synthetic dataset, the small CNN, CPU-sized. With "
+                             "--dataset coco and no other overrides: recipe paper-coco-r101-448, one GPU per trial. "
+                             "Results: <results-dir>/<study>/<name>/ (see results/README.md).", 100)
+        + "\n\n" + recipes_epilog())
+    d = p.add_argument_group(f"data and model (defaults: {where})")
+    add_recipe_argument(d)
+    d.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="synthetic (embedded, generated on first use) or a real dataset; alone it means that "
+                        "dataset's paper recipe (default: synthetic)")
     d.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="any other config field (salgl_core/config.py), VALUE in JSON: --set soft_assignment=true")
+                   help="any other config field (salgl_core/config.py), VALUE in JSON: --set soft_assignment=true "
+                        "(repeatable)")
     # The common config fields get the same generated flags (and help) as `python -m salgl_core.train`.
-    add_config_arguments(p, only=CONFIG_FLAGS[1:])
+    add_config_arguments(p, only=CONFIG_FLAGS[1:], shown_defaults=shown, shown_from=where)
     s = p.add_argument_group("study")
     if spec.axis:
         s.add_argument("--values", nargs="+", metavar="V",
                        help=f"the {spec.axis} values to sweep (default: {' '.join(map(str, spec.values))}); "
-                            f"the paper's value ({PAPER[spec.axis]}) is always added")
+                            f"the value of {recipe.reference} ({shown[spec.axis]}) is always added")
     else:
-        s.add_argument("--num-samples", type=int, default=None,
-                       help=f"trials to sample (default: {spec.default_samples}; the paper's point is one of them)")
-        s.add_argument("--grace-period", type=int, default=None,
+        s.add_argument("--num-samples", type=int, default=None, metavar="N",
+                       help=f"trials to sample (default: {spec.default_samples}; {recipe.reference} is the first)")
+        s.add_argument("--grace-period", type=int, default=None, metavar="N",
                        help="ASHA: epochs every trial runs before it can be stopped (default: epochs // 4, >= 1); "
                             "no trial is stopped at its last epoch")
-        s.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep the top 1/factor per rung")
+        s.add_argument("--reduction-factor", type=float, default=3.0, metavar="X",
+                       help="ASHA: keep the top 1/factor per rung (default: 3)")
+        s.add_argument("--repeats", type=int, default=1, metavar="N",
+                       help="train every sampled configuration with N seeds (--seeds, default 0 to N-1) and give the "
+                            "searcher their mean; N x --num-samples trials. Turns ASHA off, which would judge single "
+                            "seeds (default: 1)")
     seeds = " ".join(map(str, spec.default_seeds))
-    s.add_argument("--seeds", nargs="+", type=int, default=None,
+    s.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S",
                    help=f"training seeds, one trial per (value, seed) (default: {seeds})")
-    s.add_argument("--searcher-seed", type=int, default=0, help="seed of the Optuna sampler")
+    s.add_argument("--searcher-seed", type=int, default=0, metavar="S", help="seed of the Optuna sampler (default: 0)")
     s.add_argument("--smoke", action="store_true", help="a seconds-long run on tiny synthetic data (for tests)")
     r = p.add_argument_group("resources")
-    r.add_argument("--gpus-per-trial", type=float, default=None,
+    r.add_argument("--gpus-per-trial", type=float, default=None, metavar="X",
                    help="GPUs per trial, fractions allowed (default: 1 when the Ray cluster has GPUs, else 0)")
-    r.add_argument("--cpus-per-trial", type=float, default=None,
+    r.add_argument("--cpus-per-trial", type=float, default=None, metavar="X",
                    help="CPUs per trial (default: 1 on CPU; with GPUs, the cluster's CPUs shared by the trials "
                         "that fit on its GPUs at once)")
-    r.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
-    r.add_argument("--max-failures", type=int, default=1,
-                   help="retries of a failed trial, from its last checkpoint")
+    r.add_argument("--max-concurrent", type=int, default=None, metavar="N",
+                   help="at most this many trials at once (default: as many as the resources fit)")
+    r.add_argument("--max-failures", type=int, default=1, metavar="N",
+                   help="retries of a failed trial, from its last checkpoint (default: 1)")
     g = p.add_argument_group("Ray")
-    g.add_argument("--address", default=None,
+    g.add_argument("--address", default=None, metavar="ADDR",
                    help="join an existing Ray cluster (RAY_ADDRESS works too); default: start Ray locally")
-    g.add_argument("--dashboard-host", default="127.0.0.1",
-                   help="where a locally started Ray dashboard listens; it runs submitted jobs: keep it local")
-    g.add_argument("--dashboard-port", type=int, default=8265)
+    g.add_argument("--dashboard-host", default="127.0.0.1", metavar="HOST",
+                   help="where a locally started Ray dashboard listens; it runs submitted jobs: keep it local "
+                        "(default: 127.0.0.1)")
+    g.add_argument("--dashboard-port", type=int, default=8265, metavar="PORT",
+                   help="port of a locally started Ray dashboard (default: 8265)")
     g.add_argument("--no-dashboard", action="store_true", help="start Ray without its dashboard")
-    g.add_argument("--ray-temp-dir", default=None, help="Ray's session folder (default: /tmp/ray)")
+    g.add_argument("--ray-temp-dir", default=None, metavar="DIR", help="Ray's session folder (default: /tmp/ray)")
     g.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
-                   help="Ray Tune's own progress tables (0: only this script's one line per trial event)")
+                   help="Ray Tune's own progress tables (default 0: only this script's one line per trial event)")
+    g.add_argument("--reuse-actors", action="store_true",
+                   help="start each trial in the worker process of a finished one: saves a worker start (seconds "
+                        "per trial, which counts with many short trials), but the Ray dashboard then names the "
+                        "workers after the study instead of each one after its trial")
     o = p.add_argument_group("output")
     o.add_argument("--name", default=None, help="run name (default: the start time, e.g. 2025-06-03_090000)")
-    o.add_argument("--results-dir", default=str(DEFAULT_RESULTS), help="the export goes to <this>/<study>/<name>/")
-    o.add_argument("--storage-path", default=str(DEFAULT_STORAGE),
-                   help="Ray's experiment folder (checkpoints; shared storage on a multi-node cluster)")
+    o.add_argument("--results-dir", default=str(DEFAULT_RESULTS), metavar="DIR",
+                   help="the export goes to <this>/<study>/<name>/ (default: runs/ in the repository, "
+                        "git-ignored; results/ holds the committed examples)")
+    o.add_argument("--storage-path", default=str(DEFAULT_STORAGE), metavar="PATH",
+                   help="Ray's experiment folder (experiment state, trial checkpoints): a folder, or a URI such as "
+                        "s3://bucket/prefix (pyarrow filesystems). On a multi-node cluster it must be storage every "
+                        "node reaches (an NFS mount at the same path, or a URI); the study checks this before it "
+                        "starts (default: .ray_results/ in the repository, this machine only)")
+    o.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep the trials' checkpoints in Ray's folder after the study finishes (by default they "
+                        "are deleted then: they only serve --resume; an unfinished study always keeps them)")
     o.add_argument("--overwrite", action="store_true",
                    help="replace an existing run of the same --name (its export and its Ray folder)")
     o.add_argument("--resume", action="store_true",
                    help="finish the interrupted run --name: finished trials are not run again")
     return p
+
+
+def run_script(spec: StudySpec, argv: list[str] | None = None) -> int:
+    """Entry point of a study script. --help and argument errors answer from this light module; the
+    runner, and with it Ray, Optuna and torch, is imported only once the arguments parse."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    get_args_parser(spec, argv).parse_args(argv)
+    from studies import runner
+
+    return runner.run_script(spec, argv)
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -114,7 +180,7 @@ def saved_args(args: argparse.Namespace, **resolved: Any) -> dict[str, Any]:
     """What study_args.json keeps of a new run: its flags, with what was decided at start (`resolved`:
     run name, resources) and absolute output folders, so --resume from anywhere runs the same study."""
     return {**vars(args), **resolved, "results_dir": str(Path(args.results_dir).resolve()),
-            "storage_path": str(Path(args.storage_path).resolve())}
+            "storage_path": storage_root(args.storage_path)}
 
 
 def restore_args(args: argparse.Namespace, spec: StudySpec) -> argparse.Namespace:
@@ -122,15 +188,16 @@ def restore_args(args: argparse.Namespace, spec: StudySpec) -> argparse.Namespac
     from ray import tune
 
     if not args.name:
-        runs = sorted(p.name for p in (Path(args.storage_path).resolve() / spec.study).glob("*") if p.is_dir())
-        raise StudyError(f"--resume needs --name RUN; runs of {spec.study} under {args.storage_path}: "
-                         f"{', '.join(runs) or 'none'}")
-    exp_dir = Path(args.storage_path).resolve() / spec.study / args.name
-    saved = exp_dir / STUDY_ARGS
-    if not saved.is_file() or not tune.Tuner.can_restore(str(exp_dir)):
-        raise StudyError(f"nothing to resume at {exp_dir}: no such run of {spec.study} was started there "
-                         "(check --name and --storage-path)")
-    stored = json.loads(saved.read_text())
+        raise StudyError(f"--resume needs --name RUN; runs of {spec.study} found in "
+                         f"{runs_found(args.storage_path, spec.study)}")
+    exp_dir = Folder(args.storage_path) / spec.study / args.name
+    if not exp_dir.has_file(STUDY_ARGS) or not tune.Tuner.can_restore(str(exp_dir)):
+        # Typically the run was started with another --storage-path (or on another cluster, whose shared
+        # storage this machine does not see): say what is where.
+        raise StudyError(f"nothing to resume at {exp_dir}: no run {args.name} of {spec.study} was started there "
+                         f"(check --name, and pass the --storage-path the run was started with). Runs of "
+                         f"{spec.study} found in {runs_found(args.storage_path, spec.study)}")
+    stored = json.loads(exp_dir.read_text(STUDY_ARGS))
     # What the run was started with wins, except how to run it now (which cluster, dashboard, output).
     return argparse.Namespace(**{**vars(args), **stored, **{k: getattr(args, k) for k in RUNTIME_FLAGS},
                                  "resume": True, "overwrite": False})
@@ -139,8 +206,10 @@ def restore_args(args: argparse.Namespace, spec: StudySpec) -> argparse.Namespac
 def resume_command(args: argparse.Namespace, spec: StudySpec, run: str) -> str:
     """The command line that finishes this run after an interrupt or a crash."""
     cmd = [sys.executable, spec.script, "--resume", "--name", run]
-    if Path(args.storage_path).resolve() != DEFAULT_STORAGE:
-        cmd += ["--storage-path", str(Path(args.storage_path).resolve())]
+    if not is_default(args.storage_path):
+        cmd += ["--storage-path", storage_root(args.storage_path)]
     if args.address:
         cmd += ["--address", args.address]
+    if getattr(args, "keep_checkpoints", False):  # a runtime flag: --resume takes it from its own command line
+        cmd += ["--keep-checkpoints"]
     return shlex.join(cmd)

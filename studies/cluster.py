@@ -1,5 +1,7 @@
 """The Ray cluster a study runs on: start or join it, keep its dashboard local, size the trials to it.
 
+Joining checks the address first (`check_address`): Ray itself waits minutes for a cluster that does not
+answer, then exits the process; a study says within seconds which address failed and what to check.
 `resources` decides each trial's GPU share and CPUs and how many trials run at once from what the
 cluster has (`cluster_info`) and the resource flags.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,14 @@ from studies.search import ray_temp_dir
 from studies.spec import StudyError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# How long joining a cluster may take to find out that nothing answers at its address (Ray itself waits
+# minutes, then exits the process).
+CONNECT_TIMEOUT_S = 5.0
+# The client preface and an empty SETTINGS frame of HTTP/2, which Ray's GCS (gRPC) speaks.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_ADDRESS_HELP = ("check that the cluster's head node runs (`ray status` there; `ray start --head` prints the address "
+                 "to join, port 6379 by default), that this machine reaches that host and port (firewall, VPN, or "
+                 "an SSH tunnel), and that RAY_ADDRESS is not left over from another cluster")
 
 
 def dashboard_warning(args: argparse.Namespace) -> str | None:
@@ -37,8 +48,9 @@ def start_ray(args: argparse.Namespace) -> bool:
         return False
     address = args.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
-        print(f"joined the Ray cluster at {address}")
+        join_cluster(address, "--address" if args.address else "RAY_ADDRESS")
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        print(f"joined the Ray cluster at {address} ({nodes} node{'s' if nodes != 1 else ''})", flush=True)
         return True
     warning = dashboard_warning(args)
     if warning:
@@ -53,6 +65,60 @@ def start_ray(args: argparse.Namespace) -> bool:
                 else "token authentication is off (RAY_AUTH_MODE)")
         print(f"Ray dashboard: http://{ctx.dashboard_url}  ({auth})", flush=True)
     return True
+
+
+def check_address(address: str, flag: str = "--address") -> None:
+    """Fail within seconds, naming the address and what to check, when nothing that looks like a Ray cluster
+    answers at `address` (HOST:PORT of its GCS). `auto` and ray:// client addresses are left to Ray."""
+    if address.startswith(("http://", "https://")):
+        raise StudyError(f"{flag} {address} is a dashboard address (where `ray job submit` sends jobs); a study joins "
+                         "a cluster at its GCS address, HOST:6379 by default, or `auto` on one of its nodes")
+    if address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        host, port = address, "6379"
+    try:
+        port_number = int(port)
+    except ValueError:
+        raise StudyError(f"{flag} {address} is invalid: expected HOST:PORT (the address `ray start --head` prints, "
+                         "port 6379 by default) or auto") from None
+    try:
+        with socket.create_connection((host.strip("[]"), port_number), timeout=CONNECT_TIMEOUT_S) as s:
+            if os.environ.get("RAY_USE_TLS", "0") in ("0", ""):  # with TLS the GCS would not answer plain HTTP/2
+                s.settimeout(CONNECT_TIMEOUT_S)
+                s.sendall(_HTTP2_HELLO)
+                reply = s.recv(9)
+                if len(reply) < 4 or reply[3] != 0x04:  # a gRPC server answers with a SETTINGS frame
+                    raise StudyError(f"{flag} {address} answers, but not as a Ray cluster (the dashboard listens on "
+                                     "8265, the address to join is the GCS port, 6379 by default): " + _ADDRESS_HELP)
+    except OSError as e:
+        reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise StudyError(f"cannot reach the Ray cluster at {flag} {address} ({reason}): {_ADDRESS_HELP}") from None
+
+
+def check_join_address(args: argparse.Namespace) -> None:
+    """check_address for the cluster a study will join (--address or RAY_ADDRESS), if any."""
+    if args.address:
+        check_address(args.address, "--address")
+    elif os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
+        check_address(os.environ["RAY_ADDRESS"], "RAY_ADDRESS")
+
+
+def join_cluster(address: str, flag: str = "--address") -> None:
+    """ray.init(address=...) with the errors a user can act on."""
+    check_address(address, flag)
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except ConnectionError as e:
+        if address == "auto":
+            raise StudyError(f"{flag} auto found no running Ray cluster on this machine ({e}): start one with "
+                             "`ray start --head`, or give the head node's address, HOST:6379") from None
+        # Ray logs the cause (a missing or wrong token, another Ray version) above its own one-line message.
+        raise StudyError(f"cannot join the Ray cluster at {flag} {address} ({e}): see Ray's log line above. Token "
+                         "authentication is on by default: this machine needs the cluster's token, in "
+                         "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN (`ray get-auth-token` on the head "
+                         f"node prints it); the Ray versions must match; and {_ADDRESS_HELP}") from None
 
 
 def cluster_info() -> dict[str, Any]:
@@ -81,7 +147,7 @@ def resources(args: argparse.Namespace, cluster: dict[str, Any], n_trials: int) 
 
 def tune_env(concurrent: int) -> None:
     """Ray Tune settings that only environment variables reach."""
-    # Every epoch's checkpoint (num_to_keep=1) makes Ray sync its experiment state, which is what keeps a
+    # Every epoch's checkpoint makes Ray sync its experiment state, which is what keeps a
     # crash cheap; Ray warns about such frequent syncs, needlessly here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # With a custom searcher Ray keeps one trial pending at a time, so the second of two free slots would

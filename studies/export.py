@@ -6,7 +6,8 @@ follow a running study and a crash never leaves half a table. On --resume it rel
 first: rows are keyed by trial id (and epoch), so every trial appears exactly once however often it was
 restarted. Exports are portable: paths inside the repository are stored relative to it, machine-local
 folders (schema.MACHINE_LOCAL_FIELDS) not at all. Plain Python, no Ray: the Ray callback in
-`studies.callback` only forwards events here.
+`studies.callback` only forwards events here (and writes predictions/ with `studies.predictions`). At the
+end of a study `StudyExport.analyze` writes analysis.json and comparisons.csv (`studies.analyze`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from studies.schema import (
     FINAL_METRICS,
     MACHINE_LOCAL_FIELDS,
     OPTUNA_JOURNAL,
+    PREDICTIONS_DIR,
     REPORTED_METRIC,
     SCENES_DIR,
     SCHEMA_VERSION,
@@ -175,12 +177,13 @@ def study_json(plan: Plan, *, base_config: dict[str, Any], class_names: list[str
     """study.json of a new run (schema.STUDY_KEYS, plus schema.SEARCH_STUDY_KEYS for a joint search):
     what the plan runs, from which base config, on which cluster. The counters and `status` are what a
     run that has not started yet has; `StudyExport` keeps them up to date."""
-    from salgl_core.metrics import METRIC_PROTOCOL  # torch: only the driver builds study.json
+    from salgl_core.metrics import metric_protocol  # torch: only the driver builds study.json
 
     return {
         "schema_version": SCHEMA_VERSION, "study": plan.spec.study, "run": plan.run, **plan.study_keys(),
         "sampler": plan.sampler, "scheduler": plan.scheduler, "metric": METRIC, "mode": MODE,
-        "metric_protocol": METRIC_PROTOCOL, "reported_metric": REPORTED_METRIC, "dataset": base_config["dataset"],
+        "metric_protocol": metric_protocol(base_config["cp_cr_rule"]), "reported_metric": REPORTED_METRIC,
+        "recipe": base_config["recipe"], "dataset": base_config["dataset"],
         "backbone": base_config["backbone"], "image_size": base_config["image_size"],
         "base_config": portable_config(base_config, repo), "paper_config": plan.paper_config, "seeds": plan.seeds,
         "class_names": class_names, "status": "RUNNING", "started": utc_now(started), "finished": None,
@@ -240,6 +243,8 @@ class StudyExport:
         for t in stale:
             del self.trials[t]
             (self.dir / SCENES_DIR / f"{t}.json").unlink(missing_ok=True)
+            # Written just before a trial's FINISHED row, so a crash in between can leave one behind.
+            (self.dir / PREDICTIONS_DIR / f"{t}.npz").unlink(missing_ok=True)
         self.epochs = {k: v for k, v in self.epochs.items() if k[0] not in stale}
         if stale:
             self.write_all()
@@ -258,8 +263,10 @@ class StudyExport:
         # after its last snapshot (from the trial's last checkpoint, so it only re-evaluates): ignore that.
         return self.trials.get(trial_id, {}).get("status") in TERMINAL_TRIAL_STATUSES
 
-    def trial_epoch(self, trial_id: str, m: dict[str, Any], seconds: float | None = None) -> None:
-        """One finished epoch (the engine's metrics dict plus `device` and `gpu_ids`)."""
+    def trial_epoch(self, trial_id: str, m: dict[str, Any], seconds: float | None = None,
+                    retries: int | None = None) -> None:
+        """One finished epoch (the engine's metrics dict plus `device` and where the trial runs: `gpu_ids`,
+        `node_id`, `node_ip`); `retries`: how often Ray has restarted the trial so far."""
         if self.is_final(trial_id):
             return
         epoch = int(m["epoch"])
@@ -268,7 +275,10 @@ class StudyExport:
         self.epochs[(trial_id, epoch)] = {"trial_id": trial_id, **{c: m.get(c) for c in EPOCH_COLUMNS[1:]}}
         row = self.trials.setdefault(trial_id, {"trial_id": trial_id, "status": "RUNNING"})
         row.update({k: m.get(k) for k in ("best_epoch", "best_mAP", "best_mAP_ema", *FINAL_METRICS, "scene_nmi")})
-        row.update(epochs_done=epoch, device=gpu_name(str(m.get("device", ""))), gpu_ids=m.get("gpu_ids", ""))
+        row.update(epochs_done=epoch, device=gpu_name(str(m.get("device", ""))), gpu_ids=m.get("gpu_ids", ""),
+                   node_id=m.get("node_id", ""), node_ip=m.get("node_ip", ""))
+        if retries is not None:
+            row["retries"] = retries
         if seconds is not None:
             row["seconds"] = round(seconds, 3)
         self._note_device(row["device"])
@@ -276,7 +286,8 @@ class StudyExport:
         self._write_epochs()
 
     def trial_ended(self, trial_id: str, status: str, error: str | None = None,
-                    scene_report: dict[str, Any] | None = None, seconds: float | None = None) -> bool:
+                    scene_report: dict[str, Any] | None = None, seconds: float | None = None,
+                    retries: int | None = None) -> bool:
         """Record a trial's outcome; False (and nothing written) if it already had one."""
         if status not in TERMINAL_TRIAL_STATUSES:
             raise ValueError(f"trial status {status!r} is not one of {sorted(TERMINAL_TRIAL_STATUSES)}")
@@ -286,6 +297,8 @@ class StudyExport:
         row.update(status=status, error=error)
         if seconds is not None:
             row["seconds"] = round(seconds, 3)
+        if retries is not None:
+            row["retries"] = retries
         if scene_report is not None:
             write_json(self.dir / SCENES_DIR / f"{trial_id}.json", {"trial_id": trial_id, **scene_report})
         self._write_trials()
@@ -295,6 +308,15 @@ class StudyExport:
     def finish(self, status: str) -> None:
         self.meta.update(status=status, finished=utc_now())
         self.write_all()
+
+    def analyze(self) -> dict[str, Any]:
+        """analysis.json and comparisons.csv of the run as it stands (studies.analyze: intervals, verdicts
+        against the paper's configuration, a search's parameter importances); returns the analysis."""
+        from studies import analyze  # scipy: only at the end of a study
+
+        analysis = analyze.analyze_run(self.dir)
+        analyze.write_analysis(self.dir, analysis)
+        return analysis
 
     # -- files ----------------------------------------------------------------------------------------
     def _note_device(self, device: str) -> None:

@@ -1,14 +1,18 @@
 """Ablation of the label-graph depth T (`gnn_steps`); T = 0 removes graph propagation altogether.
 
-    python studies/graph_depth.py                      # synthetic data, CPU-sized, T in 0 1 3 5, 2 seeds
+    python studies/graph_depth.py                      # synthetic data, CPU-sized, T in 0 1 3 5, 3 seeds
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from studies import cli, runner
+from studies import cli
 from studies.spec import StudySpec
+
+if TYPE_CHECKING:
+    from studies.runner import Outcome
 
 SPEC = StudySpec(
     study="graph_depth", script=__file__, axis="gnn_steps", values=(0, 1, 3, 5),
@@ -16,13 +20,15 @@ SPEC = StudySpec(
                 "to the end; T = 0 is no graph (and no concatenation before the classifier).")
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    return cli.get_args_parser(SPEC)
+def get_args_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    return cli.get_args_parser(SPEC, argv)
 
 
-def main(args: argparse.Namespace) -> runner.Outcome:
+def main(args: argparse.Namespace) -> Outcome:
+    from studies import runner  # Ray: only once the arguments are known
+
     return runner.main(args, SPEC)
 
 
 if __name__ == "__main__":
-    raise SystemExit(runner.run_script(SPEC))
+    raise SystemExit(cli.run_script(SPEC))

@@ -3,15 +3,19 @@
 mu = 1.0 is the official running sum over the whole run (the paper's setting); mu = 0 keeps only the
 current batch. The knob is ours, not the paper's.
 
-    python studies/momentum.py                         # synthetic data, CPU-sized, mu in 0 0.9 0.99 1, 2 seeds
+    python studies/momentum.py                         # synthetic data, CPU-sized, mu in 0 0.9 0.99 1, 3 seeds
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from studies import cli, runner
+from studies import cli
 from studies.spec import StudySpec
+
+if TYPE_CHECKING:
+    from studies.runner import Outcome
 
 SPEC = StudySpec(
     study="momentum", script=__file__, axis="comat_momentum", values=(0.0, 0.9, 0.99, 1.0),
@@ -20,13 +24,15 @@ SPEC = StudySpec(
                 "paper's.")
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    return cli.get_args_parser(SPEC)
+def get_args_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    return cli.get_args_parser(SPEC, argv)
 
 
-def main(args: argparse.Namespace) -> runner.Outcome:
+def main(args: argparse.Namespace) -> Outcome:
+    from studies import runner  # Ray: only once the arguments are known
+
     return runner.main(args, SPEC)
 
 
 if __name__ == "__main__":
-    raise SystemExit(runner.run_script(SPEC))
+    raise SystemExit(cli.run_script(SPEC))

@@ -1,9 +1,11 @@
 """The plan of a study run: what it will run, built from the command line and checked before Ray starts.
 
 `make_plan` turns the flags into a `GridPlan` (a one-axis ablation: every (value, seed) point, each run
-to its last epoch) or a `SearchPlan` (a joint search: sampled points, the paper's first, ASHA when there
-is more than one epoch). Both start from `base_config`: the dataset's preset < --smoke < flags < --set,
-validated by the config classes, with absolute paths (trials run in working directories of their own).
+to its last epoch) or a `SearchPlan` (a joint search: sampled points, the recipe's first, ASHA when there
+is more than one epoch). Both start from `base_config`: the recipe (--recipe, or --dataset's paper recipe,
+or the synthetic preset) < the studies' synthetic sizing < --smoke < flags < --set, validated by the config
+classes, with absolute paths (trials run in working directories of their own). "The paper's
+configuration" of a plan is its recipe's value of the swept axis (the synthetic preset's on synthetic data).
 `check_inputs` then builds the data and the model once, so a user's mistake surfaces here, not in a worker.
 """
 
@@ -20,9 +22,10 @@ from typing import Any, ClassVar
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from salgl_core.config import DATA_PATH_FIELDS, ExperimentConfig, field_type
-from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, dataset_preset
-from studies.cli import CONFIG_FLAGS, parse_set
-from studies.spec import PAPER, StudyError, StudySpec
+from salgl_core.presets import choose_recipe, get_recipe, recipe_config
+from studies.cli import CONFIG_FLAGS, parse_set, study_preset
+from studies.spec import StudyError, StudySpec
+from studies.storage import experiment_dir
 
 
 @dataclasses.dataclass
@@ -32,7 +35,7 @@ class Plan(abc.ABC):
     spec: StudySpec
     run: str
     run_dir: Path  # the export: <results-dir>/<study>/<run>
-    exp_dir: Path  # Ray's experiment folder: <storage-path>/<study>/<run>
+    exp_dir: str  # Ray's experiment folder, <storage-path>/<study>/<run>: a path or a URI (studies.storage)
     base: dict[str, Any]
     seeds: list[int]
     explicit_device: bool  # --set device=...: keep it whatever the cluster has
@@ -94,6 +97,9 @@ class SearchPlan(Plan):
 
     paper_point: dict[str, Any] = dataclasses.field(default_factory=dict)
     asha: dict[str, Any] | None = None
+    # Seeds per sampled configuration (--repeats): repeat i trains with seeds[i] and the searcher is told the
+    # mean (studies.search); num_samples counts trials, repeats included.
+    repeats: int = 1
 
     sampler: ClassVar[str] = "TPESampler"
 
@@ -119,7 +125,9 @@ class SearchPlan(Plan):
 def make_plan(args: argparse.Namespace, spec: StudySpec) -> Plan:
     """The plan for these flags; ConfigError / StudyError for anything a user got wrong."""
     base, explicit_device = base_config(args)
-    seeds = list(args.seeds) if args.seeds else ([0] if args.smoke else list(spec.default_seeds))
+    repeats = getattr(args, "repeats", 1)  # a joint search's --repeats; absent elsewhere and from older runs
+    seeds = list(args.seeds) if args.seeds else (list(range(repeats)) if repeats > 1 else [0] if args.smoke
+                                                 else list(spec.default_seeds))
     if len(set(seeds)) != len(seeds):
         raise StudyError(f"--seeds {seeds} repeats a seed")
     for s in seeds:
@@ -130,7 +138,7 @@ def make_plan(args: argparse.Namespace, spec: StudySpec) -> Plan:
     if not run or "/" in run or run.startswith("."):
         raise StudyError(f"--name {run!r} is invalid: expected a plain folder name")
     common = {"spec": spec, "run": run, "run_dir": Path(args.results_dir).resolve() / spec.study / run,
-              "exp_dir": Path(args.storage_path).resolve() / spec.study / run, "base": base, "seeds": seeds,
+              "exp_dir": experiment_dir(args.storage_path, spec.study, run), "base": base, "seeds": seeds,
               "explicit_device": explicit_device}
     return (GridPlan if spec.axis else SearchPlan)(**common, **fields)
 
@@ -140,7 +148,7 @@ def _grid(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], seeds
     assert axis is not None
     if axis in parse_set(args.set):
         raise StudyError(f"{axis} is this study's axis: give its values with --values, not --set")
-    paper_value = PAPER[axis]
+    paper_value = recipe_config(base["recipe"])[axis]
     if args.values:
         values = [_axis_value(axis, v) for v in args.values]
     elif args.smoke:
@@ -152,7 +160,8 @@ def _grid(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], seeds
     for v in values:
         ExperimentConfig.from_flat({**base, axis: v})
     if paper_value not in values:
-        print(f"note: adding the paper's {axis} = {paper_value} to --values (always part of an ablation)")
+        print(f"note: adding {axis} = {paper_value} ({get_recipe(base['recipe']).reference}) to --values "
+              "(always part of an ablation)")
         values.append(paper_value)
     values = sorted(values)
     return {"values": values, "space": {axis: CategoricalDistribution(values), "seed": CategoricalDistribution(seeds)},
@@ -166,9 +175,22 @@ def _search(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], see
     num_samples = args.num_samples if args.num_samples is not None else (2 if args.smoke else spec.default_samples)
     if num_samples < 1:
         raise StudyError(f"--num-samples {num_samples} is invalid: expected an integer >= 1")
-    return {"space": space, "paper_point": paper_point, "num_samples": num_samples,
+    repeats = getattr(args, "repeats", 1)
+    if repeats < 1:
+        raise StudyError(f"--repeats {repeats} is invalid: expected an integer >= 1")
+    if repeats > 1:
+        if len(seeds) != repeats:
+            raise StudyError(f"--repeats {repeats} trains every configuration with {repeats} seeds, but --seeds gives "
+                             f"{len(seeds)}: give {repeats} seeds or leave --seeds out (then 0 to {repeats - 1})")
+        if args.grace_period is not None:
+            raise StudyError("--grace-period sets ASHA, which --repeats turns off (ASHA would stop single seeds of a "
+                             "configuration): drop one of the two")
+        # Each repeat's seed is set by its index, not sampled: out of the searched space.
+        space = {k: v for k, v in space.items() if k != "seed"}
+        paper_point = {k: v for k, v in paper_point.items() if k != "seed"}
+    return {"space": space, "paper_point": paper_point, "num_samples": num_samples * repeats,
             "paper_config": {k: v for k, v in paper_point.items() if k != "seed"},
-            "asha": _asha(args, int(base["epochs"]))}
+            "asha": _asha(args, int(base["epochs"])) if repeats == 1 else None, "repeats": repeats}
 
 
 def _axis_value(axis: str, raw: str) -> Any:
@@ -204,18 +226,18 @@ def _asha(args: argparse.Namespace, epochs: int) -> dict[str, Any] | None:
 
 
 def base_config(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
-    """The flat config every trial starts from: preset < --smoke < flags < --set. Validated.
-    Returns it and whether --set chose the device."""
-    flat = dataset_preset(args.dataset)
-    if args.dataset == "synthetic":
-        flat.update(STUDY_SYNTHETIC)
-    if args.smoke:
-        flat.update(SMOKE)
+    """The flat config every trial starts from: recipe < studies' synthetic sizing < --smoke < flags < --set.
+    Validated. Returns it and whether --set chose the device."""
+    # getattr: study_args.json of runs started before --recipe existed has no `recipe`.
+    recipe = choose_recipe(getattr(args, "recipe", None), args.dataset)
+    if args.smoke and recipe.dataset != "synthetic":
+        raise StudyError("--smoke runs on the synthetic dataset only; drop --dataset/--recipe or --smoke")
+    flat = study_preset(recipe, args.smoke)
     # Generated flags are absent from `args` unless typed (argparse.SUPPRESS); "none" already parsed to None.
     flat.update({name: getattr(args, name) for name in CONFIG_FLAGS[1:] if hasattr(args, name)})
     sets = parse_set(args.set)
-    if args.smoke and args.dataset != "synthetic":
-        raise StudyError("--smoke runs on the synthetic dataset only; drop --dataset or --smoke")
+    if "recipe" in sets or "dataset" in sets:
+        raise StudyError("the recipe and the dataset are chosen with --recipe / --dataset, not --set")
     flat.update(sets)
     # ExperimentConfig names unknown fields and out-of-range values (ConfigError).
     flat = ExperimentConfig.from_flat(flat).to_flat()
@@ -250,7 +272,7 @@ def check_inputs(plan: Plan) -> list[str]:
     if cfg.train.drop_last and len(bundle.train) < cfg.train.batch_size:
         raise StudyError(f"the training set has {len(bundle.train)} images, fewer than one batch of "
                          f"{cfg.train.batch_size}: lower --batch-size")
-    build_model(cfg.model, bundle.num_classes)
+    build_model(cfg.model, bundle.num_classes, cfg.data.dataset, bundle.class_names)
     return list(bundle.class_names)
 
 

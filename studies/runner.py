@@ -3,7 +3,8 @@ and `run_script`, the entry point of every study script.
 
 Order of a run: restore the arguments (--resume) -> plan -> check data and model -> start or join Ray ->
 size the trials to the cluster -> write study.json -> Tuner (new, or restored) -> final status and
-summary. Everything a user can get wrong fails before Ray starts.
+summary -> a FINISHED run's trial checkpoints deleted (studies.workspace). Everything a user can get
+wrong fails before Ray starts. Ray's own console noise is silenced in studies.quiet.
 """
 
 from __future__ import annotations
@@ -21,15 +22,19 @@ import ray
 from ray import tune
 
 from salgl_core.config import ConfigError
-from studies import cli
+from studies import cli, quiet, summary
+from studies.analyze import format_table
 from studies.callback import ExportCallback, start_session
-from studies.cluster import cluster_info, resources, start_ray, tune_env
-from studies.export import StudyExport, portable_path, study_json, write_json
+from studies.cluster import check_join_address, cluster_info, resources, start_ray, tune_env
+from studies.export import StudyExport, portable_path, study_json
+from studies.monitor import named_trainable
 from studies.plan import GridPlan, Plan, check_inputs, make_plan
-from studies.schema import OPTUNA_JOURNAL, REPORTED_METRIC, STUDY_JSON
+from studies.schema import OPTUNA_JOURNAL, STUDY_JSON
 from studies.search import build_search
 from studies.spec import METRIC, MODE, StudyError, StudySpec
+from studies.storage import Folder, check_cluster_storage, is_uri
 from studies.trainable import train_trial
+from studies.workspace import finish_ray_folder
 
 
 @dataclasses.dataclass
@@ -43,17 +48,19 @@ def main(args: argparse.Namespace, spec: StudySpec) -> Outcome:
     """Run (or with --resume, finish) a study. Raises ConfigError / DataError / StudyError (and the
     backbone / embedding errors) for anything a user can fix, all before Ray starts."""
     t0 = time.time()
+    quiet.install()  # before Tuner.restore, which logs one of the warnings it silences
     if args.resume:
         args = cli.restore_args(args, spec)
     plan = make_plan(args, spec)
-    if not args.resume and (plan.run_dir.exists() or plan.exp_dir.exists()):
+    if not args.resume and (plan.run_dir.exists() or Folder(plan.exp_dir).exists()):
         if not args.overwrite:
             raise StudyError(f"run {plan.run} of {spec.study} already exists ({plan.run_dir}); continue it with "
                              f"--resume --name {plan.run}, replace it with --overwrite, or pick another --name")
+    check_join_address(args)  # an unreachable cluster fails in seconds, before the data are indexed
     class_names = check_inputs(plan)
     if not args.resume and args.overwrite:
-        for d in (plan.run_dir, plan.exp_dir):
-            shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(plan.run_dir, ignore_errors=True)
+        Folder(plan.exp_dir).delete()
     started_ray = start_ray(args)
     try:
         return _run(args, plan, class_names, t0)
@@ -64,6 +71,8 @@ def main(args: argparse.Namespace, spec: StudySpec) -> Outcome:
 
 def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float) -> Outcome:
     cluster = cluster_info()
+    # On several nodes, Ray's experiment folder must be one they all reach: checked before any trial starts.
+    check_cluster_storage(args.storage_path, [n for n in ray.nodes() if n.get("Alive")])
     g, c, concurrent = resources(args, cluster, plan.num_samples)
     tune_env(concurrent)
     base = plan.trial_base(g)
@@ -71,9 +80,15 @@ def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float
     meta = study_json(plan, base_config=base, class_names=class_names, cluster=cluster, gpus_per_trial=g,
                       cpus_per_trial=c, max_concurrent=concurrent, started=t0)
     # The base config travels with the trainable, so a trial's config (what Ray shows and names folders
-    # after) is just what the searcher chose.
-    trainable = tune.with_resources(tune.with_parameters(train_trial, base_config=base, threads=max(1, int(c))),
-                                    {"cpu": c, "gpu": g})
+    # after) is just what the searcher chose. The trainable class names each trial's actor for the Ray
+    # dashboard; `monitor` tags the trial's Ray metrics.
+    monitor = {"study": plan.spec.study, "run": plan.run, "axis": plan.spec.axis}
+    # (with_resources on the function, not the class: on a class it would rename it.)
+    reuse = bool(getattr(args, "reuse_actors", False))  # absent from runs started before the flag existed
+    trainable = named_trainable(
+        tune.with_resources(tune.with_parameters(train_trial, base_config=base, threads=max(1, int(c)),
+                                                 monitor=monitor), {"cpu": c, "gpu": g}),
+        plan.spec.study, plan.spec.axis, plan.run, per_trial=not reuse)
     print(f"{plan.spec.study} {plan.run}: {plan.num_samples} trials, up to {concurrent} at once, {g:g} GPU and "
           f"{c:g} CPU each; export: {portable_path(plan.run_dir)}", flush=True)
     old = plan.run_dir / STUDY_JSON
@@ -88,9 +103,8 @@ def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float
         tuner = tune.Tuner.restore(str(plan.exp_dir), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
     else:
-        plan.exp_dir.mkdir(parents=True, exist_ok=True)
-        write_json(plan.exp_dir / cli.STUDY_ARGS, cli.saved_args(args, name=plan.run, gpus_per_trial=g,
-                                                                 cpus_per_trial=c))
+        Folder(plan.exp_dir).write_text(cli.STUDY_ARGS, json.dumps(cli.saved_args(
+            args, name=plan.run, gpus_per_trial=g, cpus_per_trial=c), indent=2) + "\n")
         tuner = _new_tuner(args, plan, meta, trainable)
     try:
         tuner.fit()
@@ -104,7 +118,9 @@ def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float
     if status not in ("FINISHED", "INTERRUPTED"):
         status = "INTERRUPTED"
     ex.finish(status)
-    print_summary(plan, ex, status, resume_cmd, concurrent)
+    print_summary(plan, ex, status, resume_cmd, concurrent, analyze_export(ex))
+    if status == "FINISHED" and not is_uri(plan.exp_dir):  # nothing will resume it: its checkpoints can go
+        print(finish_ray_folder(plan.exp_dir, args.keep_checkpoints, portable_path(plan.exp_dir)), flush=True)
     return Outcome(plan.run_dir, status, resume_cmd)
 
 
@@ -114,35 +130,50 @@ def _new_tuner(args: argparse.Namespace, plan: Plan, meta: dict[str, Any], train
     callback = ExportCallback(str(plan.run_dir), meta, plan.paper_config, plan.num_samples, plan.spec.axis)
     return tune.Tuner(
         trainable,
-        # reuse_actors: a finished trial's worker process runs the next trial (same resources), which saves
-        # a process start and the torch import, seconds per trial.
+        # A fresh actor per trial by default: Ray records an actor's name (the trial's, studies.monitor)
+        # when the actor starts, so a reused one would show an earlier trial's name in the dashboard. That
+        # costs a worker start per trial (`python -m studies.bench_overhead` measures it); --reuse-actors
+        # saves it and names the workers after the study.
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
                                     num_samples=plan.num_samples, max_concurrent_trials=args.max_concurrent,
-                                    reuse_actors=True),
-        run_config=tune.RunConfig(name=plan.run, storage_path=str(plan.exp_dir.parent), callbacks=[callback],
+                                    reuse_actors=bool(getattr(args, "reuse_actors", False))),
+        run_config=tune.RunConfig(name=plan.run, storage_path=str(Folder(plan.exp_dir).parent),
+                                  callbacks=[callback, *quiet.logger_callbacks()],
                                   failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  # Two, not one: Ray deletes the older checkpoint when it registers a newer
+                                  # one, before its experiment state names the newer; a driver killed in
+                                  # between would resume the trial from a deleted checkpoint.
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   verbose=args.verbose, log_to_file=True),
     )
 
 
-def print_summary(plan: Plan, ex: StudyExport, status: str, resume_cmd: str, concurrent: int) -> None:
-    """The closing lines: per-value means (one-axis ablations), time spent, failures, where to look next."""
+def analyze_export(ex: StudyExport) -> dict[str, Any] | None:
+    """The run's analysis.json and comparisons.csv (StudyExport.analyze), or None, said in one line, if that
+    fails: the study's own results stand without it, and `python -m studies.analyze` can redo it."""
+    try:
+        return ex.analyze()
+    except Exception as e:  # whatever went wrong in the statistics, the study's status and files stay
+        print(f"warning: the analysis failed ({type(e).__name__}: {e}); the export is complete, retry with "
+              f"`python -m studies.analyze {portable_path(ex.dir)}`", flush=True)
+        return None
+
+
+def print_summary(plan: Plan, ex: StudyExport, status: str, resume_cmd: str, concurrent: int,
+                  analysis: dict[str, Any] | None = None) -> None:
+    """The closing lines: per-value means (one-axis ablations), the verdicts of the analysis, time spent,
+    failures, where to look next."""
     rows = list(ex.trials.values())
     run_dir = portable_path(plan.run_dir)
     print(f"\n{plan.spec.study} {plan.run}: {status}; export in {run_dir}")
     if isinstance(plan, GridPlan):
-        by_value: dict[str, list[float]] = {}
-        for r in rows:
-            if r.get("status") == "FINISHED" and r.get(REPORTED_METRIC) not in (None, ""):
-                by_value.setdefault(str(r.get(plan.axis)), []).append(float(r[REPORTED_METRIC]))
-        for v in plan.values:
-            xs = by_value.get(str(v), [])
-            if xs:
-                mean = sum(xs) / len(xs)
-                sd = (sum((x - mean) ** 2 for x in xs) / max(len(xs) - 1, 1)) ** 0.5
-                paper = "  (paper)" if v == plan.paper_config[plan.axis] else ""
-                print(f"  {plan.axis} = {v!s:<6} best EMA mAP {mean:6.2f} +- {sd:4.2f} over {len(xs)} seed(s){paper}")
+        for line in summary.arm_lines(plan.axis, plan.values, rows, plan.paper_config[plan.axis]):
+            print(line)
+    else:  # a joint search ends with its answer: the best configuration
+        for line in summary.best_lines(rows, plan.space):
+            print(line)
+    if analysis is not None:
+        print(format_table(analysis))
     trial_s, wall = ex.meta.get("trial_seconds_total", 0.0), ex.meta.get("wall_seconds", 0.0)
     if trial_s and wall:
         ideal = trial_s / concurrent
@@ -151,7 +182,8 @@ def print_summary(plan: Plan, ex: StudyExport, status: str, resume_cmd: str, con
     for r in rows:
         if r.get("status") in ("ERROR", "DIVERGED"):
             print(f"  {r['status']} {r['trial_id']}: {r.get('error')}")
-    print(f"  dashboard: streamlit run dashboards/app.py    optuna: optuna-dashboard {run_dir}/{OPTUNA_JOURNAL}")
+    for line in summary.dashboard_lines(plan.run_dir.parent.parent, plan.run_dir):
+        print(line)
     if status == "INTERRUPTED":
         print(f"\ninterrupted; finish it with:\n  {resume_cmd}", flush=True)
 

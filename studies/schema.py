@@ -32,8 +32,11 @@ REPORTED_METRIC = "best_mAP_ema"
 
 FINAL_METRICS = ("mAP", "mAP_ema", "mAP_present", "CP", "CR", "CF1", "OP", "OR", "OF1", "CF1_top3", "OF1_top3")
 TRIAL_METRICS = ("best_mAP", "best_mAP_ema", *FINAL_METRICS, "scene_nmi")
+# Where a trial ran: the node (id and IP) of its last epoch, and how often Ray restarted it (a lost node or
+# worker). Exports written before these columns existed lack them, so readers do not require them.
+TRIAL_PLACEMENT_COLUMNS = ("node_id", "node_ip", "retries")
 TRIAL_RESULT_COLUMNS = ("epochs_done", "best_epoch", "best_mAP", "best_mAP_ema", *FINAL_METRICS, "scene_nmi",
-                        "seconds", "device", "gpu_ids", "error")
+                        "seconds", "device", "gpu_ids", *TRIAL_PLACEMENT_COLUMNS, "error")
 # `seed` and `device` have columns of their own: the trial's seed and the device it actually ran on.
 CONFIG_COLUMNS = tuple(k for k in ExperimentConfig().to_flat() if k not in ("seed", "device"))
 # Config fields naming machine-local caches or temporary folders: never exported (empty in trials.csv,
@@ -42,7 +45,7 @@ MACHINE_LOCAL_FIELDS = ("cache_dir",)
 TRIAL_KEY_COLUMNS = ("trial_id", "status", "seed", "is_paper_config")
 TRIAL_COLUMNS = (*TRIAL_KEY_COLUMNS, *CONFIG_COLUMNS, *TRIAL_RESULT_COLUMNS)
 # The columns a reader needs; the config columns may differ between versions of the config.
-TRIAL_REQUIRED = (*TRIAL_KEY_COLUMNS, *TRIAL_RESULT_COLUMNS)
+TRIAL_REQUIRED = (*TRIAL_KEY_COLUMNS, *(c for c in TRIAL_RESULT_COLUMNS if c not in TRIAL_PLACEMENT_COLUMNS))
 TRIAL_NUMERIC = ("seed", "epochs_done", "best_epoch", *TRIAL_METRICS, "seconds")
 TRIAL_TEXT = ("trial_id", "status", "device", "gpu_ids", "error")
 
@@ -61,13 +64,16 @@ STUDY_KEYS: dict[str, str] = {
     "scheduler": "FIFO or ASHA",
     "metric": "what the searcher optimises, e.g. mAP_ema",
     "mode": "max",
-    "metric_protocol": "text naming the AP protocol",
+    "metric_protocol": "text naming the AP protocol and the CP/CR rule (the base config's cp_cr_rule)",
     "reported_metric": "the trials.csv column every view shows first (best_mAP_ema)",
+    "recipe": "the named recipe the base config started from (salgl_core/presets.py), e.g. paper-coco-r101-448 "
+              "or synthetic",
     "dataset": "copy of the base config's dataset",
     "backbone": "copy of the base config's backbone",
     "image_size": "copy of the base config's image size",
     "base_config": "the flat config every trial starts from (portable paths)",
-    "paper_config": "the axis values of the paper's configuration (dict)",
+    "paper_config": "the recipe's values of the swept fields (dict): the paper's configuration on a real dataset, "
+                    "the synthetic preset's on synthetic data",
     "seeds": "list of ints",
     "class_names": "label names in label order",
     "status": "RUNNING, FINISHED, INTERRUPTED or FAILED",
@@ -113,3 +119,38 @@ PAPER_COCO_COLUMNS = ("dataset", "backbone", "resolution", "pretrain", "method",
 PAPER_REPRO_COLUMNS = ("dataset", "backbone", "resolution", "who", "mAP", "source")
 PAPER_CURVE_COLUMNS = ("epoch", "best_ema_mAP", "best_regular_mAP", "loss_cls", "loss_sample_entropy",
                        "loss_batch_entropy", "epoch_seconds", "lr", "source")
+
+# --- Predictions and analysis (written by studies/analyze.py; documented at the end of results/README.md) ---
+# predictions/<trial_id>.npz: the reported model's validation scores; predictions/targets.npz once per run.
+PREDICTIONS_DIR = "predictions"
+TARGETS_FILE = "targets.npz"
+PREDICTION_ARRAYS = ("scores", "image_ids")  # float16 [N, C]; int64 or text [N]
+TARGET_ARRAYS = ("targets", "ignore", "image_ids")  # int8 [N, C] 1/0; bool [N, C] (VOC difficult); [N]
+ANALYSIS_JSON = "analysis.json"
+COMPARISONS_CSV = "comparisons.csv"
+# analysis.json: key -> meaning.
+ANALYSIS_KEYS: dict[str, str] = {
+    "schema_version": "the schema version",
+    "kind": "ablation (one axis) or search (joint search)",
+    "study": "the study's name",
+    "run": "the run's name",
+    "axis": "the swept config field; null for a joint search",
+    "metric": "the trials.csv column analysed (REPORTED_METRIC)",
+    "unit": "percent",
+    "level": "confidence level of every interval (0.95)",
+    "alpha": "significance level of the verdicts, after Holm",
+    "power": "power of the detectable-difference figures",
+    "target_difference": "the difference (mAP) the seeds-needed figure is for",
+    "bootstrap": "{resamples, seed, images, classes, trials_with_predictions, seconds}",
+    "methods": "{quantity: how it is computed}",
+    "reference": "the reference arm's axis value (the paper's configuration); null for a joint search",
+    "trials": "per trial: trial_id, status, seed, is_paper_config, value, mAP, mAP_predictions, ci_low, ci_high, se",
+    "arms": "per axis value: value, is_reference, seeds, statuses, n, mean, sd, ci_low, ci_high",
+    "comparisons": "per arm vs the reference: the comparisons.csv columns plus se_seeds, se_images, df_seeds, "
+                   "p_sign_flip, sd_seed, notes",
+    "search": "joint search only: {best, paper, importances: {fanova, ped_anova}}",
+    "notes": "what could not be computed and why",
+}
+COMPARISON_COLUMNS = ("axis", "value", "n", "n_reference", "paired", "mean", "mean_reference", "diff", "ci_low",
+                      "ci_high", "interval", "p", "p_holm", "p_improve", "mde", "seeds_for_target", "verdict")
+# --- end of the predictions and analysis block ---

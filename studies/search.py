@@ -19,7 +19,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Repeater, Searcher
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.repeater import TRIAL_INDEX
 
 from studies.plan import GridPlan, Plan, SearchPlan
 from studies.spec import METRIC, MODE
@@ -72,13 +74,31 @@ class ResumableOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result, error)
 
 
-def build_search(plan: Plan, searcher_seed: int, journal: Path) -> tuple[OptunaSearch, TrialScheduler]:
+class SeededRepeater(Repeater):
+    """Ray's Repeater (every configuration the searcher suggests runs once per seed, and the searcher is told
+    the mean of their metric) with repeat i training with seeds[i]: the trial's config holds its `seed`, as in
+    every other study, instead of Ray's repeat index. NaN results (a trial that raised) are left out of the
+    mean; a DIVERGED trial counts with its reported 0."""
+
+    def __init__(self, searcher: Searcher, seeds: list[int]) -> None:
+        super().__init__(searcher, repeat=len(seeds), set_index=True)
+        self.seeds = list(seeds)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if isinstance(config, dict):  # a fresh copy of the group's configuration
+            config["seed"] = self.seeds[config.pop(TRIAL_INDEX)]
+        return config
+
+
+def build_search(plan: Plan, searcher_seed: int, journal: Path) -> tuple[Searcher, TrialScheduler]:
     """The searcher (its Optuna study persisted in the `journal` file) and the scheduler of a new run."""
     if isinstance(plan, GridPlan):
         sampler: optuna.samplers.BaseSampler = GridSampler(plan.grid(), seed=searcher_seed)
         scheduler: TrialScheduler = FIFOScheduler()
     elif isinstance(plan, SearchPlan):
-        startup = max(2, min(10, plan.num_samples // 4))  # random points before TPE models the space
+        # Random points before TPE models the space, counted in configurations (Optuna sees one per repeat group).
+        startup = max(2, min(10, plan.num_samples // plan.repeats // 4))
         sampler = optuna.samplers.TPESampler(seed=searcher_seed, n_startup_trials=startup)
         scheduler = AsyncHyperBandScheduler(**plan.asha, stop_last_trials=False) if plan.asha else FIFOScheduler()
     else:
@@ -86,6 +106,9 @@ def build_search(plan: Plan, searcher_seed: int, journal: Path) -> tuple[OptunaS
     storage = JournalStorage(JournalFileBackend(str(journal)))
     searcher = ResumableOptunaSearch(space=plan.space, metric=METRIC, mode=MODE, sampler=sampler, storage=storage,
                                      study_name=f"{plan.spec.study}/{plan.run}", points_to_evaluate=plan.points or None)
+    if isinstance(plan, SearchPlan) and plan.repeats > 1:
+        # Ray saves the wrapper's state (its groups) with the experiment and restores it on --resume.
+        return SeededRepeater(searcher, plan.seeds), scheduler
     return searcher, scheduler
 
 

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import ray
 from ray import tune
 
 from salgl_core.config import ExperimentConfig
+from studies.monitor import placement, publish, trial_name
+from studies.predictions import write_transfer
 from studies.spec import METRIC
 
 
@@ -26,26 +27,32 @@ def _epoch_metrics(m: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in m.items() if not isinstance(v, list)}
 
 
-def train_trial(config: dict[str, Any], base_config: dict[str, Any], threads: int = 1) -> None:
+def train_trial(config: dict[str, Any], base_config: dict[str, Any], threads: int = 1,
+                monitor: dict[str, Any] | None = None) -> None:
     """Ray trainable: one SALGL training run; a report (and a checkpoint) per epoch, then a final report.
-    `config` holds what the searcher chose (axis value, seed, ...); `base_config` everything else."""
+    `config` holds what the searcher chose (axis value, seed, ...); `base_config` everything else;
+    `monitor` ({study, run, axis}) names the trial in the Ray metrics it publishes (studies.monitor).
+    Every report says where the trial runs (node id and IP, GPU ids): a retry may run elsewhere."""
     import torch
 
     cfg = ExperimentConfig.from_flat({**base_config, **config})
     torch.set_num_threads(max(1, threads))
-    gpu_ids = ",".join(str(i) for i in ray.get_gpu_ids())
+    where = placement()
+    trial_id = tune.get_context().get_trial_id()
+    tags = None if monitor is None else {"study": monitor["study"], "run": monitor["run"],
+                                         "trial": trial_name(monitor["study"], monitor.get("axis"), config, trial_id)}
     # The engine's files go to the trial's working directory, which Ray never syncs (the trial folder
     # itself is copied to storage with every experiment snapshot); the checkpoint reaches storage through
     # `tune.report` below, so the folder is deleted at the end.
-    out = Path.cwd().resolve() / f"fit-{tune.get_context().get_trial_id()}"
+    out = Path.cwd().resolve() / f"fit-{trial_id}"
     out.mkdir(parents=True, exist_ok=True)
     try:
-        _train(cfg, out, gpu_ids)
+        _train(cfg, out, where, tags)
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def _train(cfg: ExperimentConfig, out: Path, gpu_ids: str) -> None:
+def _train(cfg: ExperimentConfig, out: Path, where: dict[str, str], tags: dict[str, str] | None) -> None:
     from salgl_core.engine import CHECKPOINT, DivergedError, fit
 
     resume = False
@@ -59,24 +66,37 @@ def _train(cfg: ExperimentConfig, out: Path, gpu_ids: str) -> None:
 
     def on_epoch(m: dict[str, Any]) -> None:
         last.clear()
-        last.update(_epoch_metrics(m), gpu_ids=gpu_ids, trial_started=started, reported_at=time.time())
-        # The engine has just written checkpoint.pt atomically; Ray copies it to the experiment folder
-        # before `report` returns. A hard link avoids a second copy of a large file.
-        with tempfile.TemporaryDirectory(dir=out) as tmp:
-            try:
-                os.link(out / CHECKPOINT, Path(tmp) / CHECKPOINT)
-            except OSError:
-                shutil.copy2(out / CHECKPOINT, Path(tmp) / CHECKPOINT)
-            tune.report(dict(last), checkpoint=tune.Checkpoint.from_directory(tmp))
+        last.update(_epoch_metrics(m), **where, trial_started=started, reported_at=time.time())
+        if tags is not None:
+            publish(tags, last)
+        # The engine has just written checkpoint.pt atomically.
+        _report_with_checkpoint(out / CHECKPOINT, dict(last))
 
     try:
         res = fit(cfg, out, on_epoch=on_epoch, resume=resume, save_best=False)
     except DivergedError as e:
         # Deterministic, so no retry: report it as the trial's outcome. The searcher sees the worst score.
         tune.report({**last, METRIC: 0.0, "final": True, "trial_status": "DIVERGED", "error": str(e),
-                     "gpu_ids": gpu_ids, "trial_started": started, "reported_at": time.time()})
+                     **where, "trial_started": started, "reported_at": time.time()})
     else:
         final = _epoch_metrics(res.epochs[-1]) if res.epochs else {}
-        tune.report({**final, "final": True, "trial_status": "FINISHED", "error": "", "gpu_ids": gpu_ids,
-                     "trial_started": started, "reported_at": time.time(),
-                     "scene_report": json.dumps(res.scene_report)})
+        # The final report's checkpoint also carries the reported model's validation predictions, the way
+        # they reach the driver from any node (studies.predictions); checkpoint.pt stays in it, so a retry of
+        # a trial that had finished resumes after its last epoch.
+        _report_with_checkpoint(out / CHECKPOINT, {
+            **final, "final": True, "trial_status": "FINISHED", "error": "", **where, "trial_started": started,
+            "reported_at": time.time(), "scene_report": json.dumps(res.scene_report)}, res.predictions)
+
+
+def _report_with_checkpoint(checkpoint: Path, metrics: dict[str, Any],
+                            predictions: dict[str, Any] | None = None) -> None:
+    """tune.report with a Tune checkpoint of `checkpoint` (and the predictions' transfer file). Ray copies the
+    folder to the experiment folder before `report` returns; a hard link avoids a second copy of a large file."""
+    with tempfile.TemporaryDirectory(dir=checkpoint.parent) as tmp:
+        try:
+            os.link(checkpoint, Path(tmp) / checkpoint.name)
+        except OSError:
+            shutil.copy2(checkpoint, Path(tmp) / checkpoint.name)
+        if predictions is not None:
+            write_transfer(tmp, predictions)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -61,7 +61,7 @@ def trial_workers(root: int | None = None) -> list[int]:
     pids = []
     for p in psutil.Process(root or os.getpid()).children(recursive=True):
         try:
-            if any("ray::ImplicitFunc" in part for part in p.cmdline()):
+            if any("ray::SalglTrial" in part for part in p.cmdline()):  # studies.monitor.TRAINABLE_CLASS
                 pids.append(p.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass

@@ -82,6 +82,21 @@ def test_resume_gives_the_same_second_epoch(cache_dir, tmp_path):
     assert [r["epoch"] for r in rows] == ["1", "2"]
     saved = torch.load(tmp_path / "split" / CHECKPOINT, weights_only=True)
     assert saved["epoch"] == 2
+    assert saved["best_scores"]["epoch"] == full.best_epoch
+
+    # The reported model's predictions: the best EMA epoch's scores, whose mAP is the reported one.
+    p = full.predictions
+    assert p["scores"].shape == p["targets"].shape == p["ignore"].shape == (len(data.val), data.num_classes)
+    np.testing.assert_array_equal(p["image_ids"], np.asarray(data.val.ids))
+    assert 100 * mean_average_precision(p["scores"], p["targets"]) == pytest.approx(full.best_mAP_ema, abs=1e-6)
+    # They survive a resume: after a crash, and of a finished run, which trains no epoch and so can only
+    # take them from its checkpoint.
+    done = fit(cfg, tmp_path / "split", data=data, log=None, resume=True)
+    assert done.epochs == resumed.epochs and done.best_epoch == full.best_epoch
+    for again in (resumed, done):
+        assert set(again.predictions) == set(p)
+        for key in p:
+            np.testing.assert_allclose(again.predictions[key], p[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 def test_nan_loss_stops_with_dedicated_error(cache_dir):

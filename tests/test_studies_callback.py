@@ -12,9 +12,11 @@ from studies.callback import ExportCallback, error_message
 from studies.schema import EPOCH_COLUMNS
 
 
-def _trial(trial_id: str, num_scenes: int, seed: int = 0, last_result: dict | None = None, error_file=None):
+def _trial(trial_id: str, num_scenes: int, seed: int = 0, last_result: dict | None = None, error_file=None,
+           num_failures: int = 0):
     return SimpleNamespace(trial_id=trial_id, config={"num_scenes": num_scenes, "seed": seed},
-                           last_result=last_result, error_file=error_file, get_error=lambda: None)
+                           last_result=last_result, error_file=error_file, get_error=lambda: None,
+                           num_failures=num_failures, checkpoint=None)
 
 
 def _epoch(epoch: int, **extra) -> dict:
@@ -41,8 +43,10 @@ def test_a_trial_from_start_to_finish(tmp_path, capsys):
     (row,) = read_rows(tmp_path / "trials.csv")
     assert (row["status"], row["is_paper_config"], row["num_scenes"], row["cache_dir"]) == ("RUNNING", "True", "4", "")
     for e in (1, 2):
-        cb.on_trial_result(0, [a], a, _epoch(e))
+        cb.on_trial_result(0, [a], a, _epoch(e, node_id="n" * 56, node_ip="10.0.0.7", gpu_ids="1"))
     assert "a epoch 2/2  mAP 20.00  EMA mAP 22.00" in capsys.readouterr().out
+    (row,) = read_rows(tmp_path / "trials.csv")
+    assert (row["node_id"], row["node_ip"], row["gpu_ids"], row["retries"]) == ("n" * 56, "10.0.0.7", "1", "0")
     scene = {"num_scenes": 4, "scene_usage": [0.25] * 4}
     a.last_result = _epoch(2, final=True, trial_status="FINISHED", error="", scene_report=json.dumps(scene))
     cb.on_trial_result(0, [a], a, a.last_result)  # the final report repeats the last epoch: no new row
@@ -63,16 +67,18 @@ def test_stopped_failed_and_retried_trials(tmp_path, capsys):
     cb.on_trial_complete(0, [stopped], stopped)
     error_file = tmp_path / "error.txt"
     error_file.write_text("Traceback (most recent call last):\n  ...\nCorruptImageError: img_3.jpg is truncated\n")
-    failed = _trial("f", 1, seed=1, error_file=str(error_file))
+    failed = _trial("f", 1, seed=1, error_file=str(error_file), num_failures=1)
     cb.on_trial_recover(0, [failed], failed)
-    assert "trial f failed (CorruptImageError: img_3.jpg is truncated); retrying" in capsys.readouterr().out
+    assert "trial f failed (CorruptImageError: img_3.jpg is truncated); retrying from its last checkpoint " \
+           "(retry 1)" in capsys.readouterr().out
+    failed.num_failures = 2  # the retry failed too: Ray gives up
     cb.on_trial_error(0, [failed], failed)
     cb.on_trial_error(0, [failed], failed)  # a second report of the same end is ignored
     out = capsys.readouterr().out
     assert out.count("ERROR    f num_scenes=1 seed=1  CorruptImageError") == 1
     rows = {r["trial_id"]: r for r in read_rows(tmp_path / "trials.csv")}
     assert rows["s"]["status"] == "STOPPED" and rows["f"]["status"] == "ERROR"
-    assert rows["f"]["error"] == "CorruptImageError: img_3.jpg is truncated"
+    assert rows["f"]["error"] == "CorruptImageError: img_3.jpg is truncated" and rows["f"]["retries"] == "2"
     cb.on_experiment_end([stopped, failed])
     meta = json.loads((tmp_path / "study.json").read_text())
     assert (meta["status"], meta["n_finished"]) == ("FINISHED", 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,36 @@ def test_scripts_run_from_the_repo_root(script):
     for flag in ("--dataset", "--gpus-per-trial", "--cpus-per-trial", "--max-concurrent", "--address", "--name",
                  "--results-dir", "--resume", "--smoke", "--seeds", "--dashboard-host"):
         assert flag in out.stdout
+
+
+@pytest.mark.parametrize("script", ["scene_count", "graph_depth", "momentum", "tune"])
+def test_help_imports_neither_torch_ray_nor_optuna(script):
+    """--help answers from the light parser module: the heavy packages are imported only for a real run."""
+    out = subprocess.run([sys.executable, "-X", "importtime", f"studies/{script}.py", "--help"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "studies.cli" in imported and "salgl_core.presets" in imported
+    assert not imported & {"torch", "ray", "optuna", "numpy"}, sorted(imported & {"torch", "ray", "optuna", "numpy"})
+    assert out.stdout.startswith(f"usage: python studies/{script}.py ")
+
+
+def test_help_shows_the_recipe_it_will_use_and_each_default_once():
+    def flat(text: str) -> str:
+        return re.sub(r"\s+", " ", text)
+
+    synthetic = flat(scene_count.get_args_parser().format_help())
+    assert "the synthetic preset with the studies' sizing" in synthetic and "(default: 0 1 2)" in synthetic
+    assert "the value of the synthetic preset's configuration (4) is always added" in synthetic
+    assert "--lr X" in synthetic and "default: 0.002)" in synthetic
+    for parser in (scene_count.get_args_parser(), tune_study.get_args_parser()):
+        for block in re.split(r"\n  (?=-)", parser.format_help())[1:]:
+            assert flat(block).count("default:") <= 1, block
+    coco = flat(scene_count.get_args_parser(["--dataset", "coco"]).format_help())
+    assert "(defaults: recipe paper-coco-r101-448)" in coco
+    assert "the value of the paper's configuration (6) is always added" in coco
+    parser = scene_count.get_args_parser()
+    for action in parser._actions:
+        assert action.help, action.option_strings
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--recipe", "nope"])

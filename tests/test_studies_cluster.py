@@ -1,10 +1,18 @@
-"""studies/cluster.py: trials sized to the Ray cluster, and a Ray dashboard that stays local unless asked."""
+"""studies/cluster.py, storage.py and monitor.py without a Ray runtime: trials sized to the cluster, a Ray
+dashboard that stays local unless asked, an --address where nothing answers failing in seconds, Ray's
+experiment folder on a path or a URI, what --resume finds where, and the trials' readable names."""
 
 from __future__ import annotations
 
+import http.server
+import socket
+import threading
+
 import pytest
 
-from studies import cluster, scene_count
+from studies import cli, cluster, monitor, scene_count, storage
+from studies import tune as tune_study
+from studies.runner import run_script
 from studies.spec import StudyError
 
 
@@ -29,3 +37,91 @@ def test_dashboard_stays_local_unless_asked():
     warning = cluster.dashboard_warning(parse(["--dashboard-host", "0.0.0.0"]))
     assert "0.0.0.0" in warning and "arbitrary code" in warning
     assert cluster.dashboard_warning(parse(["--dashboard-host", "0.0.0.0", "--no-dashboard"])) is None
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def test_an_address_where_no_cluster_answers_fails_at_once(capsys, tmp_path):
+    port = _closed_port()
+    with pytest.raises(StudyError, match=rf"cannot reach the Ray cluster at --address 127.0.0.1:{port} "
+                                         r"\(Connection refused\): check that the cluster's head node runs"):
+        cluster.check_address(f"127.0.0.1:{port}")
+    with pytest.raises(StudyError, match="is a dashboard address"):
+        cluster.check_address("http://127.0.0.1:8265")
+    with pytest.raises(StudyError, match="--address head:gcs is invalid: expected HOST:PORT"):
+        cluster.check_address("head:gcs")
+    cluster.check_address("auto")  # left to Ray, which finds the local cluster itself
+    # Through the study script: exit code 2 and one line naming the address, before any data is indexed.
+    rc = run_script(scene_count.SPEC, ["--smoke", "--address", f"127.0.0.1:{port}", "--results-dir",
+                                       str(tmp_path / "r"), "--storage-path", str(tmp_path / "s")])
+    assert rc == 2 and f"127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_an_address_that_is_not_a_ray_cluster_is_named():
+    """A web server (say, the dashboard's port) answers, but not with the HTTP/2 that Ray's GCS speaks."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(StudyError, match="answers, but not as a Ray cluster"):
+            cluster.check_address(f"127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_storage_on_a_path_or_a_uri(tmp_path):
+    for where in (str(tmp_path / "a"), f"file://{tmp_path}/b"):
+        run = storage.Folder(where) / "scene_count" / "r1"
+        assert not run.exists()
+        run.write_text("study_args.json", "{}")
+        assert run.exists() and run.has_file("study_args.json") and run.read_text("study_args.json") == "{}"
+        assert str(run) == f"{storage.storage_root(where)}/scene_count/r1"
+        assert str(run.parent) == f"{storage.storage_root(where)}/scene_count"
+        assert (storage.Folder(where) / "scene_count").subfolders() == ["r1"]
+        run.delete()
+        assert not run.exists()
+    # A URI keeps its options after the path; nothing is opened until used (no credentials needed here).
+    assert storage.experiment_dir("s3://bucket/prefix?region=eu-west-1", "tune", "r") == \
+        "s3://bucket/prefix/tune/r?region=eu-west-1"
+    assert storage.experiment_dir("relative", "tune", "r").startswith("/")
+    with pytest.raises(StudyError, match="--storage-path nosuch://x cannot be opened"):
+        storage.Folder("nosuch://x").exists()
+
+
+def test_a_multi_node_cluster_refuses_the_machine_local_default():
+    nodes = [{"NodeID": "a" * 56, "NodeManagerAddress": "10.0.0.1"}, {"NodeID": "b" * 56,
+                                                                     "NodeManagerAddress": "10.0.0.2"}]
+    storage.check_cluster_storage(None, nodes[:1])  # one node: its own disk will do
+    with pytest.raises(StudyError, match="this Ray cluster has 2 nodes") as e:
+        storage.check_cluster_storage(str(storage.DEFAULT_STORAGE), nodes)
+    assert "--storage-path" in str(e.value) and "s3://bucket/prefix" in str(e.value)
+
+
+def test_resume_says_which_runs_it_found_where(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "scene_count" / "other-run").mkdir(parents=True)
+    parse = scene_count.get_args_parser().parse_args
+    args = parse(["--resume", "--name", "gone", "--storage-path", str(elsewhere)])
+    with pytest.raises(StudyError) as e:
+        cli.restore_args(args, scene_count.SPEC)
+    msg = str(e.value)
+    assert f"nothing to resume at {elsewhere}/scene_count/gone" in msg and "--storage-path" in msg
+    assert f"{elsewhere}/scene_count: other-run" in msg and f"{storage.DEFAULT_STORAGE}/scene_count" in msg
+    with pytest.raises(StudyError, match="--resume needs --name RUN; runs of scene_count found in .*other-run"):
+        cli.restore_args(parse(["--resume", "--storage-path", str(elsewhere)]), scene_count.SPEC)
+    uri = parse(["--storage-path", "s3://bucket/salgl"])
+    assert "--storage-path s3://bucket/salgl" in cli.resume_command(uri, scene_count.SPEC, "r")
+    assert "--storage-path" not in cli.resume_command(parse([]), scene_count.SPEC, "r")
+
+
+def test_trial_names():
+    assert monitor.trial_name("scene_count", "num_scenes", {"num_scenes": 4, "seed": 1}) == "scene_count K=4 seed=1"
+    assert monitor.trial_name("momentum", "comat_momentum", {"comat_momentum": 0.9, "seed": 0}, "ab12") == \
+        "momentum mu=0.9 seed=0"
+    assert monitor.trial_name("tune", tune_study.SPEC.axis, {"num_scenes": 2, "seed": 0}, "ab12_00003") == \
+        "tune ab12_00003 seed=0"

@@ -86,12 +86,17 @@ def test_resume_keeps_every_trial_once(tmp_path):
     ex.trial_epoch("orphan", _metrics(1))
     ex.trial_ended("done", "FINISHED", seconds=4.0)
     started = ex.meta["started"]
+    # The driver writes a finished trial's predictions just before its row: a crash in between leaves a file.
+    for t in ("done", "orphan"):
+        (tmp_path / "predictions").mkdir(exist_ok=True)
+        (tmp_path / "predictions" / f"{t}.npz").write_bytes(b"npz")
 
     # A new session (after a crash): reload, drop what the restored experiment does not know, go on.
     ex2 = StudyExport.open(tmp_path, _meta(), session=(30.0, 0.0))
     assert ex2.meta["started"] == started
     ex2.begin()
     ex2.prune({"done", "live"})
+    assert [p.name for p in (tmp_path / "predictions").iterdir()] == ["done.npz"]
     ex2.trial_started("done", flat, seed=0, is_paper=False)  # a finished trial stays finished
     # "live" restarts from its epoch-1 checkpoint: epoch 2 is reported again and replaces the old row.
     ex2.trial_epoch("live", _metrics(2, mAP=99.0))
@@ -157,7 +162,7 @@ def test_study_json_is_built_from_the_plan(tmp_path):
     assert (meta["study"], meta["run"], meta["axis"], meta["axis_values"], meta["sampler"], meta["scheduler"]) == (
         "scene_count", "r", "num_scenes", [1, 4], "GridSampler", "FIFO")
     assert (meta["n_trials"], meta["seeds"], meta["paper_config"], meta["reported_metric"]) == (
-        4, [0, 1], {"num_scenes": 4}, "best_mAP_ema")
+        6, [0, 1, 2], {"num_scenes": 4}, "best_mAP_ema")
     assert meta["resources_per_trial"] == {"gpu": 0.0, "cpu": 1.0} and meta["max_concurrent"] == 2
     assert (meta["status"], meta["started"], meta["finished"]) == ("RUNNING", "1970-01-01T00:00:00Z", None)
     assert meta["base_config"]["device"] == "cpu" and meta["provenance"]["ray_cluster"]["cpus"] == 2.0

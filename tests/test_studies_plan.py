@@ -7,11 +7,15 @@ from pathlib import Path
 import pytest
 from optuna.distributions import CategoricalDistribution
 
-from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, synthetic_preset
+from salgl_core.config import ConfigError
+from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, recipe_config, synthetic_preset
 from studies import graph_depth, momentum, scene_count
 from studies import tune as tune_study
 from studies.plan import GridPlan, SearchPlan, base_config, make_plan
-from studies.spec import PAPER
+from studies.spec import StudyError
+
+COCO = recipe_config("paper-coco-r101-448")
+SYNTHETIC = recipe_config("synthetic")
 
 
 def _args(module, tmp: Path, *argv: str):
@@ -22,22 +26,24 @@ def _args(module, tmp: Path, *argv: str):
 def test_defaults_and_the_paper_value_always_in_the_grid(tmp_path):
     plan = make_plan(_args(scene_count, tmp_path), scene_count.SPEC)
     assert isinstance(plan, GridPlan)
-    assert plan.values == [1, 2, 4, 8] and plan.seeds == [0, 1] and plan.num_samples == 8
+    assert plan.values == [1, 2, 4, 8] and plan.seeds == [0, 1, 2] and plan.num_samples == 12
     assert plan.base["dataset"] == "synthetic" and plan.base["backbone"] == "small_cnn"
     plan = make_plan(_args(graph_depth, tmp_path, "--values", "1", "0"), graph_depth.SPEC)
-    assert plan.values == [0, 1, PAPER["gnn_steps"]] and plan.paper_config == {"gnn_steps": 3}
+    assert plan.values == [0, 1, SYNTHETIC["gnn_steps"]] and plan.paper_config == {"gnn_steps": 3}
     plan = make_plan(_args(momentum, tmp_path, "--smoke"), momentum.SPEC)
     assert plan.values == [0.0, 1.0] and plan.seeds == [0]
     # --dataset coco with no other override is the paper's recipe.
     plan = make_plan(_args(scene_count, tmp_path, "--dataset", "coco"), scene_count.SPEC)
     assert {k: plan.base[k] for k in ("backbone", "image_size", "batch_size", "epochs", "lr")} == {
         "backbone": "resnet101", "image_size": 448, "batch_size": 128, "epochs": 80, "lr": 1e-4}
-    assert {k: v for k, v in plan.base.items() if k != "dataset"} == {k: v for k, v in PAPER.items()
-                                                                       if k != "dataset"}
+    assert plan.base == COCO
+    # The joint search's first point is the recipe's (here the synthetic preset's lr, not the --set one),
+    # and the lr range reaches both.
     plan = make_plan(_args(tune_study, tmp_path, "--set", "lr=0.01"), tune_study.SPEC)
     assert isinstance(plan, SearchPlan)
-    assert plan.points[0]["lr"] == 0.01 and plan.space["lr"].low == pytest.approx(1e-3)
-    assert plan.paper_config["num_scenes"] == PAPER["num_scenes"] and plan.num_samples == 16
+    assert plan.points[0]["lr"] == SYNTHETIC["lr"] == 2e-3
+    assert (plan.space["lr"].low, plan.space["lr"].high) == (pytest.approx(2e-4), pytest.approx(0.1))
+    assert plan.paper_config["num_scenes"] == SYNTHETIC["num_scenes"] and plan.num_samples == 16
     # ASHA's rungs stay below the last epoch (5 synthetic epochs: decisions after epochs 1 and 3).
     assert plan.asha == {"time_attr": "training_iteration", "grace_period": 1, "max_t": 4, "reduction_factor": 3.0}
     assert make_plan(_args(tune_study, tmp_path, "--smoke"), tune_study.SPEC).asha is None  # 1 epoch
@@ -96,3 +102,35 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
     assert base["cache_dir"] == str(tmp_path / "rel" / "cache")
     base, _ = base_config(_args(scene_count, tmp_path, "--backbone-weights", "none"))
     assert base["backbone_weights"] is None
+
+
+def test_the_paper_configuration_is_the_recipes(tmp_path, capsys):
+    """--dataset coco means recipe paper-coco-r101-448, whose K = 6 is the paper's configuration: always in
+    the grid and flagged; on synthetic data the reference is the synthetic preset's K = 4."""
+    plan = make_plan(_args(scene_count, tmp_path, "--dataset", "coco"), scene_count.SPEC)
+    assert plan.base["recipe"] == "paper-coco-r101-448" and plan.paper_config == {"num_scenes": 6}
+    assert plan.values == [1, 2, 4, 6, 8]
+    assert "adding num_scenes = 6 (the paper's configuration)" in capsys.readouterr().out
+    assert [plan.base[k] for k in ("outmess", "normalize_adjacency", "label_embedding")] == [True, True, "bert"]
+    same = make_plan(_args(scene_count, tmp_path, "--recipe", "paper-coco-r101-448", "--values", "6"),
+                     scene_count.SPEC)
+    assert same.values == [6] and same.base == plan.base
+    nus = make_plan(_args(scene_count, tmp_path, "--recipe", "paper-nuswide-r101-448", "--values", "4"),
+                    scene_count.SPEC)
+    assert nus.paper_config == {"num_scenes": 2} and nus.values == [2, 4]
+    syn = make_plan(_args(scene_count, tmp_path), scene_count.SPEC)
+    assert syn.base["recipe"] == "synthetic" and syn.paper_config == {"num_scenes": 4}
+    # The joint search on COCO tries the paper's configuration first: K = 6, lr 1e-4.
+    search = make_plan(_args(tune_study, tmp_path, "--dataset", "coco"), tune_study.SPEC)
+    assert search.points[0]["num_scenes"] == 6 and search.points[0]["lr"] == 1e-4
+    assert search.paper_config == {k: v for k, v in search.points[0].items() if k != "seed"}
+
+
+@pytest.mark.parametrize("argv, error, match", [
+    (["--recipe", "paper-coco-r101-448", "--dataset", "voc2007"], ConfigError, r"is for dataset 'coco'.*voc2007-r101"),
+    (["--recipe", "paper-coco-r101-448", "--smoke"], StudyError, r"synthetic dataset only"),
+    (["--set", "recipe=synthetic"], StudyError, r"--recipe / --dataset, not --set"),
+])
+def test_recipe_mistakes(tmp_path, argv, error, match):
+    with pytest.raises(error, match=match):
+        make_plan(_args(scene_count, tmp_path, *argv), scene_count.SPEC)

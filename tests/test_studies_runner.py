@@ -4,6 +4,8 @@ study goes on."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -12,6 +14,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import ray
@@ -22,10 +25,20 @@ from ray.tune import ExperimentAnalysis
 
 from salgl_core.config import ExperimentConfig
 from salgl_core.data import build_datasets
+from salgl_core.metrics import mean_average_precision
 from salgl_core.presets import SMOKE, synthetic_preset
-from studies import momentum, scene_count
+from studies import analyze, momentum, scene_count
 from studies import tune as tune_study
-from studies.schema import EPOCH_COLUMNS, SCENE_KEYS, SEARCH_STUDY_KEYS, STUDY_KEYS, TRIAL_COLUMNS
+from studies.analyze import format_table
+from studies.schema import (
+    ANALYSIS_KEYS,
+    COMPARISON_COLUMNS,
+    EPOCH_COLUMNS,
+    SCENE_KEYS,
+    SEARCH_STUDY_KEYS,
+    STUDY_KEYS,
+    TRIAL_COLUMNS,
+)
 from studies.search import ray_temp_dir
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -49,9 +62,13 @@ def _args(module, tmp: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def smoke(ray_two_gpus, tmp_path_factory):
-    """scene_count --smoke over K in {1, 4} x seeds {0, 1}: 4 trials, each asking for one of the two GPUs."""
+    """scene_count --smoke over K in {1, 4} x seeds {0, 1}: 4 trials, each asking for one of the two GPUs.
+    What the driver printed is kept in <tmp>/stdout.txt."""
     tmp = tmp_path_factory.mktemp("smoke")
-    outcome = scene_count.main(_args(scene_count, tmp, "--seeds", "0", "1"))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        outcome = scene_count.main(_args(scene_count, tmp, "--seeds", "0", "1"))
+    (tmp / "stdout.txt").write_text(printed.getvalue())
     return outcome, tmp
 
 
@@ -107,6 +124,56 @@ def test_optuna_study_is_persisted_next_to_the_export(smoke):
     mAP = {(r["num_scenes"], r["seed"]): float(r["mAP_ema"]) for r in read_rows(outcome.run_dir / "trials.csv")}
     for t in study.trials:
         assert t.value == pytest.approx(mAP[(str(t.params["num_scenes"]), str(t.params["seed"]))])
+
+
+def _map_range(scores16: np.ndarray, targets: np.ndarray, ignore: np.ndarray) -> tuple[float, float]:
+    """The lowest and highest mAP of the rankings float16 scores leave open. Rounding is monotone, so the float32
+    scores' ranking breaks the float16 ties one way; AP is lowest with every tie's negatives ranked first, highest
+    with its positives first. (A barely trained smoke model scores its 16 images almost alike: ties abound.)"""
+    out = []
+    for sign in (-1, 1):
+        ranks = np.empty(scores16.shape)
+        for c in range(scores16.shape[1]):
+            ranks[np.lexsort((sign * targets[:, c], scores16[:, c])), c] = np.arange(len(scores16))
+        out.append(100 * mean_average_precision(ranks, targets, ignore))
+    return out[0], out[1]
+
+
+def test_smoke_study_keeps_predictions_and_ends_with_its_analysis(smoke):
+    """Every FINISHED trial's reported model (best EMA epoch) left its validation scores, whose mAP is the
+    reported one (within what float16 ties allow); the study ended with analysis.json, comparisons.csv and the
+    verdict table on the console, and `python -m studies.analyze` recomputes the same analysis from the export."""
+    outcome, tmp = smoke
+    run = outcome.run_dir
+    trials = read_rows(run / "trials.csv")
+    with np.load(run / "predictions" / "targets.npz", allow_pickle=False) as z:
+        targets, ignore, ids = z["targets"], z["ignore"], z["image_ids"]
+    assert targets.dtype == np.int8 and ignore.dtype == bool and len(ids) == len(targets) == 16  # SMOKE's images
+    assert sorted(p.stem for p in (run / "predictions").glob("*.npz")) == sorted(
+        [t["trial_id"] for t in trials if t["status"] == "FINISHED"] + ["targets"])
+    for t in trials:
+        with np.load(run / "predictions" / f"{t['trial_id']}.npz", allow_pickle=False) as z:
+            scores, trial_ids = z["scores"], z["image_ids"]
+        assert scores.dtype == np.float16 and scores.shape == targets.shape
+        np.testing.assert_array_equal(trial_ids, ids)
+        low, high = _map_range(scores, targets, ignore)
+        assert low - 1e-6 <= float(t["best_mAP_ema"]) <= high + 1e-6, (t["trial_id"], low, high)
+
+    analysis = json.loads((run / "analysis.json").read_text())
+    assert set(analysis) == set(ANALYSIS_KEYS) and analysis["kind"] == "ablation" and analysis["reference"] == 4
+    assert analysis["bootstrap"]["trials_with_predictions"] == 4
+    assert [(a["value"], a["n"]) for a in analysis["arms"]] == [(1, 2), (4, 2)]
+    assert header(run / "comparisons.csv") == list(COMPARISON_COLUMNS)
+    (row,) = read_rows(run / "comparisons.csv")
+    assert (row["value"], row["n"], row["n_reference"], row["paired"], row["interval"]) == (
+        "1", "2", "2", "True", "seeds+images")
+    printed = (tmp / "stdout.txt").read_text()
+    arms, table = printed.index("mean over seeds:"), printed.index(format_table(analysis).splitlines()[0])
+    assert arms < table and f"  1: {row['verdict']}" in printed[table:]
+
+    assert analyze.main([str(run)]) == 0
+    again = json.loads((run / "analysis.json").read_text())
+    assert {**again, "bootstrap": None} == {**analysis, "bootstrap": None}  # its clock aside
 
 
 def test_gpu_allocation_two_gpus_four_trials(smoke):
@@ -199,3 +266,36 @@ def test_joint_search_tpe_asha(ray_two_gpus, tmp_path):
     assert len(paper) == 1
     p = paper[0]
     assert (p["num_scenes"], p["gnn_steps"], p["comat_momentum"], p["soft_assignment"]) == ("4", "3", "1.0", "False")
+
+
+def test_joint_search_with_repeats_and_parameter_importances(ray_two_gpus, tmp_path):
+    """--repeats 2: each of three sampled configurations trains with seeds 0 and 1, Optuna is told the mean of
+    the two, and analysis.json holds Optuna's parameter importances of that study."""
+    outcome = tune_study.main(_args(tune_study, tmp_path, "--num-samples", "3", "--repeats", "2"))
+    assert outcome.status == "FINISHED"
+    run = outcome.run_dir
+    meta = json.loads((run / "study.json").read_text())
+    assert (meta["n_trials"], meta["seeds"], meta["scheduler"]) == (6, [0, 1], "FIFO")
+    space = list(meta["search_space"])
+    assert "seed" not in space
+    trials = read_rows(run / "trials.csv")
+    assert len(trials) == 6 and {t["status"] for t in trials} == {"FINISHED"}
+    groups: dict[tuple, list[dict]] = {}
+    for t in trials:
+        groups.setdefault(tuple(t[k] for k in space), []).append(t)
+    assert sorted(sorted(t["seed"] for t in g) for g in groups.values()) == [["0", "1"]] * 3
+    assert sorted(len(list(run.glob(f"predictions/{t['trial_id']}.npz"))) for t in trials) == [1] * 6
+    storage = JournalStorage(JournalFileBackend(str(run / "optuna_journal.log")))
+    study = optuna.load_study(study_name="tune/t", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert all(set(t.params) == set(space) for t in study.trials)
+    means = [sum(float(t["mAP_ema"]) for t in g) / 2 for g in groups.values()]
+    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(means))
+
+    analysis = json.loads((run / "analysis.json").read_text())
+    assert analysis["kind"] == "search"
+    for kind in ("fanova", "ped_anova"):
+        imp = analysis["search"]["importances"].get(kind)
+        assert imp is not None, analysis["notes"]
+        assert set(imp) <= set(space) and all(v >= 0 for v in imp.values())
+

@@ -13,6 +13,7 @@ from ray.tune.search.optuna import OptunaSearch
 from studies import scene_count, search
 from studies import tune as tune_study
 from studies.plan import make_plan
+from studies.spec import StudyError
 
 
 def _plan(module, tmp: Path, *argv: str):
@@ -38,8 +39,8 @@ def test_a_changed_internal_is_named(monkeypatch):
 
 
 def test_each_plan_gets_its_sampler_and_scheduler(tmp_path):
-    searcher, scheduler = search.build_search(_plan(scene_count, tmp_path, "--values", "1", "4"), 0,
-                                              tmp_path / "grid.log")
+    searcher, scheduler = search.build_search(_plan(scene_count, tmp_path, "--values", "1", "4", "--seeds", "0", "1"),
+                                              0, tmp_path / "grid.log")
     assert isinstance(scheduler, FIFOScheduler) and isinstance(searcher, search.ResumableOptunaSearch)
     assert {tuple(sorted(searcher.suggest(str(i)).items())) for i in range(4)} == {
         (("num_scenes", k), ("seed", s)) for k in (1, 4) for s in (0, 1)}  # the whole grid, once each
@@ -79,3 +80,33 @@ def test_a_resumed_searcher_hands_out_orphans_and_ignores_finished_trials(tmp_pa
     trials = optuna.load_study(study_name="scene_count/r", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(journal)))).trials
     assert [(t.state.name, t.value) for t in trials] == [("COMPLETE", 50.0), ("COMPLETE", 40.0)]
+
+
+def test_repeats_train_each_configuration_with_every_seed_and_tell_the_mean(tmp_path):
+    """--repeats 3: Optuna samples a configuration once; Ray runs it with seeds 0, 1, 2 (in the trial's config,
+    not Ray's repeat index) and the Optuna trial gets the mean; the seed is not searched, ASHA is off."""
+    plan = _plan(tune_study, tmp_path, "--repeats", "3", "--num-samples", "2")
+    assert (plan.repeats, plan.seeds, plan.num_samples, plan.asha) == (3, [0, 1, 2], 6, None)
+    assert "seed" not in plan.space and "seed" not in plan.paper_point
+    journal = tmp_path / "tpe.log"
+    searcher, _ = search.build_search(plan, 0, journal)
+    configs = [searcher.suggest(t) for t in "abcdef"]
+    assert [c["seed"] for c in configs] == [0, 1, 2, 0, 1, 2] and all("__trial_index__" not in c for c in configs)
+    assert configs[0] == {**configs[1], "seed": 0} == {**configs[2], "seed": 0}  # the paper's point, 3 seeds
+    assert configs[0]["num_scenes"] == 4 and configs[3] != {**configs[0], "seed": 0}
+    for t, value in zip("abcdef", (50.0, 52.0, 57.0, 40.0, 41.0, 42.0), strict=True):
+        searcher.on_trial_complete(t, {"mAP_ema": value})
+    trials = optuna.load_study(study_name="tune/r", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal)))).trials
+    assert [(t.state.name, t.value) for t in trials] == [("COMPLETE", 53.0), ("COMPLETE", 41.0)]
+    assert all("seed" not in t.params for t in trials)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--repeats", "2", "--seeds", "0", "1", "2"], r"--repeats 2 trains every configuration with 2 seeds"),
+    (["--repeats", "2", "--grace-period", "1"], r"--grace-period sets ASHA, which --repeats turns off"),
+    (["--repeats", "0"], r"--repeats 0 is invalid"),
+])
+def test_repeats_errors_say_what_to_do(tmp_path, argv, message):
+    with pytest.raises(StudyError, match=message):
+        _plan(tune_study, tmp_path, *argv)
