@@ -35,7 +35,7 @@ from studies import runner, scene_count
 from studies.search import ray_temp_dir
 
 # trial length (s) -> (epochs, trials): a few epochs each, so checkpoints and reports are part of it.
-DEFAULT_TRIALS = {1: 4, 10: 6, 60: 4}
+DEFAULT_TRIALS = {1: 4, 10: 4, 60: 4}
 EPOCHS = {1: 1, 10: 5, 60: 6}
 
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(prog="python -m studies.bench_overhead", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", nargs="+", type=int, default=list(DEFAULT_TRIALS),
                    help="trial lengths in seconds")
-    p.add_argument("--trials", type=int, default=None, help="trials per size (default: 4, 6, 4 for 1, 10, 60 s)")
+    p.add_argument("--trials", type=int, default=None, help="trials per size (default: 4 for each length)")
     p.add_argument("--topologies", nargs="+", choices=("node", "cluster"), default=["node", "cluster"])
     p.add_argument("--reuse", nargs="*", type=int, default=[10],
                    help="trial lengths to measure once more with --reuse-actors (a worker process per slot)")

@@ -17,6 +17,7 @@ from studies.export import StudyExport
 from studies.predictions import export_trial
 from studies.schema import TERMINAL_TRIAL_STATUSES
 from studies.spec import METRIC
+from studies.summary import reference_label
 
 # run folder -> (wall seconds of earlier sessions of the run, this driver's start time). The export's
 # wall time counts from the driver's start, Ray's start and data generation included.
@@ -81,8 +82,8 @@ class ExportCallback(tune.Callback):
         if self.export.is_final(trial.trial_id):
             return  # finished before a crash; Ray only re-evaluates it (see StudyExport.is_final)
         self.export.trial_started(trial.trial_id, flat, int(flat["seed"]), is_paper)
-        print(f"start    {trial.trial_id} {_fmt(trial.config)}" + ("  (the paper's configuration)" if is_paper else ""),
-              flush=True)
+        flag = f"  ({reference_label(self.meta.get('dataset'))})" if is_paper else ""
+        print(f"start    {trial.trial_id} {_fmt(trial.config)}{flag}", flush=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if not result.get("final") and "epoch" in result and not self.export.is_final(trial.trial_id):

@@ -167,10 +167,11 @@ def print_summary(plan: Plan, ex: StudyExport, status: str, resume_cmd: str, con
     run_dir = portable_path(plan.run_dir)
     print(f"\n{plan.spec.study} {plan.run}: {status}; export in {run_dir}")
     if isinstance(plan, GridPlan):
-        for line in summary.arm_lines(plan.axis, plan.values, rows, plan.paper_config[plan.axis]):
+        for line in summary.arm_lines(plan.axis, plan.values, rows, plan.paper_config[plan.axis],
+                                      label=summary.reference_label(ex.meta.get("dataset"))):
             print(line)
     else:  # a joint search ends with its answer: the best configuration
-        for line in summary.best_lines(rows, plan.space):
+        for line in summary.best_lines(rows, plan.space, label=summary.reference_label(ex.meta.get("dataset"))):
             print(line)
     if analysis is not None:
         print(format_table(analysis))

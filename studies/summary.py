@@ -37,7 +37,13 @@ def _value(v: Any) -> str:
     return str(int(x)) if x == int(x) and "e" not in str(v).lower() else f"{x:.4g}"
 
 
-def arm_line(axis: str, value: Any, scores: Sequence[float], is_paper: bool) -> str:
+def reference_label(dataset: str | None) -> str:
+    """What the flagged arm is: the paper recipe's value on real data; on synthetic data the paper has no
+    configuration, so the flag marks the synthetic preset's value instead."""
+    return "the synthetic preset's value" if dataset == "synthetic" else "the paper's configuration"
+
+
+def arm_line(axis: str, value: Any, scores: Sequence[float], is_paper: bool, label: str = "paper") -> str:
     """One value of a one-axis ablation: the mean over its seeds, and their spread when there are several
     (one seed has no spread to show)."""
     n = len(scores)
@@ -47,10 +53,11 @@ def arm_line(axis: str, value: Any, scores: Sequence[float], is_paper: bool) -> 
         spread = f"{mean:6.2f} +- {sd:4.2f} (sd over {n} seeds)"
     else:
         spread = f"{mean:6.2f}         (1 seed)"
-    return f"  {axis} = {value!s:<6} {spread}" + ("  (paper)" if is_paper else "")
+    return f"  {axis} = {value!s:<6} {spread}" + (f"  ({label})" if is_paper else "")
 
 
-def arm_lines(axis: str, values: Iterable[Any], rows: Iterable[dict[str, Any]], paper_value: Any) -> list[str]:
+def arm_lines(axis: str, values: Iterable[Any], rows: Iterable[dict[str, Any]], paper_value: Any,
+              label: str = "paper") -> list[str]:
     """The per-value lines of a one-axis ablation: a header naming the metric, one line per value with a
     FINISHED trial."""
     by_value: dict[str, list[float]] = {}
@@ -58,7 +65,7 @@ def arm_lines(axis: str, values: Iterable[Any], rows: Iterable[dict[str, Any]], 
         x = _number(r.get(REPORTED_METRIC))
         if r.get("status") == "FINISHED" and x is not None:
             by_value.setdefault(str(r.get(axis)), []).append(x)
-    lines = [arm_line(axis, v, by_value[str(v)], v == paper_value) for v in values if by_value.get(str(v))]
+    lines = [arm_line(axis, v, by_value[str(v)], v == paper_value, label) for v in values if by_value.get(str(v))]
     return [f"  {REPORTED_NAME}, mean over seeds:", *lines] if lines else []
 
 
@@ -68,13 +75,14 @@ def best_trial(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     return max(ranked, key=lambda r: _number(r[REPORTED_METRIC])) if ranked else None
 
 
-def best_lines(rows: Iterable[dict[str, Any]], fields: Iterable[str]) -> list[str]:
+def best_lines(rows: Iterable[dict[str, Any]], fields: Iterable[str],
+               label: str = "the paper's configuration") -> list[str]:
     """A joint search's answer: the best trial, its reported metric and its configuration (`fields`: the
     searched fields, seed included)."""
     best = best_trial(rows)
     if best is None:
         return ["  no trial finished with a result: no best configuration yet"]
-    paper = "  (the paper's configuration)" if str(best.get("is_paper_config")).lower() == "true" else ""
+    paper = f"  ({label})" if str(best.get("is_paper_config")).lower() == "true" else ""
     config = " ".join(f"{k}={_value(best.get(k))}" for k in fields)
     return [f"  best configuration: trial {best['trial_id']} ({best.get('status')}), {REPORTED_NAME} "
             f"{_number(best[REPORTED_METRIC]):.2f}{paper}", f"    {config}"]
