@@ -26,7 +26,7 @@ from salgl_core.cli import (
     recipes_epilog,
     shown_recipe,
 )
-from salgl_core.config import DATASETS
+from salgl_core.config import DATASETS, field_type
 from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, Recipe
 from studies.export import REPO
 from studies.spec import StudyError, StudySpec
@@ -155,10 +155,33 @@ def run_script(spec: StudySpec, argv: list[str] | None = None) -> int:
     """Entry point of a study script. --help and argument errors answer from this light module; the
     runner, and with it Ray, Optuna and torch, is imported only once the arguments parse."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    get_args_parser(spec, argv).parse_args(argv)
+    args = get_args_parser(spec, argv).parse_args(argv)
+    try:  # the mistakes this light module can see answer before the heavy imports, in well under a second
+        parse_set(args.set)
+        for raw in getattr(args, "values", None) or ():
+            axis_value(spec.axis, raw)
+    except StudyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from studies import runner
 
     return runner.run_script(spec, argv)
+
+
+def axis_value(axis: str, raw: str) -> Any:
+    """One `--values` item as the axis field's type; StudyError naming the field otherwise."""
+    kind = field_type(axis)
+    if kind is bool:
+        if raw.lower() in ("true", "false"):
+            return raw.lower() == "true"
+    elif kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    else:
+        return raw
+    raise StudyError(f"--values {raw!r} is invalid: {axis} takes {kind.__name__} values")
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

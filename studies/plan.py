@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from salgl_core.config import DATA_PATH_FIELDS, ExperimentConfig, field_type
+from salgl_core.config import DATA_PATH_FIELDS, ExperimentConfig
 from salgl_core.presets import choose_recipe, get_recipe, recipe_config
-from studies.cli import CONFIG_FLAGS, parse_set, study_preset
+from studies.cli import CONFIG_FLAGS, axis_value, parse_set, study_preset
 from studies.spec import StudyError, StudySpec
 from studies.storage import experiment_dir
 
@@ -150,7 +150,7 @@ def _grid(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], seeds
         raise StudyError(f"{axis} is this study's axis: give its values with --values, not --set")
     paper_value = recipe_config(base["recipe"])[axis]
     if args.values:
-        values = [_axis_value(axis, v) for v in args.values]
+        values = [axis_value(axis, v) for v in args.values]
     elif args.smoke:
         values = [paper_value, next(v for v in spec.values if v != paper_value)]
     else:
@@ -191,21 +191,6 @@ def _search(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], see
     return {"space": space, "paper_point": paper_point, "num_samples": num_samples * repeats,
             "paper_config": {k: v for k, v in paper_point.items() if k != "seed"},
             "asha": _asha(args, int(base["epochs"])) if repeats == 1 else None, "repeats": repeats}
-
-
-def _axis_value(axis: str, raw: str) -> Any:
-    kind = field_type(axis)
-    if kind is bool:
-        if raw.lower() in ("true", "false"):
-            return raw.lower() == "true"
-    elif kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            pass
-    else:
-        return raw
-    raise StudyError(f"--values {raw!r} is invalid: {axis} takes {kind.__name__} values")
 
 
 def _asha(args: argparse.Namespace, epochs: int) -> dict[str, Any] | None:

@@ -124,3 +124,15 @@ def test_help_shows_the_recipe_it_will_use_and_each_default_once():
         assert action.help, action.option_strings
     with pytest.raises(SystemExit):
         parser.parse_args(["--recipe", "nope"])
+
+
+def test_bad_values_and_sets_answer_before_the_heavy_imports():
+    """A wrong --values or --set is reported by the light CLI module, without importing torch, ray or optuna."""
+    code = ("import sys; sys.argv = ['scene_count.py', '--values', 'x']; import runpy\n"
+            "try:\n    runpy.run_path('studies/scene_count.py', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert e.code == 2, e.code\n"
+            "heavy = [m for m in ('torch', 'ray', 'optuna') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert "--values 'x' is invalid: num_scenes takes int values" in out.stderr
