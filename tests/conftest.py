@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,21 @@ MARKERS = {
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+
+
+@pytest.fixture(scope="session")
+def demo_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every dashboard demo case, written once per session (the healthy runs' predictions and analysis take
+    seconds). Read-only: tests that change files take a copy through `results`."""
+    from dashboards import demo
+
+    root = tmp_path_factory.mktemp("demo") / "results"
+    demo.write_all(root)
+    return root
+
+
+@pytest.fixture
+def results(demo_results: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo exports."""
+    shutil.copytree(demo_results, tmp_path / "results")
+    return tmp_path / "results"

@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,6 @@ import pytest
 from dashboards import files, paths, views_scenes
 from dashboards.demo import (
     synthetic_final,
-    write_all,
     write_damaged_epochs,
     write_damaged_trials,
     write_good,
@@ -68,20 +66,6 @@ def values(v) -> list:
 
 def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
-
-
-@pytest.fixture(scope="module")
-def demo_results(tmp_path_factory) -> Path:
-    """Every demo case, written once (the healthy runs' predictions and analysis take seconds); tests copy it."""
-    root = tmp_path_factory.mktemp("demo") / "results"
-    write_all(root)
-    return root
-
-
-@pytest.fixture
-def results(demo_results: Path, tmp_path: Path) -> Path:
-    shutil.copytree(demo_results, tmp_path / "results")
-    return tmp_path / "results"
 
 
 def test_one_reported_metric_everywhere(monkeypatch, results):

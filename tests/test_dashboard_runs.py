@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -15,20 +14,6 @@ from dashboards import runs as R
 from dashboards.files import LoadError
 from dashboards.paths import display_path
 from dashboards.views import ablation_summary
-
-
-@pytest.fixture(scope="module")
-def demo_results(tmp_path_factory) -> Path:
-    """Every demo case, written once (the healthy runs' predictions and analysis take seconds); tests copy it."""
-    root = tmp_path_factory.mktemp("demo") / "results"
-    demo.write_all(root)
-    return root
-
-
-@pytest.fixture
-def results(demo_results: Path, tmp_path: Path) -> Path:
-    shutil.copytree(demo_results, tmp_path / "results")
-    return tmp_path / "results"
 
 
 def write(path: Path, text: str) -> Path:

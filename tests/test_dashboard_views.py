@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,20 +13,6 @@ from dashboards import views as V
 from dashboards.paper import load_paper_tables
 from dashboards.runs import load_run
 from studies.schema import REPORTED_METRIC, TRIAL_PLACEMENT_COLUMNS, TRIAL_RESULT_COLUMNS
-
-
-@pytest.fixture(scope="module")
-def demo_results(tmp_path_factory) -> Path:
-    """Every demo case, written once (the healthy runs' predictions and analysis take seconds); tests copy it."""
-    root = tmp_path_factory.mktemp("demo") / "results"
-    demo.write_all(root)
-    return root
-
-
-@pytest.fixture
-def results(demo_results: Path, tmp_path: Path) -> Path:
-    shutil.copytree(demo_results, tmp_path / "results")
-    return tmp_path / "results"
 
 
 def test_ablation_summary_matches_the_exported_trials(tmp_path):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -15,20 +13,6 @@ from dashboards.paper import load_paper_tables
 from dashboards.paths import display_path
 from dashboards.runs import list_runs, load_run
 from studies.schema import REPORTED_METRIC
-
-
-@pytest.fixture(scope="module")
-def demo_results(tmp_path_factory) -> Path:
-    """Every demo case, written once (the healthy runs' predictions and analysis take seconds); tests copy it."""
-    root = tmp_path_factory.mktemp("demo") / "results"
-    demo.write_all(root)
-    return root
-
-
-@pytest.fixture
-def results(demo_results: Path, tmp_path: Path) -> Path:
-    shutil.copytree(demo_results, tmp_path / "results")
-    return tmp_path / "results"
 
 
 def test_best_per_dataset_and_comparison(results):
