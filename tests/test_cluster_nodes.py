@@ -161,10 +161,11 @@ def test_a_killed_driver_resumes_on_the_same_cluster(sim, tmp_path):
     run = results / "scene_count" / "k"
     common = [sys.executable, "studies/scene_count.py", "--address", sim.cluster.address, "--name", "k",
               "--storage-path", str(storage)]
-    # Three sequential two-epoch trials: the kill lands after the first finishes and, however slow Ray's state
-    # sync is, before the third has (a two-trial version raced on a loaded machine).
-    first = [*common, "--smoke", "--values", "4", "--seeds", "0", "1", "2", "--max-concurrent", "1",
-             "--epochs", "2", "--gpus-per-trial", "0", "--results-dir", str(results)]
+    # Four sequential two-epoch trials on 768 images: the kill lands after Ray has recorded a finished trial
+    # and, however long that record takes, before the last has finished (smaller versions raced).
+    first = [*common, "--smoke", "--values", "4", "--seeds", "0", "1", "2", "3", "--max-concurrent", "1",
+             "--epochs", "2", "--set", "synthetic_train_images=768", "--gpus-per-trial", "0",
+             "--results-dir", str(results)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "first.log"
     with open(log, "w") as f:
@@ -178,7 +179,7 @@ def test_a_killed_driver_resumes_on_the_same_cluster(sim, tmp_path):
             return done if done and {r["trial_id"] for r in done} <= recorded else []
 
         finished = wait_until(one_finished, 150, "a finished trial recorded by Ray", poll=0.2)
-        assert len(finished) < 3, "every trial finished before the kill"
+        assert len(finished) < 4, "every trial finished before the kill"
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
@@ -187,21 +188,23 @@ def test_a_killed_driver_resumes_on_the_same_cluster(sim, tmp_path):
     resumed = subprocess.run([*common, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     trials = read_rows(run / "trials.csv")
-    assert len(trials) == 3 and {t["status"] for t in trials} == {"FINISHED"}, \
+    assert len(trials) == 4 and {t["status"] for t in trials} == {"FINISHED"}, \
         [(t["status"], t["error"]) for t in trials] + [resumed.stdout[-3000:]]
     for before in finished:
         again = next(t for t in trials if t["trial_id"] == before["trial_id"])
         assert (again["seconds"], again["mAP_ema"], again["node_id"]) == (before["seconds"], before["mAP_ema"],
                                                                           before["node_id"])
         assert f"start    {before['trial_id']}" not in resumed.stdout  # not run again
-    assert sorted(e["trial_id"] for e in read_rows(run / "epochs.csv")) == sorted(t["trial_id"] for t in trials)
+    rows = read_rows(run / "epochs.csv")  # each trial's two epochs, each exactly once
+    assert sorted((e["trial_id"], e["epoch"]) for e in rows) == sorted((t["trial_id"], str(k)) for t in trials
+                                                                       for k in (1, 2))
 
 
 def test_a_lost_node_moves_its_trial_to_another_node(sim, tmp_path):
     """Remove the worker node that runs the only trial after the trial's epoch-1 checkpoint: the trial
     finishes on the other node from that checkpoint, once in the export, with its retry recorded.
     Runs last: the cluster has one worker node less afterwards."""
-    args = _args(tmp_path, "lost", "--values", "4", "--epochs", "3", "--set", "synthetic_train_images=768",
+    args = _args(tmp_path, "lost", "--values", "4", "--epochs", "4", "--set", "synthetic_train_images=768",
                  "--gpus-per-trial", "0", "--cpus-per-trial", "1")
     out: dict = {}
     study = threading.Thread(target=lambda: out.update(outcome=scene_count.main(args)))
@@ -215,16 +218,20 @@ def test_a_lost_node_moves_its_trial_to_another_node(sim, tmp_path):
     first_node = rows[0]["node_id"]
     node = next(n for n in (sim.gpu_node, sim.cpu_node) if n.node_id == first_node)
     other = next(n for n in (sim.gpu_node, sim.cpu_node) if n is not node)
-    assert [e["epoch"] for e in read_rows(run / "epochs.csv")] == ["1"], "epoch 2 ended before the node was lost"
+    # Ray may record a later epoch's checkpoint before the node goes: what matters is that the trial has
+    # epochs left, so it must resume elsewhere from its latest checkpoint.
+    assert read_rows(run / "epochs.csv")[-1]["epoch"] != "4", "the trial ended before the node was lost"
     sim.cluster.remove_node(node, allow_graceful=False)
     study.join(timeout=240)
     assert not study.is_alive() and out["outcome"].status == "FINISHED"
     trials = read_rows(run / "trials.csv")
     assert len(trials) == 1
     t = trials[0]
-    assert (t["status"], t["epochs_done"], t["retries"], t["node_id"]) == ("FINISHED", "3", "1", other.node_id)
-    assert [e["epoch"] for e in read_rows(run / "epochs.csv")] == ["1", "2", "3"]
+    assert (t["status"], t["epochs_done"], t["retries"], t["node_id"]) == ("FINISHED", "4", "1", other.node_id)
+    assert [e["epoch"] for e in read_rows(run / "epochs.csv")] == ["1", "2", "3", "4"]
     (df,) = ExperimentAnalysis(storage).trial_dataframes.values()
-    # Epoch 1 on the lost node; epochs 2 and 3 (and the final report) on the other, from the checkpoint.
-    assert df["epoch"].tolist() == [1, 2, 3, 3]
-    assert df["node_id"].tolist() == [first_node] + [other.node_id] * 3
+    # The first k epochs on the lost node; the rest (and the final report) on the other, from the checkpoint:
+    # no epoch is trained twice.
+    assert df["epoch"].tolist() == [1, 2, 3, 4, 4]
+    k = df["node_id"].tolist().count(first_node)
+    assert 1 <= k <= 3 and df["node_id"].tolist() == [first_node] * k + [other.node_id] * (5 - k)

@@ -234,7 +234,8 @@ def test_a_crashed_trial_is_retried_from_its_last_checkpoint(ray_two_gpus, tmp_p
     wait_until(lambda: ExperimentAnalysis(storage).trials[0].checkpoint, 60, "Ray's record of the epoch-1 checkpoint",
                poll=0.2)
     workers = trial_workers()
-    assert len(workers) == 1 and read_rows(epochs_csv)[-1]["epoch"] == "1", "epoch 2 ended before the kill"
+    # Ray may record a later epoch's checkpoint first: what matters is that epochs are left to resume.
+    assert len(workers) == 1 and read_rows(epochs_csv)[-1]["epoch"] != "3", "the trial ended before the kill"
     os.kill(workers[0], signal.SIGKILL)
     study.join(timeout=180)
     assert out["outcome"].status == "FINISHED"
@@ -242,7 +243,7 @@ def test_a_crashed_trial_is_retried_from_its_last_checkpoint(ray_two_gpus, tmp_p
     assert len(trials) == 1 and trials[0]["status"] == "FINISHED" and trials[0]["epochs_done"] == "3"
     assert [e["epoch"] for e in read_rows(epochs_csv)] == ["1", "2", "3"]
     (df,) = ExperimentAnalysis(str(tmp_path / "ray" / "scene_count" / "t")).trial_dataframes.values()
-    # Reports in order: epoch 1, (crash), epochs 2 and 3 from the checkpoint, the final report.
+    # Reports in order: the epochs before the crash, the rest from the latest checkpoint, the final report.
     assert df["epoch"].tolist() == [1, 2, 3, 3] and df["final"].fillna(False).tolist() == [False] * 3 + [True]
 
 
