@@ -26,6 +26,19 @@ MARKERS = {
 }
 
 
+# Whole modules over the inner loop's budget on 2 cores (real Streamlit sessions, training runs, the
+# dashboard demo's bootstrap): `make test` runs them, `make test-fast` skips them.
+SLOW_MODULES = {"test_dashboard_app", "test_dashboard_stats", "test_dashboard_analysis", "test_dashboard_views",
+                "test_dashboard_runs", "test_dashboard_views_runs", "test_engine", "test_bench", "test_cli",
+                "test_analyze", "test_studies_cli", "test_model", "test_data_synthetic", "test_dashboard_layout"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
