@@ -43,7 +43,7 @@ from studies.schema import (
     TRIAL_COLUMNS,
     TRIALS_CSV,
 )
-from studies.spec import METRIC, MODE
+from studies.spec import ARM, METRIC, MODE
 
 if TYPE_CHECKING:
     from studies.plan import Plan
@@ -130,7 +130,10 @@ def _git(repo: Path, *args: str) -> str | None:
 def provenance(repo: Path, ray_cluster: dict[str, Any]) -> dict[str, Any]:
     """Who ran what where: git commit, package versions, CPU/GPU, the Ray cluster's size."""
     commit = _git(repo, "rev-parse", "HEAD")
-    status = _git(repo, "status", "--porcelain", "--untracked-files=no") if commit else None
+    # Dirty means code that differs from the commit: the exports (results/, runs/) are data, and a study run
+    # with --overwrite has just deleted its own committed export, which must not count.
+    status = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results",
+                  ":(exclude)runs") if commit else None
     packages = {}
     for name in PACKAGES:
         try:
@@ -254,7 +257,7 @@ class StudyExport:
         if row.get("status") in TERMINAL_TRIAL_STATUSES:
             return
         portable = portable_config(config)
-        row.update({k: portable.get(k) for k in CONFIG_COLUMNS})
+        row.update({k: portable.get(k) for k in CONFIG_COLUMNS}, **{ARM: config.get(ARM)})
         row.update(status="RUNNING", seed=seed, is_paper_config=is_paper, error=None)
         self._write_trials()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,24 @@ def test_gpu_name_and_provenance(tmp_path):
     assert p["git_commit"] is None and p["packages"]["optuna"] and p["packages"]["ray"]
     assert set(p) >= {"git_commit", "git_dirty", "python", "packages", "platform", "cpu", "cpu_count", "gpus",
                       "ray_cluster"}
+
+
+def test_git_dirty_means_code_not_exports(tmp_path):
+    """A study run with --overwrite deletes its committed export first: that must not make the code dirty."""
+    def git(*a: str) -> None:
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for f in ("code.py", "results/s/r/trials.csv", "runs/s/r/trials.csv"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x\n")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    (tmp_path / "results/s/r/trials.csv").unlink()
+    (tmp_path / "runs/s/r/trials.csv").write_text("y\n")
+    assert provenance(tmp_path, {})["git_dirty"] is False
+    (tmp_path / "code.py").write_text("changed\n")
+    assert provenance(tmp_path, {})["git_dirty"] is True
 
 
 def _plan(module, tmp: Path, *argv: str):
