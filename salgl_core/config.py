@@ -43,6 +43,7 @@ DATASETS = datasets.names()
 RANDAUGMENT_POLICIES = ("official", "torchvision", "none")
 CP_CR_RULES = ("official_clamp", "zero_if_undefined")
 LABEL_EMBEDDING_KINDS = ("learned", "random", "bert", "glove")  # besides a path to a .npy file
+SCENE_SOURCES = ("learned", "oracle", "random")  # ModelConfig.scene_source
 # The official fixed vectors shipped as package data, <dir>/<dataset>/<kind>.npy (salgl_core.embeddings loads them).
 SHIPPED_EMBEDDING_KINDS = ("bert", "glove")
 SHIPPED_EMBEDDINGS_DIR = Path(__file__).resolve().parent / "label_embeddings"
@@ -168,7 +169,8 @@ class ModelConfig(_Validated):
     """The SALGL network and its loss. Defaults are the official code's argparse defaults."""
 
     backbone: str = _f("resnet101", f"Feature extractor (official: resnet101): {backbones.describe()}.", OneOf(BACKBONES))
-    backbone_weights: str | None = _f("IMAGENET1K_V1", "torchvision weights name ('IMAGENET1K_V1', 'DEFAULT') read from the torch hub cache only (never downloaded), a local .pth file, or none (random init). For efficientnet_lite0 any value means the bundled ImageNet weights.", Satisfies(_non_empty_str, "a torchvision weights name such as 'IMAGENET1K_V1' or a path to a .pth file"))
+    backbone_weights: str | None = _f("IMAGENET1K_V1", "torchvision weights name ('IMAGENET1K_V1', 'DEFAULT') read from the torch hub cache only (never downloaded), a local .pth file, or none (random init). For efficientnet_lite0 any value means the bundled ImageNet weights. For small_cnn on synthetic data, 'synthetic-pretrained' = the small CNN pretrained once as a plain multi-label classifier on a disjoint synthetic split of the same world (salgl_core/pretrain.py; cached by key).", Satisfies(_non_empty_str, "a torchvision weights name such as 'IMAGENET1K_V1' or a path to a .pth file"))
+    freeze_backbone: bool = _f(False, "Ours: keep the backbone's weights fixed (no gradient, excluded from the optimizer, kept in eval mode so BatchNorm statistics do not move); everything after it trains. Needed by feature_cache.")
     num_scenes: int = _f(4, 'K, the number of latent scenes (official default 4; 1 = one global co-occurrence matrix, no scene awareness).', Range(1))
     gnn_steps: int = _f(3, 'T, gated-GNN propagation steps (official 3); 0 removes the graph and the concatenation before the head.', Range(0))
     comat_momentum: float = _f(1.0, "Ours, not the paper's: each training batch does M_k <- mu * M_k + batch counts. 1.0 is the official running sum.", Range(0, 1))
@@ -196,6 +198,7 @@ class ModelConfig(_Validated):
     sample_entropy_weight: float = _f(1.0, 'Weight of the sample-level scene entropy term (official 1).', Range(0))
     batch_entropy_weight: float = _f(1.0, 'Weight of the batch-level scene entropy term (official 1).', Range(0))
     batch_entropy_scale: float = _f(100.0, 'Scale inside the batch-level entropy term (hard-coded 100 in the official model).', Range(0))
+    scene_source: str = _f("learned", "Where each image's scene comes from (ours, a control, not the paper's): learned = SALGL's scene classifier; oracle = the image's true scene id (synthetic data only) both updates and selects the per-scene co-occurrence matrices, with no scene classifier and no entropy terms; it also sees the true scene at evaluation time, so it is an upper bound on what perfect scene discovery could give, not a fair competitor; random = a fixed random scene per image (a negative control that never sees the true ids).", OneOf(SCENE_SOURCES))
 
 
 @dataclass
@@ -214,12 +217,14 @@ class DataConfig(_Validated):
     randaugment: str = _f("official", "RandAugment policy of the training transform on real data: official (the pip `randaugment` package the official code imports), torchvision (torchvision's RandAugment, not the official policy) or none.", OneOf(RANDAUGMENT_POLICIES))
     cutout: bool = _f(True, 'Cutout at half the image size in the training transform (official: on).')
     num_workers: int = _f(min(8, available_cpus()), 'DataLoader worker processes; the dataclass default is min(8, the CPUs this process may use).', Range(0))
-    cache_dir: str | None = _f(None, 'Where the synthetic dataset is generated; none = $SALGL_CACHE if set, else <repo>/.cache/synthetic.', PATH)
+    cache_dir: str | None = _f(None, 'Where the synthetic dataset is generated (and cached backbone features and pretrained small-CNN weights are kept); none = $SALGL_CACHE if set, else <repo>/.cache/synthetic.', PATH)
     synthetic_train_images: int = _f(3000, 'Synthetic data: training images.', Range(8))
     synthetic_val_images: int = _f(1000, 'Synthetic data: validation images.', Range(8))
     synthetic_scenes: int = _f(4, 'Synthetic data: true number of latent scenes.', Range(1, 16))
     synthetic_classes: int = _f(20, 'Synthetic data: number of object classes.', Range(8, 64))
     synthetic_seed: int = _f(0, 'Synthetic data: generator seed (the data is a pure function of its parameters).', Range(0))
+    synthetic_scene_visibility: float = _f(0.6, "Synthetic data: probability that an image's background is drawn from its true scene, else from a uniformly random one (which can be the true one by chance); 0 = the background carries no scene information (the objects still do, through which classes co-occur), 1 = every background shows its scene. Only backgrounds change: the same seed gives the same labels and objects at every value. For studies of when SALGL discovers scenes (learned-vs-true NMI, learned-to-oracle gap).", Range(0, 1))
+    synthetic_scene_cue: float = _f(1.0, "Synthetic data: strength of the background's scene cue, a multiplier of the scene tint (~14/255) and stripe amplitude (6/255); 1 = the default faint cue, 0 = no cue. Only backgrounds change, like synthetic_scene_visibility.", Range(0))
 
 
 @dataclass
@@ -243,6 +248,7 @@ class TrainConfig(_Validated):
     top_k: int = _f(3, 'k of the top-k CP/CR/CF1/OP/OR/OF1 variants (official 3).', Range(1))
     early_stop_patience: int = _f(0, 'Stop once the EMA mAP has not improved for more than this many epochs (UNOFF uses 6); 0 = never.', Range(0))
     drop_last: bool = _f(True, 'Drop the last incomplete training batch (as UNOFF).')
+    feature_cache: bool = _f(False, "Ours; needs freeze_backbone: compute the frozen backbone's tokens once per (dataset, split, backbone, weights, image size, evaluation transform) into a memory-mapped cache next to the data cache, shared read-only by all trials on a node, and train everything after the backbone on them. The tokens come from the evaluation transform, so there is NO training augmentation (no flip, RandAugment or cutout), unlike the end-to-end run.")
     recipe: str | None = _f(None, "The named recipe this config started from (salgl_core/presets.py); set by --recipe or --dataset, recorded in config.json; none = the dataclass defaults.", Satisfies(_is_recipe, "a recipe name from salgl_core/presets.py (python -m salgl_core.train --help lists them)"))
 
 
@@ -313,14 +319,34 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        # The one rule across sections: shipped vectors exist for some datasets only. Checked here, torch-free,
-        # so a study or --print-config says so at once instead of after indexing the data.
+        # Rules across sections, checked here, torch-free, so a study or --print-config says so at once instead
+        # of after indexing the data. Shipped vectors exist for some datasets only.
         kind, dataset = self.model.label_embedding, self.data.dataset
         if kind in SHIPPED_EMBEDDING_KINDS and not (SHIPPED_EMBEDDINGS_DIR / dataset / f"{kind}.npy").is_file():
             have = sorted(p.parent.name for p in SHIPPED_EMBEDDINGS_DIR.glob(f"*/{kind}.npy"))
             raise ConfigError(f"ModelConfig.label_embedding = {kind!r}: the package ships {kind} vectors for "
                               f"{', '.join(have)}, not for dataset {dataset!r}; use 'learned', 'random' or a path "
                               "to a C x E .npy file of label vectors")
+        # The oracle reads true scene ids, which only the synthetic generator records, and one matrix per true scene.
+        source, k = self.model.scene_source, self.model.num_scenes
+        if source == "oracle" and dataset != "synthetic":
+            raise ConfigError(f"ModelConfig.scene_source = 'oracle' needs each image's true scene id, which only the "
+                              f"synthetic dataset has, not dataset {dataset!r}; use scene_source 'learned' or "
+                              "'random', or dataset 'synthetic'")
+        if source == "oracle" and k != self.data.synthetic_scenes:
+            raise ConfigError(f"ModelConfig.num_scenes = {k} must equal DataConfig.synthetic_scenes = "
+                              f"{self.data.synthetic_scenes} with scene_source 'oracle' (one co-occurrence matrix "
+                              "per true scene); set num_scenes to the synthetic scene count")
+
+        if self.train.feature_cache and not self.model.freeze_backbone:
+            raise ConfigError("TrainConfig.feature_cache = True needs ModelConfig.freeze_backbone = True (cached "
+                              "tokens are only valid for a backbone that does not train); set freeze_backbone or "
+                              "turn feature_cache off")
+        if self.model.backbone_weights == "synthetic-pretrained" and (self.model.backbone != "small_cnn"
+                                                                      or dataset != "synthetic"):
+            raise ConfigError(f"ModelConfig.backbone_weights = 'synthetic-pretrained' is for backbone 'small_cnn' on "
+                              f"dataset 'synthetic', not {self.model.backbone!r} on {dataset!r}; use a weights name "
+                              "or file of that backbone, or none")
 
     def to_flat(self) -> dict[str, Any]:
         return {**asdict(self.model), **asdict(self.data), **asdict(self.train)}

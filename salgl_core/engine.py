@@ -28,12 +28,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from salgl_core.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from salgl_core.config import ExperimentConfig
+from salgl_core.config import ExperimentConfig, ModelConfig
 from salgl_core.ema import ModelEMA
+from salgl_core.features import attach_feature_cache
 from salgl_core.io import atomic_write_text
 from salgl_core.losses import SALGLLoss
 from salgl_core.metrics import contingency, evaluate, nmi
-from salgl_core.model import SALGL, build_model
+from salgl_core.model import SALGL, build_model, random_scenes
+from salgl_core.pretrain import resolve_backbone_weights
 
 CHECKPOINT = "checkpoint.pt"
 BEST_EMA = "best_ema.pt"
@@ -107,6 +109,17 @@ def _to_device(batch: dict, device: torch.device, channels_last: bool) -> tuple[
     return images, batch["targets"].to(device, non_blocking=True)
 
 
+def batch_scenes(batch: dict, cfg: ModelConfig, split: str) -> torch.Tensor | None:
+    """The scene ids the model is given (ModelConfig.scene_source): None for learned (SALGL's classifier
+    decides), the batch's true ids for the oracle, and for random the fixed ids of `random_scenes`, computed
+    from the dataset index and split alone, so that the control never reads the true ids."""
+    if cfg.scene_source == "oracle":
+        return batch["scene"]
+    if cfg.scene_source == "random":
+        return random_scenes(batch["index"], split, cfg.num_scenes)
+    return None
+
+
 def train_one_epoch(model: SALGL, ema: ModelEMA, criterion: SALGLLoss, loader: DataLoader,
                     optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                     scaler: torch.amp.GradScaler, cfg: ExperimentConfig, device: torch.device, epoch: int,
@@ -127,7 +140,7 @@ def train_one_epoch(model: SALGL, ema: ModelEMA, criterion: SALGLLoss, loader: D
             continue
         images, targets = _to_device(batch, device, channels_last)
         with _autocast(device, cfg.train.amp):
-            out = model(images, targets)
+            out = model(images, targets, batch_scenes(batch, cfg.model, "train"))
         loss, terms = criterion(out.logits, out.scene_probs, targets)
         if not torch.isfinite(loss):
             raise DivergedError(epoch, (epoch - 1) * len(loader) + step,
@@ -152,8 +165,8 @@ def train_one_epoch(model: SALGL, ema: ModelEMA, criterion: SALGLLoss, loader: D
 
 @torch.no_grad()
 def predict(model: SALGL, loader: DataLoader, device: torch.device, amp: str = "none",
-            channels_last: bool = False) -> dict[str, np.ndarray]:
-    """Sigmoid scores, targets, ignore mask, argmax scene and dataset index of every validation image."""
+            channels_last: bool = False, split: str = "val") -> dict[str, np.ndarray]:
+    """Sigmoid scores, targets, ignore mask, argmax scene and dataset index of every image of `split`."""
     model.eval()
     scores, targets, ignore, scenes, index = [], [], [], [], []
     for batch in loader:
@@ -161,7 +174,7 @@ def predict(model: SALGL, loader: DataLoader, device: torch.device, amp: str = "
             continue
         images, y = _to_device(batch, device, channels_last and device.type == "cuda")
         with _autocast(device, amp):
-            out = model(images)
+            out = model(images, scenes=batch_scenes(batch, model.cfg, split))
         scores.append(torch.sigmoid(out.logits.float()).cpu())
         scenes.append(out.scene_probs.argmax(dim=1).cpu())
         targets.append(y.cpu())
@@ -234,16 +247,21 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
     class_names = list(bundle.class_names)
 
     # The dataset and its class order let shipped label vectors ('bert', 'glove') be checked row by row.
-    model = build_model(cfg.model, len(class_names), cfg.data.dataset, class_names).to(device)
+    # backbone_weights 'synthetic-pretrained' becomes the cached file here (pretrained once; salgl_core/pretrain.py).
+    model = build_model(resolve_backbone_weights(cfg, log), len(class_names), cfg.data.dataset, class_names).to(device)
     if cfg.train.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if cfg.train.feature_cache:  # train on the frozen backbone's cached output (salgl_core/features.py)
+        bundle = attach_feature_cache(cfg, model, bundle, device, log)
     ema = ModelEMA(model, cfg.train.ema_decay, cfg.model.comat_ema, warmup=cfg.train.ema_warmup)
     criterion = SALGLLoss(cfg.model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+    trainable = [p for p in model.parameters() if p.requires_grad]  # not a frozen backbone (freeze_backbone)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                   betas=(0.9, 0.999), eps=1e-8)
 
     generator = torch.Generator()
-    nw = cfg.data.num_workers
+    # Cached features are rows of a memory map: cheaper to read in-process than to start workers for.
+    nw = 0 if cfg.train.feature_cache else cfg.data.num_workers
     train_loader = build_loader(bundle.train, cfg.train.batch_size, True, nw, cfg.train.drop_last, generator=generator)
     val_loader = build_loader(bundle.val, cfg.train.batch_size, False, nw)
     steps_per_epoch = len(train_loader)

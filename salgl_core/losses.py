@@ -6,6 +6,8 @@ BCE is the official option as written: a plain per-element mean, no x1000.
   L_s = mean_n H(s_n)                  pushes each image towards one confident scene
   L_b = 100 * (log K - H(mean_n s_n))  pushes scene usage towards uniform (prevents collapse)
   L   = cls + w_s L_s + w_b L_b
+With scene_source 'oracle' or 'random' the scenes are given one-hots, not learned: L = cls, and both
+entropy terms are reported as 0 (they are not part of the objective).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class SALGLLoss(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.max_entropy = math.log(cfg.num_scenes)  # a float, so no device to manage
+        self.scene_terms = cfg.scene_source == "learned"
 
     def forward(self, logits: torch.Tensor, scene_probs: torch.Tensor,
                 targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -59,9 +62,13 @@ class SALGLLoss(nn.Module):
                                   c.loss_scale)
         else:
             cls = bce_loss(logits, targets)
-        s = scene_probs.float()
-        sample = entropy(s).mean()
-        batch = c.batch_entropy_scale * (self.max_entropy - entropy(s.mean(dim=0)))
-        total = cls + c.sample_entropy_weight * sample + c.batch_entropy_weight * batch
+        if self.scene_terms:
+            s = scene_probs.float()
+            sample = entropy(s).mean()
+            batch = c.batch_entropy_scale * (self.max_entropy - entropy(s.mean(dim=0)))
+            total = cls + c.sample_entropy_weight * sample + c.batch_entropy_weight * batch
+        else:
+            sample = batch = torch.zeros((), device=cls.device)
+            total = cls
         return total, {"loss_total": total.detach(), "loss_cls": cls.detach(),
                        "loss_sample_entropy": sample.detach(), "loss_batch_entropy": batch.detach()}

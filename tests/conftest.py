@@ -30,7 +30,8 @@ MARKERS = {
 # dashboard demo's bootstrap): `make test` runs them, `make test-fast` skips them.
 SLOW_MODULES = {"test_dashboard_app", "test_dashboard_stats", "test_dashboard_analysis", "test_dashboard_views",
                 "test_dashboard_runs", "test_dashboard_views_runs", "test_engine", "test_bench", "test_cli",
-                "test_analyze", "test_studies_cli", "test_model", "test_data_synthetic", "test_dashboard_layout"}
+                "test_analyze", "test_studies_cli", "test_model", "test_data_synthetic", "test_dashboard_layout",
+                "test_features"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -164,3 +164,21 @@ def test_shipped_label_vectors_exist_for_some_datasets_only():
     assert voc.model.label_embedding == "glove"
     with pytest.raises(ConfigError, match=r"ships bert vectors for coco, nuswide, voc2007, not for dataset 'synth"):
         ExperimentConfig.from_flat({"dataset": "synthetic", "label_embedding": "bert"})
+
+
+def test_scene_source_rules_across_sections():
+    assert ModelConfig().scene_source == "learned"
+    with pytest.raises(ConfigError, match=r"ModelConfig\.scene_source = 'madeup'.*\['learned', 'oracle', 'random'\]"):
+        ModelConfig(scene_source="madeup")
+    for dataset in ("coco", "voc2007", "nuswide"):  # only the synthetic data records true scenes
+        with pytest.raises(ConfigError, match=rf"scene_source = 'oracle'.*not dataset '{dataset}'.*'learned' or "):
+            ExperimentConfig.from_flat({"dataset": dataset, "scene_source": "oracle"})
+        assert ExperimentConfig.from_flat({"dataset": dataset, "scene_source": "random"}).model.num_scenes == 4
+    with pytest.raises(ConfigError, match=r"num_scenes = 4 must equal DataConfig\.synthetic_scenes = 3"):
+        ExperimentConfig.from_flat({**synthetic_preset(), "synthetic_scenes": 3, "scene_source": "oracle"})
+    ok = ExperimentConfig.from_flat({**synthetic_preset(), "synthetic_scenes": 3, "num_scenes": 3,
+                                     "scene_source": "oracle"})
+    assert ok.model.scene_source == "oracle"
+    assert ExperimentConfig.from_flat({**synthetic_preset(), "num_scenes": 7, "scene_source": "random"})
+    # --help must say that the oracle is a ceiling, not a competitor
+    assert "upper bound" in field_spec("scene_source").help and "evaluation time" in field_spec("scene_source").help

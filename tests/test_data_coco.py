@@ -75,9 +75,9 @@ def test_unannotated_images_dropped_or_kept():
 
 def test_items_and_2017_paths():
     b = build_datasets(explicit_cfg(image_size=64))
-    img, target, ignore, index = b.train[5]
+    img, target, ignore, index, scene = b.train[5]
     assert img.shape == (3, 64, 64) and target.dtype == torch.float32 and ignore.dtype == torch.bool
-    assert index == 5 and target.tolist() == b.train_labels[5].tolist() and not ignore.any()
+    assert index == 5 and target.tolist() == b.train_labels[5].tolist() and not ignore.any() and scene == -1
     path = str(b.train.paths[5])
     assert os.path.basename(path) == f"{b.train.ids[5]:012d}.jpg" and os.path.dirname(path) == str(imgs("coco128"))
 

@@ -71,19 +71,33 @@ def dataset(tmp_path: Path, n: int = 10, skip: bool = False, corrupt: tuple[int,
 
 def test_item_and_collate(tmp_path):
     ds = dataset(tmp_path, skip=True, corrupt=(3,))
-    img, target, ignore, index = ds[1]
+    img, target, ignore, index, scene = ds[1]
     assert img.shape == (3, 32, 32) and target.dtype == torch.float32 and ignore.dtype == torch.bool
     assert target.tolist() == [0, 1, 0, 0] and ignore.tolist() == [False, False, True, False] and index == 1
+    assert scene == -1  # this dataset records no scenes
     marker = ds[3]
     assert isinstance(marker, SkippedImage) and marker.path.endswith("003.jpg")
     batch = collate([ds[i] for i in range(5)])
-    assert set(batch) == {"images", "targets", "ignore", "index", "skipped"}
+    assert set(batch) == {"images", "targets", "ignore", "index", "scene", "skipped"}
+    assert batch["scene"].dtype == torch.long and batch["scene"].tolist() == [-1] * 4
     assert batch["images"].shape == (4, 3, 32, 32) and batch["targets"].shape == (4, 4)
     assert batch["ignore"].dtype == torch.bool and batch["index"].dtype == torch.long
     assert batch["index"].tolist() == [0, 1, 2, 4] and batch["skipped"] == 1
     assert torch.equal(batch["targets"][3], torch.tensor([0.0, 0, 0, 0]))
     empty = collate([marker])
     assert empty["images"].shape == (0, 3, 32, 32) and empty["skipped"] == 1 and empty["index"].numel() == 0
+    assert empty["scene"].shape == (0,) and empty["scene"].dtype == torch.long
+
+
+def test_items_and_batches_carry_the_true_scene(tmp_path):
+    paths = make_images(tmp_path, 4)
+    Path(paths[2]).write_bytes(b"\xff\xd8\xff broken")
+    tf = eval_transform(DataConfig(dataset="coco", image_size=32))
+    ds = MultiLabelDataset(paths, np.eye(4, 2, dtype=np.uint8), ["a", "b"], tf, 32, skip_corrupt=True,
+                           scene_ids=np.array([2, 0, 1, 3]))
+    assert [ds[i][4] for i in (0, 1, 3)] == [2, 0, 3]
+    batch = collate([ds[3], ds[2], ds[1]])  # the skipped image's scene goes with it
+    assert batch["index"].tolist() == [3, 1] and batch["scene"].tolist() == [3, 0] and batch["skipped"] == 1
 
 
 def test_corrupt_raises_without_skip(tmp_path):
@@ -118,7 +132,7 @@ class RandomDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return (torch.zeros(3, 2, 2), torch.tensor([float(np.random.rand()), float(torch.rand(()))]),
-                torch.zeros(2, dtype=torch.bool), i)
+                torch.zeros(2, dtype=torch.bool), i, -1)
 
 
 def test_workers_seed_numpy_reproducibly():

@@ -61,8 +61,9 @@ def test_official_layout(tmp_path):
     assert b.info["train_unlabelled_dropped"] == 1 and b.info["val_unlabelled_dropped"] == 0
     assert b.val_ignore is None and b.val_true_scenes is None
     assert str(b.train.paths[0]) == str(tmp_path / "Flickr" / "actor" / "0001_2124494179.jpg")
-    img, target, ignore, index = b.val[2]
+    img, target, ignore, index, scene = b.val[2]
     assert img.shape == (3, 32, 32) and target.tolist() == [0, 0, 0, 0, 1] and index == 2 and not ignore.any()
+    assert scene == -1  # NUS-WIDE records no scenes
 
 
 def test_images_folder_alternatives(tmp_path):

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -7,9 +8,11 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
+from PIL import features
 
-from salgl_core.config import DataConfig
+from salgl_core.config import ConfigError, DataConfig
 from salgl_core.data import DataError, build_datasets
 from salgl_core.data import synthetic as syn
 from salgl_core.data.synthetic import class_names, default_cache_dir, generate_synthetic, make_world
@@ -147,8 +150,8 @@ def test_loaded_through_coco_reader(small):
     assert b.val_ignore is None and b.info["synthetic_root"] == str(p.root)
     assert b.train_labels.shape == (200, 20) and b.val_labels.shape == (40, 20)
     assert (b.train_labels.sum(1) >= 1).all()
-    img, target, ignore, index = b.val[3]
-    assert img.shape == (3, 64, 64) and index == 3 and not ignore.any()
+    img, target, ignore, index, scene = b.val[3]
+    assert img.shape == (3, 64, 64) and index == 3 and not ignore.any() and scene == doc["images"][3]["scene_id"]
     want = {a["category_id"] - 1 for a in doc["annotations"] if a["image_id"] == doc["images"][3]["id"]}
     assert set(np.flatnonzero(target.numpy())) == want
     b96 = build_datasets(cfg_in(cache, image_size=96))
@@ -233,3 +236,144 @@ def test_class_names_unique_up_to_64():
     names = class_names(64)
     assert len(set(names)) == 64
     assert len({n.split("_", 1)[1] for n in names}) == 64  # (colour, shape) pairs are distinct
+
+
+# --- Scene visibility and cue knobs -------------------------------------------------------------------
+
+# Recorded before the knobs existed (VERSION 1; 16 train + 16 val images, every other parameter at its
+# default): the knobs' defaults must generate exactly that dataset.
+REF_JSON = "805ec5e82f7e1b3c928387ba3110aec0712bd92eaeb0b7e788db6e3677861b67"  # both jsons minus "info"
+REF_PIXELS = "2ac2c4d11ff0a1e29b9df5645a624f5fd9929d0a6a21f999ae68489ada9d15f7"  # pixels before JPEG, in order
+# The JPEG files' bytes also depend on the encoder: checked only with the Pillow/libjpeg-turbo they came from.
+REF_JPEG = ("13.0.0", "3.2.0", "576617f2992bf65793269425bd2f4e34dd5e9ae9843932fbdfe6581f6b1f6ace")
+
+
+@pytest.fixture(scope="module")
+def default16(tmp_path_factory):
+    """A default 16 + 16 image dataset and the sha256 of its pixels as generated (before JPEG)."""
+    pixels = hashlib.sha256()
+    real = syn.encode_jpeg
+
+    def spy(a: np.ndarray) -> bytes:
+        pixels.update(a.tobytes())
+        return real(a)
+
+    folder = tmp_path_factory.mktemp("default16") / "data"
+    cfg = DataConfig(**{**SMALL, "synthetic_train_images": 16, "synthetic_val_images": 16})
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(syn, "encode_jpeg", spy)
+        syn.build_synthetic(folder, syn.synthetic_params(cfg))
+    return folder, pixels.hexdigest()
+
+
+def test_default_knobs_generate_the_dataset_of_before(default16):
+    assert DataConfig.synthetic_scene_visibility == syn.P_BACKGROUND_FROM_SCENE == 0.6
+    assert DataConfig.synthetic_scene_cue == 1.0
+    folder, pixels = default16
+    h = hashlib.sha256()
+    for split in ("train", "val"):
+        doc = load(folder / "annotations" / f"instances_{split}.json")
+        assert doc["info"]["params"]["visibility"] == 0.6 and doc["info"]["params"]["cue"] == 1.0
+        del doc["info"]
+        h.update(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+    assert h.hexdigest() == REF_JSON
+    assert pixels == REF_PIXELS
+
+
+def test_default_knobs_write_the_jpeg_bytes_of_before(default16):
+    versions = (PIL.__version__, features.version("libjpeg_turbo"))
+    if versions != REF_JPEG[:2]:
+        pytest.skip(f"reference JPEG bytes were written by Pillow/libjpeg-turbo {REF_JPEG[:2]}, not {versions}; "
+                    "the pixels are checked by test_default_knobs_generate_the_dataset_of_before")
+    folder, _ = default16
+    h = hashlib.sha256()
+    for split in ("train", "val"):
+        for f in sorted((folder / split).iterdir()):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    assert h.hexdigest() == REF_JPEG[2]
+
+
+@pytest.mark.parametrize(("field", "value"), [("synthetic_scene_visibility", 1.5), ("synthetic_scene_visibility", -0.1),
+                                              ("synthetic_scene_visibility", float("nan")),
+                                              ("synthetic_scene_cue", -1.0), ("synthetic_scene_cue", "strong")])
+def test_knob_validation_names_the_field(field, value):
+    with pytest.raises(ConfigError, match=rf"DataConfig\.{field} = .* is invalid: expected a number in \[0\.0, "):
+        DataConfig(**{**SMALL, field: value})
+
+
+def test_knobs_are_in_the_cache_key():
+    base = DataConfig(**SMALL)
+    names = {syn.folder_name(syn.synthetic_params(c)) for c in
+             (base, DataConfig(**{**SMALL, "synthetic_scene_visibility": 1.0}),
+              DataConfig(**{**SMALL, "synthetic_scene_cue": 2.0}))}
+    assert len(names) == 3
+    # An integer from the command line or a searcher is the same dataset as its float.
+    assert syn.synthetic_params(DataConfig(**{**SMALL, "synthetic_scene_visibility": 1})) == \
+        syn.synthetic_params(DataConfig(**{**SMALL, "synthetic_scene_visibility": 1.0}))
+
+
+@pytest.mark.parametrize("visibility", [0.0, 0.25, 0.6, 0.9, 1.0])
+def test_background_scene_distribution_and_stream(visibility):
+    k, z, n = 4, 1, 12000
+    rng, ref = np.random.default_rng(5), np.random.default_rng(5)
+    counts = np.zeros(k)
+    for _ in range(n):
+        counts[syn.background_scene(z, k, visibility, rng)] += 1
+        syn.background_scene(z, k, syn.P_BACKGROUND_FROM_SCENE, ref)
+    # z with probability visibility, else uniform over all K scenes (z included).
+    want = np.full(k, (1 - visibility) / k)
+    want[z] += visibility
+    np.testing.assert_allclose(counts / n, want, atol=0.015)
+    # The stream is consumed as at the default visibility: later draws do not depend on the knob.
+    assert rng.random() == ref.random()
+
+
+KNOBS = [(0.0, 1.0), (0.6, 1.0), (1.0, 1.0), (0.6, 2.5)]
+
+
+@pytest.fixture(scope="module")
+def knob_docs(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("knobs")
+    out = {}
+    for v, c in KNOBS:
+        p = generate_synthetic(cfg_in(cache, synthetic_train_images=160, synthetic_val_images=40,
+                                      synthetic_scene_visibility=v, synthetic_scene_cue=c))
+        out[v, c] = p, load(p.train_annotations), load(p.val_annotations)
+    return out
+
+
+def test_knobs_change_backgrounds_only(knob_docs):
+    _, *docs0 = knob_docs[KNOBS[0]]
+    assert len({p.root for p, *_ in knob_docs.values()}) == len(KNOBS)
+    for _, *docs in knob_docs.values():
+        for d0, d in zip(docs0, docs, strict=True):
+            assert d["scenes"] == d0["scenes"] and d["scene_prior"] == d0["scene_prior"]
+            assert [im["scene_id"] for im in d["images"]] == [im["scene_id"] for im in d0["images"]]
+            assert d["annotations"] == d0["annotations"]  # same labels, boxes and instances
+    # The images differ, though: at cue 2.5 every background changes.
+    first = "000000000001.jpg"
+    assert (knob_docs[0.6, 2.5][0].train_images / first).read_bytes() != \
+        (knob_docs[0.6, 1.0][0].train_images / first).read_bytes()
+
+
+def test_background_agreement_follows_visibility(knob_docs):
+    for (v, _), (_, *docs) in knob_docs.items():
+        ims = [im for d in docs for im in d["images"]]
+        agree = np.mean([im["background_scene_id"] == im["scene_id"] for im in ims])
+        if v == 1.0:
+            assert agree == 1.0
+        elif v == 0.0:
+            assert 0.15 < agree < 0.35  # chance, 1/K = 0.25 (200 images: sd 0.03)
+        else:
+            assert 0.6 < agree < 0.8  # 0.6 + 0.4 / 4 = 0.7
+
+
+def test_without_cue_the_scene_is_invisible(tmp_path):
+    # cue 0 removes the only scene-dependent part of an image, so visibility then changes nothing at all.
+    a, b = (generate_synthetic(cfg_in(tmp_path, synthetic_train_images=12, synthetic_val_images=8,
+                                      synthetic_scene_cue=0.0, synthetic_scene_visibility=v)) for v in (0.0, 1.0))
+    assert a.root != b.root
+    for split in ("train", "val"):
+        names = sorted(os.listdir(a.root / split))
+        assert names and all((a.root / split / n).read_bytes() == (b.root / split / n).read_bytes() for n in names)

@@ -1,6 +1,7 @@
 """End-to-end training on small synthetic data: learning, exact resume, divergence, the CLI."""
 
 import csv
+import itertools
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from salgl_core.config import ExperimentConfig
 from salgl_core.data import build_datasets
 from salgl_core.engine import CHECKPOINT, DivergedError, fit
 from salgl_core.metrics import mean_average_precision
+from salgl_core.model import random_scenes
 from salgl_core.presets import SMOKE, synthetic_preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,3 +151,69 @@ def test_cp_cr_rule_and_ema_warmup_reach_the_engine(cache_dir, monkeypatch):
                                       "cp_cr_rule": "zero_if_undefined", "ema_warmup": False})
     fit(cfg, log=None)
     assert rules == ["zero_if_undefined"] * 2 and warmups == [False]  # the live and the EMA model
+
+
+def smoke_cfg(cache_dir: str, source: str, **over) -> ExperimentConfig:
+    return ExperimentConfig.from_flat({**synthetic_preset(), **SMOKE, "cache_dir": cache_dir, "deterministic": True,
+                                       "num_scenes": SMOKE["synthetic_scenes"], "scene_source": source, **over})
+
+
+def test_oracle_counts_are_the_per_scene_label_counts(cache_dir):
+    torch.set_num_threads(1)
+    cfg = smoke_cfg(cache_dir, "oracle")
+    data = build_datasets(cfg.data)
+    assert len(data.train) % cfg.train.batch_size == 0  # one epoch sees every training image once
+    result = fit(cfg, data=data, log=None)
+    y, z = data.train_labels.astype(np.float64), data.train.scene_ids
+    want = np.stack([y[z == k].T @ y[z == k] for k in range(cfg.model.num_scenes)])
+    assert (z == 0).any() and (z == 1).any()
+    np.testing.assert_array_equal(result.model.cooccurrence.counts.numpy(), want)  # momentum 1: plain sums
+    assert result.model.scene_linear is None
+    m = result.epochs[-1]
+    assert m["loss_sample_entropy"] == m["loss_batch_entropy"] == 0.0 and m["loss_total"] == m["loss_cls"]
+    # it also sees the true scene at evaluation time: its validation scenes are the true ones
+    assert m["scene_nmi"] == pytest.approx(1.0) and result.scene_report["true_scene_nmi"] == pytest.approx(1.0)
+
+
+def test_oracle_without_true_scenes_says_so(cache_dir):
+    cfg = smoke_cfg(cache_dir, "oracle")
+    data = build_datasets(cfg.data)
+    data.train.scene_ids = None
+    with pytest.raises(ValueError, match="-1 means the dataset records no true scene"):
+        fit(cfg, data=data, log=None)
+
+
+@pytest.mark.parametrize("source", ["learned", "random"])
+def test_learned_and_random_never_see_the_true_scenes(cache_dir, source):
+    torch.set_num_threads(1)
+    cfg = smoke_cfg(cache_dir, source)
+    runs = []
+    for hide in (False, True):
+        data = build_datasets(cfg.data)
+        if hide:  # the items then carry -1; only the scene report keeps the true validation scenes
+            data.train.scene_ids = data.val.scene_ids = None
+        runs.append(fit(cfg, data=data, log=None))
+    seen, blind = runs
+    torch.testing.assert_close(seen.model.cooccurrence.counts, blind.model.cooccurrence.counts, rtol=0, atol=0)
+    assert seen.epochs[-1]["mAP_ema"] == blind.epochs[-1]["mAP_ema"]
+    assert seen.scene_report["contingency"] == blind.scene_report["contingency"]
+    assert (seen.model.scene_linear is None) == (source == "random")
+    # random: each image's scene is the hash of its index, the same in every run, whatever the true scenes
+    if source == "random":
+        idx = torch.arange(len(build_datasets(cfg.data).train))
+        z = random_scenes(idx, "train", cfg.model.num_scenes).numpy()
+        y = build_datasets(cfg.data).train_labels.astype(np.float64)
+        want = np.stack([y[z == k].T @ y[z == k] for k in range(cfg.model.num_scenes)])
+        np.testing.assert_array_equal(seen.model.cooccurrence.counts.numpy(), want)
+        assert seen.epochs[-1]["loss_sample_entropy"] == 0.0
+
+
+def test_batch_scenes_reads_the_true_ids_for_the_oracle_only():
+    batch = {"index": torch.tensor([5, 1, 9]), "scene": torch.tensor([1, 0, 1])}
+    scrambled = {**batch, "scene": torch.tensor([-1, -1, -1])}
+    for cfg_source, split in itertools.product(("learned", "random"), ("train", "val")):
+        cfg = ExperimentConfig.from_flat({"scene_source": cfg_source, "num_scenes": 3}).model
+        a, b = engine.batch_scenes(batch, cfg, split), engine.batch_scenes(scrambled, cfg, split)
+        assert (a is None and b is None) if cfg_source == "learned" else torch.equal(a, b)
+    oracle = ExperimentConfig.from_flat({**synthetic_preset(), "scene_source": "oracle"}).model
+    assert engine.batch_scenes(batch, oracle, "val") is batch["scene"]

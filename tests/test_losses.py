@@ -72,3 +72,15 @@ def test_total_uses_weights():
     total, t = SALGLLoss(cfg)(x, s, y)
     expected = t["loss_cls"] + 0.5 * t["loss_sample_entropy"] + 2.0 * t["loss_batch_entropy"]
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("source", ["oracle", "random"])
+def test_given_scenes_add_no_entropy_terms(source):
+    # A collapsed one-hot would cost 100 log 3 in the batch term under 'learned'; given scenes cost nothing.
+    s = torch.tensor([[1.0, 0, 0]]).repeat(5, 1)
+    x, y = torch.randn(5, 4), (torch.rand(5, 4) < 0.5).float()
+    total, t = SALGLLoss(ModelConfig(num_scenes=3, scene_source=source))(x, s, y)
+    learned, _ = SALGLLoss(ModelConfig(num_scenes=3))(x, s, y)
+    assert total.item() == t["loss_cls"].item() == pytest.approx(asymmetric_loss(x, y).item())
+    assert t["loss_sample_entropy"].item() == t["loss_batch_entropy"].item() == 0.0
+    assert learned.item() > total.item() + 100

@@ -5,7 +5,7 @@ import torch
 
 from salgl_core.config import ConfigError, ModelConfig
 from salgl_core.losses import SALGLLoss
-from salgl_core.model import build_model
+from salgl_core.model import build_model, random_scenes
 
 SMALL = dict(backbone="small_cnn", backbone_weights=None, att_dim=16, enc_heads=4, enc_ffn=32,
              label_embedding_dim=24)
@@ -165,3 +165,51 @@ def test_forward_backward_in_float64_and_bfloat16(dtype, soft):
     model.eval()
     with torch.no_grad():
         assert model(x.to(dtype)).logits.dtype == dtype
+
+
+@pytest.mark.parametrize("source", ["oracle", "random"])
+def test_given_scenes_select_counts_and_adjacency_without_a_classifier(source):
+    torch.manual_seed(0)
+    cfg = ModelConfig(**SMALL, num_scenes=3, gnn_steps=2, scene_source=source)
+    model = build_model(cfg, C).train()
+    assert model.scene_linear is None and not any("scene" in n for n, _ in model.named_parameters())
+    x, y = _batch()
+    scenes = torch.tensor([2, 0, 2, 1, 0, 2])
+    out = model(x, y, scenes)
+    assert out.scene_logits is None and torch.equal(out.scene_probs, torch.eye(3)[scenes])
+    for k in range(3):  # hard assignment by the given ids: M_k = sum of y y^T over the images of scene k
+        yk = y[scenes == k]
+        torch.testing.assert_close(model.cooccurrence.counts[k], yk.t() @ yk, rtol=0, atol=0)
+    torch.testing.assert_close(out.adjacency, model.cooccurrence.probabilities()[scenes])
+    out.logits.sum().backward()  # every parameter is used: no dead scene classifier
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x, scenes=scenes.flip(0)).scene_probs.argmax(1), scenes.flip(0))
+
+
+def test_scene_ids_are_required_checked_and_refused_by_learned():
+    x, y = _batch()
+    oracle = build_model(ModelConfig(**SMALL, num_scenes=3, scene_source="oracle"), C).train()
+    with pytest.raises(ValueError, match="needs each image's scene id"):
+        oracle(x, y)
+    with pytest.raises(ValueError, match=r"in \[0, 3\).*-1 means the dataset records no true scene"):
+        oracle(x, y, torch.tensor([0, 1, -1, 2, 0, 1]))
+    with pytest.raises(ValueError, match=r"in \[0, 3\)"):
+        oracle(x, y, torch.tensor([0, 1, 3, 2, 0, 1]))
+    with pytest.raises(ValueError, match=r"shape \[6\]"):
+        oracle(x, y, torch.tensor([0, 1]))
+    assert oracle.cooccurrence.counts.sum() == 0  # nothing was counted by the refused calls
+    learned = build_model(ModelConfig(**SMALL, num_scenes=3), C).train()
+    with pytest.raises(ValueError, match="must not see them"):
+        learned(x, y, torch.zeros(6, dtype=torch.long))
+
+
+def test_random_scenes_are_fixed_balanced_and_split_specific():
+    idx = torch.arange(4000)
+    a = random_scenes(idx, "train", 4)
+    assert a.dtype == torch.long and torch.equal(a, random_scenes(idx, "train", 4))
+    assert torch.equal(random_scenes(idx[[7, 3, 3999]], "train", 4), a[[7, 3, 3999]])  # per image, not per batch
+    assert (torch.bincount(a, minlength=4) - 1000).abs().max() < 150  # about uniform
+    assert (a != random_scenes(idx, "val", 4)).float().mean() > 0.6  # the splits draw independently
+    assert set(random_scenes(idx, "train", 1).tolist()) == {0}

@@ -2,7 +2,8 @@
 
 `build_datasets(cfg)` checks every path and lists every image before anything starts (one `DataError`
 naming the path and what was expected there), then returns train/val datasets whose items are
-(image [3,S,S], target float32 [C], ignore bool [C], index). Images are decoded lazily; a corrupt one is
+(image [3,S,S], target float32 [C], ignore bool [C], index, scene), scene being the image's true scene id
+or -1 where the dataset records none (only synthetic data does). Images are decoded lazily; a corrupt one is
 a `CorruptImageError`, or with `cfg.skip_corrupt` a marker that `collate` drops and counts.
 
 Each dataset is one builder `(DataConfig) -> DatasetBundle` in its module, registered under its name in

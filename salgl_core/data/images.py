@@ -4,6 +4,9 @@ A missing image is a `DataError` naming the path. An image that exists but does 
 not an image) is a `CorruptImageError` naming the file and the `skip_corrupt` option. With
 `skip_corrupt=True` the dataset returns a `SkippedImage` marker instead, which `collate` drops and
 counts in the batch's "skipped" field, so one bad file in 100k does not stop a long run.
+
+Every item carries the image's true scene id, -1 where the dataset has none (only the synthetic data
+records one); the batch's "scene" holds them. Only `scene_source='oracle'` reads them (engine.py).
 """
 
 from __future__ import annotations
@@ -73,8 +76,12 @@ class SkippedImage:
     num_classes: int
 
 
+NO_SCENE = -1  # the scene id of an item whose dataset records none
+
+
 class MultiLabelDataset(Dataset):
-    """Images with multi-hot targets. Item: (image [3,S,S], target float32 [C], ignore bool [C], index).
+    """Images with multi-hot targets. Item: (image [3,S,S], target float32 [C], ignore bool [C], index,
+    scene), scene being the true scene id (int) or NO_SCENE.
 
     `ignore[i, c]` marks pairs left out of AP (VOC's difficult-only objects); all False elsewhere.
     Paths live in one numpy string array rather than a list of str so that forked DataLoader
@@ -107,7 +114,7 @@ class MultiLabelDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | SkippedImage:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int] | SkippedImage:
         path = str(self.paths[index])
         try:
             img = load_image(path)
@@ -117,12 +124,13 @@ class MultiLabelDataset(Dataset):
             log.warning("skipping corrupt image %s (skip_corrupt is set)", path)
             s = self.image_size
             return SkippedImage(index, path, (3, s, s), self.num_classes)
+        scene = NO_SCENE if self.scene_ids is None else int(self.scene_ids[index])
         return (self.transform(img), torch.from_numpy(self.labels[index]),
-                torch.from_numpy(self.ignore[index]), index)
+                torch.from_numpy(self.ignore[index]), index, scene)
 
 
 def collate(batch: Sequence[tuple | SkippedImage]) -> dict[str, Any]:
-    """Stack items into {"images", "targets", "ignore", "index", "skipped"}, dropping skipped images.
+    """Stack items into {"images", "targets", "ignore", "index", "scene", "skipped"}, dropping skipped images.
 
     A batch whose images were all skipped has B = 0 (shapes [0, 3, S, S] etc.), never a crash.
     """
@@ -134,10 +142,12 @@ def collate(batch: Sequence[tuple | SkippedImage]) -> dict[str, Any]:
         return {"images": torch.zeros((0, *first.image_shape)),
                 "targets": torch.zeros((0, first.num_classes)),
                 "ignore": torch.zeros((0, first.num_classes), dtype=torch.bool),
-                "index": torch.zeros(0, dtype=torch.long), "skipped": skipped}
-    images, targets, ignore, index = zip(*items, strict=True)
+                "index": torch.zeros(0, dtype=torch.long), "scene": torch.zeros(0, dtype=torch.long),
+                "skipped": skipped}
+    images, targets, ignore, index, scene = zip(*items, strict=True)
     return {"images": torch.stack(images), "targets": torch.stack(targets), "ignore": torch.stack(ignore),
-            "index": torch.tensor(index, dtype=torch.long), "skipped": skipped}
+            "index": torch.tensor(index, dtype=torch.long), "scene": torch.tensor(scene, dtype=torch.long),
+            "skipped": skipped}
 
 
 def require_dir(path: str | Path, what: str, hint: str) -> Path:

@@ -21,8 +21,17 @@ Generative process (all randomness from `synthetic_seed`):
    p 0.85 (at least one per group). With p 0.1 one more class, uniform over all C, is added as clutter.
    On average about 3 labels an image, like COCO.
 4. Background, weakly informative on purpose: mid-grey with a small scene tint (~14/255) and faint
-   stripes whose orientation and period belong to the scene, but with p 0.4 the background is taken
-   from a uniformly random scene instead of z; plus per-image brightness/tint jitter and pixel noise.
+   stripes (amplitude 6/255) whose orientation and period belong to the scene, but with p 0.4 the
+   background is taken from a uniformly random scene instead of z; plus per-image brightness/tint
+   jitter and pixel noise. Two knobs set how visible the scene is, for studies of when SALGL can
+   discover scenes (learned-vs-true scene NMI, and the gap between learned and oracle scenes, against
+   visibility): `synthetic_scene_visibility` (default 0.6) is the probability that the background
+   comes from z rather than from a uniformly random scene (0: the background says nothing about z,
+   only the objects do; 1: every background shows z), and `synthetic_scene_cue` (default 1)
+   multiplies the tint and stripe amplitude. They change backgrounds only: the random draws happen in
+   the same order at every value, so one seed gives the same scenes, labels and objects (boxes,
+   colours) whatever the knobs; the json's "tint" is the cue-1 tint. Their defaults generate exactly
+   the dataset of before the knobs.
 5. Objects: one instance per label (two with p 0.25), side 5 to 30 px at 64 px (log-uniform; 30 px is
    about a quarter of the image), colour jittered, placed anywhere with up to 30% outside the frame,
    drawn largest first so small objects stay visible; with p 0.15 an object is partly covered by a
@@ -31,7 +40,8 @@ Generative process (all randomness from `synthetic_seed`):
 
 Output (a COCO instances json per split, readable by `salgl_core.data.coco`): every annotation has a
 bbox ([x, y, w, h] clipped to the image), area and a box polygon; every image entry has the extra
-fields "scene_id" (the latent scene z) and "background_scene_id"; the top-level "scenes" key
+fields "scene_id" (the latent scene z) and "background_scene_id" (the scene the background was drawn
+from, z or a random one); the top-level "scenes" key
 describes the world (classes, groups, weights). Images are 64 x 64, whatever `image_size` is: the
 transform resizes, so one dataset serves every resolution.
 
@@ -71,6 +81,9 @@ from salgl_core.registry import datasets
 log = logging.getLogger(__name__)
 
 # Part of the cache key: bump it whenever the generated content changes, or stale caches get reused.
+# Still 1 after the scene visibility/cue knobs: at their defaults they generate the same bytes as
+# before (tests/test_data_synthetic.py checks a checksum recorded before they existed), and they are
+# in the cache key themselves, so no cache of other content can be reused.
 VERSION = 1
 SIZE = 64
 _SS = 2  # supersampling factor for drawing
@@ -83,7 +96,11 @@ _COLOUR_NAMES = tuple(COLOURS)
 
 # Generative constants (see the module docstring).
 P_SECOND_GROUP, P_THIRD_GROUP, P_MEMBER, P_CLUTTER_CLASS = 0.45, 0.10, 0.85, 0.10
-P_BACKGROUND_FROM_SCENE, P_SECOND_INSTANCE, P_OCCLUDER, P_CLUTTER_LINES = 0.6, 0.25, 0.15, 0.3
+P_SECOND_INSTANCE, P_OCCLUDER, P_CLUTTER_LINES = 0.25, 0.15, 0.3
+# The default scene visibility. It also fixes the layout of the random stream (see `background_scene`),
+# so it stays a constant when `synthetic_scene_visibility` varies.
+P_BACKGROUND_FROM_SCENE = 0.6
+TINT, STRIPE_AMPLITUDE = 14.0, 6.0  # the scene cue at synthetic_scene_cue = 1
 MIN_SIDE, MAX_SIDE = 5.0, 30.0
 
 
@@ -106,12 +123,15 @@ def default_cache_dir() -> Path:
     return Path(__file__).resolve().parents[2] / ".cache" / "synthetic"
 
 
-def synthetic_params(cfg: DataConfig) -> dict[str, int]:
+def synthetic_params(cfg: DataConfig) -> dict[str, int | float]:
+    """Everything the generated content depends on: the cache key, and the json's info.params."""
     return {"version": VERSION, "size": SIZE, "train": cfg.synthetic_train_images, "val": cfg.synthetic_val_images,
-            "scenes": cfg.synthetic_scenes, "classes": cfg.synthetic_classes, "seed": cfg.synthetic_seed}
+            "scenes": cfg.synthetic_scenes, "classes": cfg.synthetic_classes, "seed": cfg.synthetic_seed,
+            # float(): visibility 1 and 1.0 are the same dataset, so they must hash alike.
+            "visibility": float(cfg.synthetic_scene_visibility), "cue": float(cfg.synthetic_scene_cue)}
 
 
-def folder_name(params: dict[str, int]) -> str:
+def folder_name(params: dict[str, int | float]) -> str:
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     return f"synthetic-v{VERSION}-{digest}"
 
@@ -170,7 +190,7 @@ def make_world(seed: int, num_scenes: int, num_classes: int) -> dict[str, Any]:
         scenes.append({
             "id": k, "classes": sorted(int(c) for c in members[k]), "groups": groups[k],
             "group_weights": rng.dirichlet(np.full(len(groups[k]), 2.0)).round(6).tolist(),
-            "tint": (14.0 * tint / np.linalg.norm(tint)).round(3).tolist(),
+            "tint": (TINT * tint / np.linalg.norm(tint)).round(3).tolist(),
             "stripe_angle": round(float(angle), 6), "stripe_period": round(float(rng.uniform(6, 16)), 4),
         })
     prior = rng.dirichlet(np.full(k_, 10.0)).round(6)
@@ -194,15 +214,34 @@ def sample_labels(world: dict[str, Any], num_classes: int, rng: np.random.Genera
     return z, sorted(labels)
 
 
-def _background(world: dict[str, Any], z: int, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray
-                ) -> tuple[np.ndarray, int]:
-    k_ = len(world["scenes"])
-    b = z if rng.random() < P_BACKGROUND_FROM_SCENE else int(rng.integers(k_))
+def background_scene(z: int, num_scenes: int, visibility: float, rng: np.random.Generator) -> int:
+    """z with probability `visibility`, else a uniformly random scene (z itself by chance 1/K).
+
+    The stream is consumed as the generator did before visibility was a knob (one uniform u, then one
+    integer r only when u >= P_BACKGROUND_FROM_SCENE), whatever `visibility` is: so the draws after
+    these (stripe phase, jitter, objects, clutter) never depend on it, and the default stays byte
+    identical. Then u < visibility picks z; otherwise the random scene is r when there is one, else it
+    is read off u itself: u is uniform on [visibility, P_BACKGROUND_FROM_SCENE) there, independent of
+    everything else, so rescaling it gives a uniform scene without a draw.
+    """
+    u = float(rng.random())
+    r = int(rng.integers(num_scenes)) if u >= P_BACKGROUND_FROM_SCENE else None
+    if u < visibility:
+        return z
+    if r is not None:
+        return r
+    return min(int(num_scenes * (u - visibility) / (P_BACKGROUND_FROM_SCENE - visibility)), num_scenes - 1)
+
+
+def _background(world: dict[str, Any], z: int, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray,
+                visibility: float = P_BACKGROUND_FROM_SCENE, cue: float = 1.0) -> tuple[np.ndarray, int]:
+    b = background_scene(z, len(world["scenes"]), visibility, rng)
     sc = world["scenes"][b]
     a, period = sc["stripe_angle"], sc["stripe_period"]
     phase = rng.uniform(0, 2 * np.pi)
-    stripes = 6.0 * np.sin(2 * np.pi * (np.cos(a) * xx + np.sin(a) * yy) / period + phase)
-    base = 128.0 + rng.normal(0, 10) + np.asarray(sc["tint"]) + rng.normal(0, 5, size=3)
+    # cue multiplies only the scene's part; at cue 1 the products are exact, so the default is unchanged.
+    stripes = STRIPE_AMPLITUDE * cue * np.sin(2 * np.pi * (np.cos(a) * xx + np.sin(a) * yy) / period + phase)
+    base = 128.0 + rng.normal(0, 10) + cue * np.asarray(sc["tint"]) + rng.normal(0, 5, size=3)
     img = base[None, None, :] + stripes[:, :, None] + rng.normal(0, 6, size=(SIZE, SIZE, 3))
     return img, b
 
@@ -232,9 +271,10 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, 
 
 
 def render_image(world: dict[str, Any], z: int, labels: list[int], names: list[str], rng: np.random.Generator,
-                 grid: tuple[np.ndarray, np.ndarray]) -> tuple[bytes, list[tuple[int, list[float]]], int]:
+                 grid: tuple[np.ndarray, np.ndarray], visibility: float = P_BACKGROUND_FROM_SCENE, cue: float = 1.0
+                 ) -> tuple[bytes, list[tuple[int, list[float]]], int]:
     """JPEG bytes, [(class, [x, y, w, h])] per object, and the scene whose background was drawn."""
-    bg, bg_scene = _background(world, z, rng, *grid)
+    bg, bg_scene = _background(world, z, rng, *grid, visibility=visibility, cue=cue)
     canvas = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8)).resize((SIZE * _SS,) * 2, Image.NEAREST)
     draw = ImageDraw.Draw(canvas)
     objects = []
@@ -266,22 +306,29 @@ def render_image(world: dict[str, Any], z: int, labels: list[int], names: list[s
             pts = rng.uniform(0, SIZE * _SS, size=4).tolist()
             draw.line(pts, fill=tuple(int(v) for v in rng.integers(0, 256, size=3)), width=int(rng.integers(1, 3)))
     small = np.asarray(canvas.reduce(_SS), dtype=np.float32) + rng.normal(0, 4, size=(SIZE, SIZE, 3))
+    return encode_jpeg(np.clip(small, 0, 255).astype(np.uint8)), anns, bg_scene
+
+
+def encode_jpeg(pixels: np.ndarray) -> bytes:
+    """The image as written: its pixels are the generator's content, these bytes also depend on libjpeg."""
     buf = io.BytesIO()
-    Image.fromarray(np.clip(small, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=92, subsampling=0)
-    return buf.getvalue(), anns, bg_scene
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=92, subsampling=0)
+    return buf.getvalue()
 
 
 def _write_split(folder: Path, split: str, n: int, first_id: int, world: dict[str, Any], names: list[str],
-                 seed: int, split_index: int) -> dict[str, Any]:
+                 seed: int, split_index: int, visibility: float = P_BACKGROUND_FROM_SCENE, cue: float = 1.0
+                 ) -> dict[str, Any]:
     img_dir = folder / split
     img_dir.mkdir(parents=True)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     images, annotations = [], []
     for i in range(n):
-        # One stream per image: the image does not depend on how many others are generated.
+        # One stream per image: the image does not depend on how many others are generated. The knobs
+        # are not in its seed: one seed gives the same labels and objects at every visibility and cue.
         rng = np.random.default_rng([seed, split_index, i, VERSION])
         z, labels = sample_labels(world, len(names), rng)
-        data, objs, bg_scene = render_image(world, z, labels, names, rng, (yy, xx))
+        data, objs, bg_scene = render_image(world, z, labels, names, rng, (yy, xx), visibility, cue)
         img_id = first_id + i
         file_name = f"{img_id:012d}.jpg"
         (img_dir / file_name).write_bytes(data)
@@ -305,7 +352,7 @@ def _is_complete(p: SyntheticPaths) -> bool:
     return p.train_annotations.is_file() and p.val_annotations.is_file()
 
 
-def build_synthetic(folder: Path, params: dict[str, int]) -> None:
+def build_synthetic(folder: Path, params: dict[str, int | float]) -> None:
     """Write the whole dataset for `params` into `folder` (which must not exist yet)."""
     names = class_names(params["classes"])
     world = make_world(params["seed"], params["scenes"], params["classes"])
@@ -316,7 +363,7 @@ def build_synthetic(folder: Path, params: dict[str, int]) -> None:
     first_id = {"train": 1, "val": params["train"] + 1}
     for split_index, split in enumerate(("train", "val")):
         body = _write_split(folder, split, params[split], first_id[split], world, names, params["seed"],
-                            split_index)
+                            split_index, params["visibility"], params["cue"])
         doc = {"info": {"description": "SALGL synthetic scene-dependent co-occurrence dataset "
                                        "(salgl_core.data.synthetic)", "version": VERSION, "params": params,
                         "split": split},
