@@ -31,11 +31,13 @@ lint: $(STAMP)
 study: $(STAMP)
 	$(PY) studies/scene_count.py
 
-# Regenerate the committed example exports (one default run of each one-axis study).
+# Regenerate the committed example exports (one default run of each study but the joint search).
 results: $(STAMP)
 	$(PY) studies/scene_count.py --name default --overwrite --results-dir results
 	$(PY) studies/graph_depth.py --name default --overwrite --results-dir results
 	$(PY) studies/momentum.py --name default --overwrite --results-dir results
+	$(PY) studies/mechanism.py --name default --overwrite --results-dir results
+	$(PY) studies/visibility.py --name default --overwrite --results-dir results
 
 dashboard: $(STAMP)
 	$(VENV)/bin/streamlit run dashboards/app.py --server.address 127.0.0.1

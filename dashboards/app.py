@@ -88,13 +88,17 @@ def ablation_view(run: runs.Run, paper: PaperTables) -> None:
     axis = run.axis
     if axis == "comat_momentum":
         st.info(texts.MOMENTUM_NOTE)
+    arms = run.arms is not None
+    if arms:
+        st.info(texts.MECHANISM_NOTE)
     if axis not in run.trials:
         st.info(f"{shown(run.path / 'trials.csv')} has no {axis} column (yet): nothing to plot against.")
         return
     metric = metric_picker(run, "ablation_metric")
     ref, repro = views.paper_references(run, paper, metric)
     res = app_stats.run_analysis(run)
-    ab = views_stats.with_arm_intervals(views.ablation_summary(run.trials, axis, metric, run.paper_config), res.data)
+    ab = views_stats.with_arm_intervals(views.ablation_summary(run.trials, axis, metric, run.paper_config,
+                                                                      list(run.arms or ()) or None), res.data)
     if not len(ab.points) or not ab.points["metric"].notna().any():
         st.info(f"No trial in {shown(run.path / TRIALS_CSV)} has a value for {texts.metric_label(metric)} yet"
                 + (" (the study is still running)." if run.status == "RUNNING" else "."))
@@ -117,10 +121,11 @@ def ablation_view(run: runs.Run, paper: PaperTables) -> None:
     left, right = st.columns([3, 2])
     with left:
         fig = charts.ablation_figure(ab, texts.AXIS_LABELS.get(axis, axis), texts.metric_label(metric), ref,
-                                     repro if ref is None else None, intervals, texts.reference_name(synthetic))
+                                     repro if ref is None else None, intervals, texts.reference_name(synthetic, arms))
         st.plotly_chart(fig, width="stretch", key="ablation_chart")
+        shown_intervals = intervals is not None and intervals["ci_low"].notna().any()
         st.caption(texts.ablation_caption(metric, axis, views.paper_config_value(run), ref, synthetic,
-                                          intervals is not None and intervals["ci_low"].notna().any()))
+                                          shown_intervals, arms=arms))
     with right:
         app_stats.forest_chart(run, res)
     table(views.ablation_table(ab))

@@ -56,7 +56,7 @@ def verdict_section(run: Run, res: analysis.RunAnalysis, metric: str) -> None:
         _source(res)
         return
     heading = texts.verdict_heading(run.axis or "", fmt_value(data.get("reference")), run.dataset == "synthetic",
-                                    str(data.get("metric")))
+                                    str(data.get("metric")), arms=run.arms is not None)
     st.markdown(f"**{heading}**")
     _source(res)
     if data.get("metric") != metric:
@@ -79,7 +79,7 @@ def forest_chart(run: Run, res: analysis.RunAnalysis) -> None:
         return
     axis = run.axis or ""
     reference = (f"{axis} = {fmt_value(data.get('reference'))}, the "
-                 f"{texts.reference_name(run.dataset == 'synthetic')}")
+                 f"{texts.reference_name(run.dataset == 'synthetic', run.arms is not None)}")
     fig = charts_stats.forest_figure(points, axis)  # the axis's field name, as the verdict table heads it
     st.plotly_chart(fig, width="stretch", key="forest_chart")
     st.caption(texts.forest_caption(reference, list(dict.fromkeys(points["interval"]))))

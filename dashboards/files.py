@@ -22,6 +22,7 @@ import pandas as pd
 
 from dashboards.paths import shown
 from studies.schema import (
+    ARM_STUDY_KEYS,
     EPOCH_COLUMNS,
     RUN_STATUSES,
     SCHEMA_VERSION,
@@ -236,7 +237,7 @@ def read_study_json(path: Path) -> tuple[dict[str, Any], list[str]]:
     absent = [k for k in STUDY_EXPECTED if k not in meta]
     if absent:
         warnings.append(f"{name}: missing key(s) {', '.join(absent)}")
-    for k in (*STUDY_KEYS, *SEARCH_STUDY_KEYS):
+    for k in (*STUDY_KEYS, *SEARCH_STUDY_KEYS, *ARM_STUDY_KEYS):
         meta.setdefault(k, None)
     if meta["status"] not in RUN_STATUSES:
         warnings.append(f"{name}: unknown status {meta['status']!r} (expected one of {', '.join(RUN_STATUSES)})")

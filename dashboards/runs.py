@@ -63,6 +63,12 @@ class Run:
         return self.meta.get("axis") or None
 
     @property
+    def arms(self) -> dict[str, Any] | None:
+        """A study of named arms' {arm: config fields} (study.json `arms`), in the order to show them; else None."""
+        arms = self.meta.get("arms")
+        return arms if isinstance(arms, dict) and arms else None
+
+    @property
     def status(self) -> str:
         return self.meta.get("status") or "UNKNOWN"
 

@@ -33,7 +33,13 @@ METRIC_HELP = ("The default is the paper's reported number: the EMA model's mAP 
                "best mAP: the plain (non-EMA) model at its best epoch. last-epoch: the final epoch's. "
                "CF1 / OF1: per-class / overall F1 at score >= 0.5.")
 AXIS_LABELS = {"num_scenes": "number of scenes K", "gnn_steps": "graph propagation steps T",
-               "comat_momentum": "co-occurrence momentum μ (ours, not the paper's)"}
+               "comat_momentum": "co-occurrence momentum μ (ours, not the paper's)", "arm": "arm"}
+MECHANISM_NOTE = ("**Where the gain comes from.** Arms, floor to ceiling: no_graph (T = 0), global (K = 1, one "
+                  "co-occurrence graph: the reference), random (a fixed random scene per image: scenes that mean "
+                  "nothing), learned (SALGL's own scenes), oracle (each image's true scene). The oracle also sees the "
+                  "true scene at evaluation time: it is an upper bound on what perfect scene discovery could give, "
+                  "not a fair competitor. The scene NMI column says how close the learned scenes are to the true "
+                  "ones (random assignment scores about 0, the oracle 1).")
 MOMENTUM_NOTE = ("**comat_momentum is our knob, not the paper's.** The paper (and the official code) keeps each "
                  "scene's co-occurrence counts as a plain running sum over the whole run, i.e. μ = 1; smaller μ "
                  "makes M_k ← μ·M_k + batch counts forget old batches. The paper has no ablation of it.")
@@ -112,9 +118,10 @@ def reference_notes(axis: str, metric: str, paper_row: Any, best_row: Any, ref: 
 
 
 def ablation_caption(metric: str, axis: str, paper_value: str | None, ref: PaperRef | None,
-                     synthetic: bool = False, trial_intervals: bool = False) -> str:
+                     synthetic: bool = False, trial_intervals: bool = False, arms: bool = False) -> str:
     # On synthetic data the starred value is the synthetic preset's (study.json paper_config), not the paper's.
-    star = "the synthetic preset's value (not the paper's configuration)" if synthetic else "the paper's configuration"
+    star = ("the reference arm" if arms else "the synthetic preset's value (not the paper's configuration)"
+            if synthetic else "the paper's configuration")
     return (f"Plotted: {metric_label(metric)} (trials.csv column {metric}). Each point is one trial (colour = seed); "
             f"the red diamonds are the mean ± sample std over the FINISHED seeds, the thin dark whiskers the mean's "
             f"95% CI (Student t over the seeds: wide with few seeds). ★ = {star}"
@@ -178,14 +185,18 @@ def no_importances(notes: list[str]) -> str:
     return "No parameter importances: " + ("; ".join(why) or "the analysis has none for this run") + "."
 
 
-def reference_name(synthetic: bool) -> str:
-    """What the reference arm (study.json paper_config) is: on synthetic data the synthetic preset's value."""
+def reference_name(synthetic: bool, arms: bool = False) -> str:
+    """What the reference arm (study.json paper_config) is: on synthetic data the synthetic preset's value; in a
+    study of named arms (mechanism) the arm it names."""
+    if arms:
+        return "reference arm"
     return "synthetic preset's value" if synthetic else "paper's configuration"
 
 
-def verdict_heading(axis: str, value: str, synthetic: bool, metric: str) -> str:
+def verdict_heading(axis: str, value: str, synthetic: bool, metric: str, arms: bool = False) -> str:
     return (f"Verdicts on {short_metric_label(metric)}: each arm against ★ {axis} = {value}, the "
-            f"{reference_name(synthetic)}" + (" (not the paper's configuration)" if synthetic else ""))
+            f"{reference_name(synthetic, arms)}" + (" (not the paper's configuration)" if synthetic and not arms
+                                                      else ""))
 
 
 def analysis_source(source: str, absent: bool, bootstrap: str, command: str, predictions: bool = True) -> str:

@@ -55,10 +55,12 @@ class Ablation:
 
 
 def ablation_summary(trials: pd.DataFrame, axis: str, metric: str,
-                     paper_config: dict[str, Any] | None = None) -> Ablation:
+                     paper_config: dict[str, Any] | None = None, arms: list[str] | None = None) -> Ablation:
     """Per axis value: mean, std (sample, over seeds), the mean's 95% Student t interval (studies.stats.mean_ci,
     as analysis.json's arms; NaN under two seeds), n of the FINISHED trials, plus every trial as a point.
 
+    Values are sorted, except the arms of a study of named arms (`arms`, study.json's axis_values), which keep
+    their order: a ladder from the floor to the ceiling.
     Trials that are not FINISHED (RUNNING, STOPPED, ERROR, DIVERGED) stay in `points` with counted=False;
     `failed` counts ERROR / DIVERGED trials per value, so a diverging setting is visible, not hidden.
     """
@@ -81,6 +83,8 @@ def ablation_summary(trials: pd.DataFrame, axis: str, metric: str,
     pts["counted"] = (pts["status"] == "FINISHED") & pts["metric"].notna()
     order = sorted(pts["value"].unique(), key=lambda v: (isinstance(v, str), v if not isinstance(v, str) else 0,
                                                           str(v)))
+    if arms:
+        order = [a for a in arms if a in order] + [v for v in order if v not in arms]
     rows = []
     for v in order:
         g = pts[pts["value"] == v]

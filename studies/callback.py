@@ -16,7 +16,7 @@ from ray import tune
 from studies.export import StudyExport
 from studies.predictions import export_trial
 from studies.schema import TERMINAL_TRIAL_STATUSES
-from studies.spec import METRIC
+from studies.spec import ARM, METRIC, arm_config
 from studies.summary import reference_label
 
 # run folder -> (wall seconds of earlier sessions of the run, this driver's start time). The export's
@@ -74,7 +74,10 @@ class ExportCallback(tune.Callback):
             self._pruned = True
 
     def _flat(self, trial: Any) -> dict[str, Any]:
-        return {**self.meta["base_config"], **trial.config}
+        flat = {**self.meta["base_config"], **arm_config(trial.config, self.meta.get("arms"))}
+        if ARM in trial.config:  # a study of named arms: the row keeps the arm's name beside its config
+            flat[ARM] = trial.config[ARM]
+        return flat
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         flat = self._flat(trial)

@@ -84,7 +84,11 @@ def get_args_parser(spec: StudySpec, argv: list[str] | None = None) -> argparse.
     # The common config fields get the same generated flags (and help) as `python -m salgl_core.train`.
     add_config_arguments(p, only=CONFIG_FLAGS[1:], shown_defaults=shown, shown_from=where)
     s = p.add_argument_group("study")
-    if spec.axis:
+    if spec.arms is not None:
+        s.add_argument("--values", nargs="+", metavar="ARM", choices=spec.values,
+                       help=f"the arms to run (default: all of {' '.join(spec.values)}); the reference arm "
+                            f"{spec.reference_arm} is always added")
+    elif spec.axis:
         s.add_argument("--values", nargs="+", metavar="V",
                        help=f"the {spec.axis} values to sweep (default: {' '.join(map(str, spec.values))}); "
                             f"the value of {recipe.reference} ({shown[spec.axis]}) is always added")
@@ -158,7 +162,7 @@ def run_script(spec: StudySpec, argv: list[str] | None = None) -> int:
     args = get_args_parser(spec, argv).parse_args(argv)
     try:  # the mistakes this light module can see answer before the heavy imports, in well under a second
         parse_set(args.set)
-        for raw in getattr(args, "values", None) or ():
+        for raw in (getattr(args, "values", None) or ()) if spec.arms is None else ():
             axis_value(spec.axis, raw)
     except StudyError as e:
         print(f"error: {e}", file=sys.stderr)

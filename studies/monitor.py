@@ -22,6 +22,8 @@ from typing import Any
 
 import ray
 
+from studies.spec import ARM
+
 TRAINABLE_CLASS = "SalglTrial"
 # The swept fields' usual symbols (the paper's K and T; mu is ours), for short trial names.
 AXIS_SYMBOLS = {"num_scenes": "K", "gnn_steps": "T", "comat_momentum": "mu"}
@@ -41,7 +43,9 @@ _gauges: dict[str, Any] = {}
 def trial_name(study: str, axis: str | None, config: dict[str, Any], trial_id: str | None = None) -> str:
     """`scene_count K=4 seed=1` for a one-axis ablation; `tune <trial id> seed=0` for a joint search."""
     parts = [study]
-    if axis and axis in config:
+    if axis == ARM and ARM in config:  # a study of named arms: the arm's name says it
+        parts.append(str(config[ARM]))
+    elif axis and axis in config:
         parts.append(f"{AXIS_SYMBOLS.get(axis, axis)}={config[axis]}")
     elif trial_id:
         parts.append(trial_id)

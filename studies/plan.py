@@ -24,7 +24,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from salgl_core.config import DATA_PATH_FIELDS, ExperimentConfig
 from salgl_core.presets import choose_recipe, get_recipe, recipe_config
 from studies.cli import CONFIG_FLAGS, axis_value, parse_set, study_preset
-from studies.spec import StudyError, StudySpec
+from studies.spec import ARM, StudyError, StudySpec
 from studies.storage import experiment_dir
 
 
@@ -72,6 +72,8 @@ class GridPlan(Plan):
     """A one-axis ablation: Optuna's GridSampler over (value x seed), FIFO: every trial runs to the end."""
 
     values: list[Any] = dataclasses.field(default_factory=list)
+    # A study of named arms: {arm: config overrides}, resolved from the base config (studies.spec.ARM).
+    arms: dict[str, dict[str, Any]] | None = None
 
     sampler: ClassVar[str] = "GridSampler"
     scheduler: ClassVar[str] = "FIFO"
@@ -85,7 +87,10 @@ class GridPlan(Plan):
         return {self.axis: list(self.values), "seed": list(self.seeds)}
 
     def study_keys(self) -> dict[str, Any]:
-        return {"axis": self.axis, "axis_values": list(self.values)}
+        keys: dict[str, Any] = {"axis": self.axis, "axis_values": list(self.values)}
+        if self.arms is not None:
+            keys["arms"] = {v: self.arms[v] for v in self.values}
+        return keys
 
     def trial_label(self, flat: dict[str, Any]) -> str:
         return f"{self.axis}={flat[self.axis]} "
@@ -146,6 +151,8 @@ def make_plan(args: argparse.Namespace, spec: StudySpec) -> Plan:
 def _grid(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
     axis = spec.axis
     assert axis is not None
+    if spec.arms is not None:
+        return _arms(args, spec, base, seeds)
     if axis in parse_set(args.set):
         raise StudyError(f"{axis} is this study's axis: give its values with --values, not --set")
     paper_value = recipe_config(base["recipe"])[axis]
@@ -166,6 +173,37 @@ def _grid(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], seeds
     values = sorted(values)
     return {"values": values, "space": {axis: CategoricalDistribution(values), "seed": CategoricalDistribution(seeds)},
             "paper_config": {axis: paper_value}, "num_samples": len(values) * len(seeds)}
+
+
+def _arms(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+    """A study of named arms: every (arm, seed), the reference arm always included, in the spec's order."""
+    assert spec.arms is not None and spec.reference_arm is not None
+    arms = spec.arms(base)
+    sets = parse_set(args.set)
+    if clash := sorted({k for overrides in arms.values() for k in overrides} & set(sets)):
+        raise StudyError(f"--set {', '.join(clash)}: this study's arms set {'/'.join(clash)} themselves")
+    if args.values:
+        unknown = [v for v in args.values if v not in spec.values]
+        if unknown:
+            raise StudyError(f"--values {' '.join(unknown)}: not an arm of this study ({' '.join(spec.values)})")
+        missing = [v for v in args.values if v not in arms]
+        if missing:
+            raise StudyError(f"--values {' '.join(missing)}: not available on dataset {base['dataset']} "
+                             f"(available: {' '.join(arms)})")
+        chosen = set(args.values)
+    elif args.smoke:
+        chosen = {spec.reference_arm, next(a for a in arms if a != spec.reference_arm)}
+    else:
+        chosen = set(arms)
+    if spec.reference_arm not in chosen:
+        print(f"note: adding the reference arm {spec.reference_arm} to --values (always part of the study)")
+        chosen.add(spec.reference_arm)
+    values = [a for a in arms if a in chosen]
+    for v in values:
+        ExperimentConfig.from_flat({**base, **arms[v]})
+    return {"values": values, "arms": arms,
+            "space": {ARM: CategoricalDistribution(values), "seed": CategoricalDistribution(seeds)},
+            "paper_config": {ARM: spec.reference_arm}, "num_samples": len(values) * len(seeds)}
 
 
 def _search(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
@@ -248,17 +286,35 @@ def _absolute_paths(flat: dict[str, Any]) -> dict[str, Any]:
 
 def check_inputs(plan: Plan) -> list[str]:
     """Index the data (generating the synthetic set) and build the model once: every data, weights or
-    embedding problem surfaces here, before Ray starts, instead of in every trial. Returns class names."""
+    embedding problem surfaces here, before Ray starts, instead of in every trial. Returns class names.
+    Arms that change the data (the visibility study's) get theirs generated here too, not inside a trial."""
     from salgl_core.data import build_datasets
     from salgl_core.model import build_model
+    from salgl_core.pretrain import resolve_backbone_weights
 
-    cfg = ExperimentConfig.from_flat({**plan.base, **plan.points[0]} if plan.points else plan.base)
-    bundle = build_datasets(cfg.data)
-    if cfg.train.drop_last and len(bundle.train) < cfg.train.batch_size:
-        raise StudyError(f"the training set has {len(bundle.train)} images, fewer than one batch of "
-                         f"{cfg.train.batch_size}: lower --batch-size")
-    build_model(cfg.model, bundle.num_classes, cfg.data.dataset, bundle.class_names)
-    return list(bundle.class_names)
+    first = {**plan.base, **plan.points[0]} if plan.points else plan.base
+    arms = list(plan.arms.values()) if isinstance(plan, GridPlan) and plan.arms else []
+    configs = [ExperimentConfig.from_flat(first), *(ExperimentConfig.from_flat({**plan.base, **a}) for a in arms)]
+    seen: list[Any] = []
+    class_names: list[str] | None = None
+    for cfg in configs:
+        if cfg.data in seen:
+            continue
+        seen.append(cfg.data)
+        bundle = build_datasets(cfg.data)
+        class_names = class_names or list(bundle.class_names)
+        if cfg.train.drop_last and len(bundle.train) < cfg.train.batch_size:
+            raise StudyError(f"the training set has {len(bundle.train)} images, fewer than one batch of "
+                             f"{cfg.train.batch_size}: lower --batch-size")
+        # backbone_weights 'synthetic-pretrained' is pretrained here, once, before the trials
+        # (salgl_core/pretrain.py); a feature cache is built here too, so trials only read it (features.py).
+        build_model(resolve_backbone_weights(cfg), bundle.num_classes, cfg.data.dataset, bundle.class_names)
+        if cfg.train.feature_cache:
+            from salgl_core.features import build_feature_cache
+
+            build_feature_cache(cfg)
+    assert class_names is not None
+    return class_names
 
 
 def space_json(space: dict[str, BaseDistribution]) -> dict[str, Any]:

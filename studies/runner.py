@@ -86,8 +86,8 @@ def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float
     # (with_resources on the function, not the class: on a class it would rename it.)
     reuse = bool(getattr(args, "reuse_actors", False))  # absent from runs started before the flag existed
     trainable = named_trainable(
-        tune.with_resources(tune.with_parameters(train_trial, base_config=base, threads=max(1, int(c)),
-                                                 monitor=monitor), {"cpu": c, "gpu": g}),
+        tune.with_resources(tune.with_parameters(train_trial, base_config=base, threads=max(1, int(c)), monitor=monitor,
+                                                 arms=getattr(plan, "arms", None)), {"cpu": c, "gpu": g}),
         plan.spec.study, plan.spec.axis, plan.run, per_trial=not reuse)
     print(f"{plan.spec.study} {plan.run}: {plan.num_samples} trials, up to {concurrent} at once, {g:g} GPU and "
           f"{c:g} CPU each; export: {portable_path(plan.run_dir)}", flush=True)
@@ -167,11 +167,12 @@ def print_summary(plan: Plan, ex: StudyExport, status: str, resume_cmd: str, con
     run_dir = portable_path(plan.run_dir)
     print(f"\n{plan.spec.study} {plan.run}: {status}; export in {run_dir}")
     if isinstance(plan, GridPlan):
-        for line in summary.arm_lines(plan.axis, plan.values, rows, plan.paper_config[plan.axis],
-                                      label=summary.reference_label(ex.meta.get("dataset"))):
+        label = "the reference arm" if plan.arms is not None else summary.reference_label(ex.meta.get("dataset"))
+        for line in summary.arm_lines(plan.axis, plan.values, rows, plan.paper_config[plan.axis], label=label):
             print(line)
     else:  # a joint search ends with its answer: the best configuration
-        for line in summary.best_lines(rows, plan.space, label=summary.reference_label(ex.meta.get("dataset"))):
+        for line in summary.best_lines(rows, plan.space, label=summary.reference_label(ex.meta.get("dataset")),
+                                       repeats=getattr(plan, "repeats", 1)):
             print(line)
     if analysis is not None:
         print(format_table(analysis))

@@ -9,6 +9,7 @@ Python), so the dashboard stays light.
 from __future__ import annotations
 
 from salgl_core.config import ExperimentConfig
+from studies.spec import ARM
 
 SCHEMA_VERSION = 1
 
@@ -43,11 +44,14 @@ CONFIG_COLUMNS = tuple(k for k in ExperimentConfig().to_flat() if k not in ("see
 # absent from study.json's base_config), so an export names no folder of the machine that wrote it.
 MACHINE_LOCAL_FIELDS = ("cache_dir",)
 TRIAL_KEY_COLUMNS = ("trial_id", "status", "seed", "is_paper_config")
-TRIAL_COLUMNS = (*TRIAL_KEY_COLUMNS, *CONFIG_COLUMNS, *TRIAL_RESULT_COLUMNS)
+# A study of named arms (studies/mechanism.py) records each trial's arm; empty in other studies, absent from
+# exports written before it existed.
+TRIAL_ARM_COLUMNS = (ARM,)
+TRIAL_COLUMNS = (*TRIAL_KEY_COLUMNS, *TRIAL_ARM_COLUMNS, *CONFIG_COLUMNS, *TRIAL_RESULT_COLUMNS)
 # The columns a reader needs; the config columns may differ between versions of the config.
 TRIAL_REQUIRED = (*TRIAL_KEY_COLUMNS, *(c for c in TRIAL_RESULT_COLUMNS if c not in TRIAL_PLACEMENT_COLUMNS))
 TRIAL_NUMERIC = ("seed", "epochs_done", "best_epoch", *TRIAL_METRICS, "seconds")
-TRIAL_TEXT = ("trial_id", "status", "device", "gpu_ids", "error")
+TRIAL_TEXT = ("trial_id", "status", ARM, "device", "gpu_ids", "error")
 
 EPOCH_METRICS = ("mAP", "mAP_ema", "mAP_present", "CF1", "OF1", "CF1_top3", "OF1_top3")
 EPOCH_COLUMNS = ("trial_id", "epoch", "lr", "loss_total", "loss_cls", "loss_sample_entropy", "loss_batch_entropy",
@@ -93,6 +97,10 @@ STUDY_KEYS: dict[str, str] = {
 SEARCH_STUDY_KEYS: dict[str, str] = {
     "search_space": "the joint search space: {field: {type, values | low, high}}",
     "asha": "ASHA's settings, when ASHA stops trials early",
+}
+# Keys only a study of named arms writes.
+ARM_STUDY_KEYS: dict[str, str] = {
+    "arms": "the arms of a study of named arms: {arm: the config fields it sets}, in the order shown",
 }
 # The keys a reader cannot do without.
 STUDY_REQUIRED = ("schema_version", "study", "run", "status")

@@ -20,6 +20,10 @@ METRIC, MODE = "mAP_ema", "max"
 
 # base flat config, seeds -> (Optuna distributions, the recipe's point in that space)
 SearchSpace = Callable[[dict[str, Any], list[int]], tuple[dict[str, "BaseDistribution"], dict[str, Any]]]
+# A study of named arms (studies/mechanism.py) sweeps this pseudo-axis: each value names a set of config
+# overrides, resolved from the base config (base flat config -> {arm: overrides}, in the arms' order).
+ARM = "arm"
+Arms = Callable[[dict[str, Any]], dict[str, dict[str, Any]]]
 
 
 class StudyError(ValueError):
@@ -36,7 +40,21 @@ class StudySpec:
     axis: str | None = None
     values: tuple = ()
     space: SearchSpace | None = None
+    # A study of named arms: axis = ARM, values = the arm names (in the order they are shown), `arms` their
+    # overrides and `reference_arm` the arm every other is compared with.
+    arms: Arms | None = None
+    reference_arm: str | None = None
     # Three seeds, the same for every value, so each comparison with the paper's configuration is paired by
     # seed and has a seed-level test (with two, studies.stats can only fall back to a conservative one).
     default_seeds: tuple[int, ...] = (0, 1, 2)
     default_samples: int = 16
+
+
+def arm_config(config: dict[str, Any], arms: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """A trial's config fields: what the searcher chose with its arm (if any) replaced by the arm's overrides."""
+    if not arms or ARM not in config:
+        return dict(config)
+    name = config[ARM]
+    if name not in arms:
+        raise StudyError(f"arm {name!r} is not one of this study's arms ({', '.join(arms)})")
+    return {**{k: v for k, v in config.items() if k != ARM}, **arms[name]}

@@ -43,9 +43,10 @@ def reference_label(dataset: str | None) -> str:
     return "the synthetic preset's value" if dataset == "synthetic" else "the paper's configuration"
 
 
-def arm_line(axis: str, value: Any, scores: Sequence[float], is_paper: bool, label: str = "paper") -> str:
+def arm_line(axis: str, value: Any, scores: Sequence[float], is_paper: bool, label: str = "paper",
+             nmi: Sequence[float] = ()) -> str:
     """One value of a one-axis ablation: the mean over its seeds, and their spread when there are several
-    (one seed has no spread to show)."""
+    (one seed has no spread to show); with `nmi` (synthetic data) the mean NMI of its scenes vs the true ones."""
     n = len(scores)
     mean = sum(scores) / n
     if n > 1:
@@ -53,7 +54,8 @@ def arm_line(axis: str, value: Any, scores: Sequence[float], is_paper: bool, lab
         spread = f"{mean:6.2f} +- {sd:4.2f} (sd over {n} seeds)"
     else:
         spread = f"{mean:6.2f}         (1 seed)"
-    return f"  {axis} = {value!s:<6} {spread}" + (f"  ({label})" if is_paper else "")
+    scenes = f"  scene NMI {sum(nmi) / len(nmi):.2f}" if nmi else ""
+    return f"  {axis} = {value!s:<6} {spread}{scenes}" + (f"  ({label})" if is_paper else "")
 
 
 def arm_lines(axis: str, values: Iterable[Any], rows: Iterable[dict[str, Any]], paper_value: Any,
@@ -61,11 +63,15 @@ def arm_lines(axis: str, values: Iterable[Any], rows: Iterable[dict[str, Any]], 
     """The per-value lines of a one-axis ablation: a header naming the metric, one line per value with a
     FINISHED trial."""
     by_value: dict[str, list[float]] = {}
+    nmi: dict[str, list[float]] = {}
     for r in rows:
-        x = _number(r.get(REPORTED_METRIC))
+        x, n = _number(r.get(REPORTED_METRIC)), _number(r.get("scene_nmi"))
         if r.get("status") == "FINISHED" and x is not None:
             by_value.setdefault(str(r.get(axis)), []).append(x)
-    lines = [arm_line(axis, v, by_value[str(v)], v == paper_value, label) for v in values if by_value.get(str(v))]
+            if n is not None:
+                nmi.setdefault(str(r.get(axis)), []).append(n)
+    lines = [arm_line(axis, v, by_value[str(v)], v == paper_value, label, nmi.get(str(v), ()))
+             for v in values if by_value.get(str(v))]
     return [f"  {REPORTED_NAME}, mean over seeds:", *lines] if lines else []
 
 
@@ -76,9 +82,13 @@ def best_trial(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def best_lines(rows: Iterable[dict[str, Any]], fields: Iterable[str],
-               label: str = "the paper's configuration") -> list[str]:
+               label: str = "the paper's configuration", repeats: int = 1) -> list[str]:
     """A joint search's answer: the best trial, its reported metric and its configuration (`fields`: the
-    searched fields, seed included)."""
+    searched fields, seed included). With `repeats` > 1 (every configuration trained on that many seeds) the
+    best configuration is the one with the best mean over its FINISHED seeds, as the searcher saw it."""
+    fields = list(fields)
+    if repeats > 1:
+        return _best_mean_lines(list(rows), fields, label)
     best = best_trial(rows)
     if best is None:
         return ["  no trial finished with a result: no best configuration yet"]
@@ -86,6 +96,22 @@ def best_lines(rows: Iterable[dict[str, Any]], fields: Iterable[str],
     config = " ".join(f"{k}={_value(best.get(k))}" for k in fields)
     return [f"  best configuration: trial {best['trial_id']} ({best.get('status')}), {REPORTED_NAME} "
             f"{_number(best[REPORTED_METRIC]):.2f}{paper}", f"    {config}"]
+
+
+def _best_mean_lines(rows: list[dict[str, Any]], fields: list[str], label: str) -> list[str]:
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("status") == "FINISHED" and _number(r.get(REPORTED_METRIC)) is not None:
+            groups.setdefault(tuple(_value(r.get(k)) for k in fields if k != "seed"), []).append(r)
+    if not groups:
+        return ["  no configuration finished a seed with a result: no best configuration yet"]
+    key, best = max(groups.items(), key=lambda kv: sum(_number(r[REPORTED_METRIC]) for r in kv[1]) / len(kv[1]))
+    scores = [_number(r[REPORTED_METRIC]) for r in best]
+    paper = f"  ({label})" if any(str(r.get("is_paper_config")).lower() == "true" for r in best) else ""
+    seeds = " ".join(sorted(_value(r.get("seed")) for r in best))
+    config = " ".join(f"{k}={v}" for k, v in zip([k for k in fields if k != "seed"], key, strict=True))
+    return [f"  best configuration: {REPORTED_NAME} {sum(scores) / len(scores):.2f}, the mean over its "
+            f"{len(scores)} finished seed(s) ({seeds}){paper}", f"    {config}"]
 
 
 def dashboard_lines(results_dir: Path, run_dir: Path) -> list[str]:

@@ -19,7 +19,7 @@ from ray import tune
 from salgl_core.config import ExperimentConfig
 from studies.monitor import placement, publish, trial_name
 from studies.predictions import write_transfer
-from studies.spec import METRIC
+from studies.spec import METRIC, arm_config
 
 
 def _epoch_metrics(m: dict[str, Any]) -> dict[str, Any]:
@@ -28,14 +28,15 @@ def _epoch_metrics(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_trial(config: dict[str, Any], base_config: dict[str, Any], threads: int = 1,
-                monitor: dict[str, Any] | None = None) -> None:
+                monitor: dict[str, Any] | None = None, arms: dict[str, dict[str, Any]] | None = None) -> None:
     """Ray trainable: one SALGL training run; a report (and a checkpoint) per epoch, then a final report.
     `config` holds what the searcher chose (axis value, seed, ...); `base_config` everything else;
-    `monitor` ({study, run, axis}) names the trial in the Ray metrics it publishes (studies.monitor).
+    `monitor` ({study, run, axis}) names the trial in the Ray metrics it publishes (studies.monitor);
+    `arms` ({arm: overrides}, a study of named arms) turns the chosen arm into config fields.
     Every report says where the trial runs (node id and IP, GPU ids): a retry may run elsewhere."""
     import torch
 
-    cfg = ExperimentConfig.from_flat({**base_config, **config})
+    cfg = ExperimentConfig.from_flat({**base_config, **arm_config(config, arms)})
     torch.set_num_threads(max(1, threads))
     where = placement()
     trial_id = tune.get_context().get_trial_id()

@@ -532,3 +532,21 @@ def test_analysis_imports_no_torch_ray_optuna_or_streamlit():
             "if m in sys.modules]; assert not heavy, heavy")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_reported_mAP_the_predictions_do_not_give_is_noted_with_its_likely_cause(tmp_path):
+    rng = np.random.default_rng(5)
+    y = rng.random((60, 3)) < 0.4
+    y[0] = True  # every class has a positive
+    fine = (y + rng.normal(0, 0.5, y.shape)).astype(np.float16)
+    tied = np.round(fine.astype(float), 1).astype(np.float16)  # coarse scores: many ties within a class
+    run = _run(tmp_path, [("ok", "FINISHED", 0, 4, mean_average_precision(fine, y)),
+                          ("wrong", "FINISHED", 0, 1, mean_average_precision(fine, y) - 5),
+                          ("ties", "FINISHED", 0, 8, mean_average_precision(tied, y) + 1)])
+    analyze.save_targets(run, y, None, np.arange(60))
+    for tid, s in (("ok", fine), ("wrong", fine), ("ties", tied)):
+        analyze.save_predictions(run, tid, s, np.arange(60))
+    notes = analyze.analyze_run(run, resamples=50)["notes"]
+    assert not any("trial ok:" in n for n in notes)
+    assert any("trial wrong:" in n and "are they the reported model's scores?" in n for n in notes), notes
+    assert any("trial ties:" in n and "tied within their class" in n for n in notes), notes

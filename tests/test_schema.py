@@ -56,6 +56,7 @@ def test_study_json_keys():
     assert _table_keys("### study.json") == set(schema.STUDY_KEYS)
     assert _table_keys("#### study.json: only in a joint search") == set(schema.SEARCH_STUDY_KEYS)
     assert not set(schema.STUDY_KEYS) & set(schema.SEARCH_STUDY_KEYS)
+    assert _table_keys("#### study.json: only in a study of named arms") == set(schema.ARM_STUDY_KEYS)
     assert set(schema.STUDY_REQUIRED) <= set(schema.STUDY_KEYS)
     assert schema.REPORTED_METRIC in _table_row("### study.json", "reported_metric")
     statuses = re.findall(r"`([A-Z]+)`", _table_row("### study.json", "status"))

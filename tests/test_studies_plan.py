@@ -9,10 +9,10 @@ from optuna.distributions import CategoricalDistribution
 
 from salgl_core.config import ConfigError
 from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, recipe_config, synthetic_preset
-from studies import graph_depth, momentum, scene_count
+from studies import graph_depth, mechanism, momentum, scene_count, visibility
 from studies import tune as tune_study
 from studies.plan import GridPlan, SearchPlan, base_config, make_plan
-from studies.spec import StudyError
+from studies.spec import ARM, StudyError, arm_config
 
 COCO = recipe_config("paper-coco-r101-448")
 SYNTHETIC = recipe_config("synthetic")
@@ -134,3 +134,44 @@ def test_the_paper_configuration_is_the_recipes(tmp_path, capsys):
 def test_recipe_mistakes(tmp_path, argv, error, match):
     with pytest.raises(error, match=match):
         make_plan(_args(scene_count, tmp_path, *argv), scene_count.SPEC)
+
+
+def test_the_mechanism_study_is_a_grid_of_named_arms(tmp_path, capsys):
+    plan = make_plan(_args(mechanism, tmp_path), mechanism.SPEC)
+    assert isinstance(plan, GridPlan) and plan.axis == ARM
+    assert plan.values == ["no_graph", "global", "learned", "oracle", "random"]  # the spec's order, not sorted
+    assert plan.paper_config == {ARM: "global"} and plan.num_samples == 5 * 3
+    k = plan.base["synthetic_scenes"]
+    assert plan.arms["oracle"] == {"num_scenes": k, "scene_source": "oracle"}
+    assert plan.arms["no_graph"]["gnn_steps"] == 0 and plan.arms["global"]["num_scenes"] == 1
+    assert plan.study_keys()["arms"] == plan.arms
+    # A trial's fields: the arm's overrides replace the arm's name.
+    assert arm_config({ARM: "random", "seed": 2}, plan.arms) == {"seed": 2, "num_scenes": k, "scene_source": "random"}
+    assert arm_config({"num_scenes": 4}, None) == {"num_scenes": 4}
+    with pytest.raises(StudyError, match="'best' is not one of this study's arms"):
+        arm_config({ARM: "best"}, plan.arms)
+    # The reference arm is always run; --smoke runs it and one more.
+    plan = make_plan(_args(mechanism, tmp_path, "--values", "oracle"), mechanism.SPEC)
+    assert plan.values == ["global", "oracle"] and "reference arm global" in capsys.readouterr().out
+    assert make_plan(_args(mechanism, tmp_path, "--smoke"), mechanism.SPEC).values == ["no_graph", "global"]
+    # The arms set num_scenes and friends themselves.
+    with pytest.raises(StudyError, match="this study's arms set num_scenes"):
+        make_plan(_args(mechanism, tmp_path, "--set", "num_scenes=3"), mechanism.SPEC)
+
+
+def test_the_mechanism_study_has_no_oracle_without_true_scenes(tmp_path):
+    plan = make_plan(_args(mechanism, tmp_path, "--dataset", "coco", "--data-root", str(tmp_path)), mechanism.SPEC)
+    assert "oracle" not in plan.values and plan.arms["learned"]["num_scenes"] == COCO["num_scenes"]
+    with pytest.raises(StudyError, match="oracle: not available on dataset coco"):
+        make_plan(_args(mechanism, tmp_path, "--dataset", "coco", "--data-root", str(tmp_path), "--values", "oracle"),
+                  mechanism.SPEC)
+
+
+def test_the_visibility_study_sweeps_the_data_with_named_arms(tmp_path):
+    plan = make_plan(_args(visibility, tmp_path), visibility.SPEC)
+    assert plan.values == ["global@0.6", "learned@0", "learned@0.6", "learned@1", "oracle@0.6"]
+    assert plan.paper_config == {ARM: "global@0.6"}
+    assert plan.arms["learned@1"] == {"num_scenes": plan.base["synthetic_scenes"], "scene_source": "learned",
+                                      "synthetic_scene_visibility": 1.0}
+    with pytest.raises(StudyError, match="needs the synthetic dataset"):
+        make_plan(_args(visibility, tmp_path, "--dataset", "coco", "--data-root", str(tmp_path)), visibility.SPEC)

@@ -75,3 +75,18 @@ def test_the_dashboard_hint_works_outside_the_venv(tmp_path):
     # A folder the dashboard does not read by default is named for it.
     dash = summary.dashboard_lines(tmp_path, tmp_path / "scene_count" / "r")[0]
     assert dash == f"  dashboard: SALGL_RESULTS_DIR={tmp_path} make dashboard"
+
+
+def test_with_repeats_the_best_configuration_is_the_best_mean_over_seeds():
+    # Configuration A has the single best seed, B the best mean: the searcher saw the means, so B wins.
+    rows = [_row("a0", "FINISHED", 70.0, num_scenes="2", seed="0"),
+            _row("a1", "FINISHED", 50.0, num_scenes="2", seed="1"),
+            _row("b0", "FINISHED", 65.0, num_scenes="4", seed="0", is_paper_config="True"),
+            _row("b1", "FINISHED", 64.0, num_scenes="4", seed="1", is_paper_config="True"),
+            _row("c0", "ERROR", None, num_scenes="8", seed="0")]
+    head, config = summary.best_lines(rows, ["num_scenes"], repeats=2)
+    assert head == ("  best configuration: best EMA mAP (the paper's reported number) 64.50, the mean over its 2 "
+                    "finished seed(s) (0 1)  (the paper's configuration)")
+    assert config == "    num_scenes=4"
+    assert summary.best_lines([_row("c0", "ERROR", None)], ["num_scenes"], repeats=2) == [
+        "  no configuration finished a seed with a result: no best configuration yet"]
