@@ -19,7 +19,19 @@ import streamlit as st
 
 # `streamlit run` puts dashboards/ on sys.path, not the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dashboards import app_stats, charts, paths, runs, texts, views, views_runs, views_scenes, views_stats  # noqa: E402
+from dashboards import (  # noqa: E402
+    app_stats,
+    charts,
+    charts_visibility,
+    paths,
+    runs,
+    texts,
+    views,
+    views_runs,
+    views_scenes,
+    views_stats,
+    views_visibility,
+)
 from dashboards.app_widgets import guarded, table  # noqa: E402
 from dashboards.files import LoadError, SceneData, load_scene, stamp  # noqa: E402
 from dashboards.fmt import fmt_num, fmt_seconds, fmt_value  # noqa: E402
@@ -128,6 +140,10 @@ def ablation_view(run: runs.Run, paper: PaperTables) -> None:
                                           shown_intervals, arms=arms))
     with right:
         app_stats.forest_chart(run, res)
+    if arms and len(vis := views_visibility.visibility_summary(run.trials, metric)):
+        st.plotly_chart(charts_visibility.visibility_figure(vis, texts.metric_label(metric)), width="stretch",
+                        key="visibility_chart")
+        st.caption(texts.VISIBILITY_CAPTION)
     table(views.ablation_table(ab))
     if ref is None:
         paper_context(paper, expanded=True)

@@ -66,6 +66,10 @@ def verdict_section(run: Run, res: analysis.RunAnalysis, metric: str) -> None:
         # A static table: it wraps the verdicts, which are sentences.
         st.table(views_stats.verdict_display(verdicts))
         st.caption(texts.VERDICT_CAPTION)
+    budget = data.get("budget")
+    if isinstance(budget, dict) and budget.get("verdict"):
+        # A curve still climbing at the last epoch makes every verdict provisional: say so beside them.
+        (st.warning if budget.get("flat") is False else st.caption)(f"Training budget: {budget['verdict']}.")
 
 
 def forest_chart(run: Run, res: analysis.RunAnalysis) -> None:

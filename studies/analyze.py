@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from salgl_core.io import atomic_write_bytes
-from studies import schema, stats
+from studies import schema, stats, summary
 from studies.bootstrap import bootstrap_maps
+from studies.budget import budget_check
 
 DEFAULT_RESAMPLES = 1000
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -315,8 +316,11 @@ def analyze_run(run_dir: str | Path, resamples: int = DEFAULT_RESAMPLES, seed: i
         "target_difference": stats.TARGET, "bootstrap": boot, "methods": stats.METHODS, "trials": trials}
     if axis:
         out.update(_ablation(run_dir, study, trials, reps, values, notes), search=None)
+        ref = [t["trial_id"] for t in trials if t["status"] == "FINISHED" and t["value"] == out["reference"]]
+        out["budget"] = budget_check(run_dir, ref) if out["reference"] is not None else None
     else:
-        out.update(reference=None, arms=[], comparisons=[], search=_search(run_dir, study, trials, rows, notes))
+        out.update(reference=None, arms=[], comparisons=[], search=_search(run_dir, study, trials, rows, notes),
+                   budget=None)
     out["notes"] = notes
     return out
 
@@ -344,39 +348,6 @@ def write_analysis(run_dir: str | Path, analysis: dict[str, Any]) -> None:
     atomic_write_bytes(run_dir / schema.COMPARISONS_CSV, buf.getvalue().encode())
 
 
-def _num(v: float | None, fmt: str = ".2f") -> str:
-    return "-" if v is None else format(v, fmt)
-
-
-def format_table(analysis: dict[str, Any]) -> str:
-    """The short terminal summary printed at the end of a study."""
-    head = f"{analysis.get('study')}/{analysis.get('run')}: {analysis['metric']} ({analysis['unit']})"
-    lines = [head]
-    if analysis["kind"] == "search":
-        s = analysis["search"]
-        for label, t in (("best", s["best"]), ("paper", s["paper"])):
-            if t:
-                lines.append(f"  {label}: trial {t['trial_id']} {_num(t['mAP'])}  {t['config']}")
-        for key, imp in s["importances"].items():
-            lines.append(f"  {key}: " + ", ".join(f"{k} {v:.2f}" for k, v in list(imp.items())[:5]))
-    else:
-        lines[0] += f", reference {analysis['axis']} = {analysis['reference']} (paper_config), 95% intervals"
-        cmp = {c["value"]: c for c in analysis["comparisons"]}
-        lines.append(f"  {'value':>8} {'n':>2} {'mean':>6} {'mean 95% CI':>16} {'diff':>6} {'diff 95% CI':>16} "
-                     f"{'p_holm':>6} {'P(>ref)':>7}")
-        for a in analysis["arms"]:
-            c = cmp.get(a["value"], {})
-            ci = f"[{_num(a['ci_low'])}, {_num(a['ci_high'])}]" if a["ci_low"] is not None else "-"
-            dci = f"[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]" if c.get("ci_low") is not None else "-"
-            mark = "*" if a["is_reference"] else " "
-            lines.append(f"  {str(a['value']) + mark:>8} {a['n']:>2} {_num(a['mean']):>6} {ci:>16} "
-                         f"{_num(c.get('diff'), '+.2f'):>6} {dci:>16} {_num(c.get('p_holm'), '.3f'):>6} "
-                         f"{_num(c.get('p_improve')):>7}")
-        lines += [f"  {c['value']}: {c['verdict']}" for c in analysis["comparisons"]]
-    lines += [f"  note: {n}" for n in analysis["notes"]]
-    return "\n".join(lines)
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m studies.analyze", description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path, help="a study export folder, results/<study>/<run>")
@@ -397,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     write_analysis(args.run_dir, analysis)
-    print(format_table(analysis))
+    print(summary.format_table(analysis))
     print(f"wrote {args.run_dir / schema.ANALYSIS_JSON} and {args.run_dir / schema.COMPARISONS_CSV}")
     return 0
 

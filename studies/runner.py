@@ -23,7 +23,6 @@ from ray import tune
 
 from salgl_core.config import ConfigError
 from studies import cli, quiet, summary
-from studies.analyze import format_table
 from studies.callback import ExportCallback, start_session
 from studies.cluster import check_join_address, cluster_info, resources, start_ray, tune_env
 from studies.export import StudyExport, portable_path, study_json
@@ -175,7 +174,7 @@ def print_summary(plan: Plan, ex: StudyExport, status: str, resume_cmd: str, con
                                        repeats=getattr(plan, "repeats", 1)):
             print(line)
     if analysis is not None:
-        print(format_table(analysis))
+        print(summary.format_table(analysis))
     trial_s, wall = ex.meta.get("trial_seconds_total", 0.0), ex.meta.get("wall_seconds", 0.0)
     if trial_s and wall:
         ideal = trial_s / concurrent

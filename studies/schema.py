@@ -157,6 +157,8 @@ ANALYSIS_KEYS: dict[str, str] = {
     "comparisons": "per arm vs the reference: the comparisons.csv columns plus se_seeds, se_images, df_seeds, "
                    "p_sign_flip, sd_seed, notes",
     "search": "joint search only: {best, paper, importances: {fanova, ped_anova}}",
+    "budget": "ablation only: is the budget on the flat part of the learning curve? {epochs, window, threshold, "
+              "trials, gains, gain, flat, verdict} for the reference arm (studies/budget.py); null for a joint search",
     "notes": "what could not be computed and why",
 }
 COMPARISON_COLUMNS = ("axis", "value", "n", "n_reference", "paired", "mean", "mean_reference", "diff", "ci_low",

@@ -124,3 +124,38 @@ def dashboard_lines(results_dir: Path, run_dir: Path) -> list[str]:
     return [f"  dashboard: {dash}",
             f"  optuna:    optuna-dashboard {portable_path(run_dir)}/{OPTUNA_JOURNAL}   "
             "(pip install optuna-dashboard)"]
+
+
+def _num(v: float | None, fmt: str = ".2f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def format_table(analysis: dict[str, Any]) -> str:
+    """The short terminal summary printed at the end of a study."""
+    head = f"{analysis.get('study')}/{analysis.get('run')}: {analysis['metric']} ({analysis['unit']})"
+    lines = [head]
+    if analysis["kind"] == "search":
+        s = analysis["search"]
+        for label, t in (("best", s["best"]), ("paper", s["paper"])):
+            if t:
+                lines.append(f"  {label}: trial {t['trial_id']} {_num(t['mAP'])}  {t['config']}")
+        for key, imp in s["importances"].items():
+            lines.append(f"  {key}: " + ", ".join(f"{k} {v:.2f}" for k, v in list(imp.items())[:5]))
+    else:
+        lines[0] += f", reference {analysis['axis']} = {analysis['reference']} (paper_config), 95% intervals"
+        cmp = {c["value"]: c for c in analysis["comparisons"]}
+        lines.append(f"  {'value':>8} {'n':>2} {'mean':>6} {'mean 95% CI':>16} {'diff':>6} {'diff 95% CI':>16} "
+                     f"{'p_holm':>6} {'P(>ref)':>7}")
+        for a in analysis["arms"]:
+            c = cmp.get(a["value"], {})
+            ci = f"[{_num(a['ci_low'])}, {_num(a['ci_high'])}]" if a["ci_low"] is not None else "-"
+            dci = f"[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]" if c.get("ci_low") is not None else "-"
+            mark = "*" if a["is_reference"] else " "
+            lines.append(f"  {str(a['value']) + mark:>8} {a['n']:>2} {_num(a['mean']):>6} {ci:>16} "
+                         f"{_num(c.get('diff'), '+.2f'):>6} {dci:>16} {_num(c.get('p_holm'), '.3f'):>6} "
+                         f"{_num(c.get('p_improve')):>7}")
+        lines += [f"  {c['value']}: {c['verdict']}" for c in analysis["comparisons"]]
+        if analysis.get("budget"):
+            lines.append(f"  budget: {analysis['budget']['verdict']}")
+    lines += [f"  note: {n}" for n in analysis["notes"]]
+    return "\n".join(lines)

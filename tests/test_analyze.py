@@ -16,7 +16,7 @@ import pytest
 from scipy import integrate
 from scipy import stats as st
 
-from studies import analyze, critical, schema, stats
+from studies import analyze, critical, schema, stats, summary
 from studies.bootstrap import bootstrap_maps, mean_average_precision, rank_trial, resample_weights, weighted_map
 
 REPO = Path(__file__).resolve().parents[1]
@@ -443,7 +443,7 @@ def test_analyze_run_edge_cases(tmp_path):
     assert by[8]["interval"] == "seeds" and by[1]["p_holm"] is None
     assert any("no predictions" in n for n in a["notes"])
     assert a["arms"][0]["statuses"] == {"ERROR": 2, "DIVERGED": 1}
-    table = analyze.format_table(a)
+    table = summary.format_table(a)
     assert "reference num_scenes = 4" in table and "8: " in table
 
 
@@ -512,7 +512,7 @@ def test_joint_search_importances(tmp_path):
         assert set(imp) == {"lr", "gnn_steps"} and max(imp, key=imp.get) == "lr"
     assert a["search"]["best"]["trial_id"] == f"t{study.best_trial.number}"
     assert a["search"]["best"]["config"]["lr"] == str(study.best_trial.params["lr"])
-    assert "fanova" in analyze.format_table(a)
+    assert "fanova" in summary.format_table(a)
 
 
 def test_readme_documents_the_analysis_files():
@@ -550,3 +550,28 @@ def test_a_reported_mAP_the_predictions_do_not_give_is_noted_with_its_likely_cau
     assert not any("trial ok:" in n for n in notes)
     assert any("trial wrong:" in n and "are they the reported model's scores?" in n for n in notes), notes
     assert any("trial ties:" in n and "tied within their class" in n for n in notes), notes
+
+
+def _curve_run(tmp_path: Path, curves: dict[str, list[float]]) -> Path:
+    run = _run(tmp_path, [(tid, "FINISHED", i, 4, max(c)) for i, (tid, c) in enumerate(curves.items())])
+    with open(run / schema.EPOCHS_CSV, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["trial_id", "epoch", "mAP_ema"])
+        for tid, c in curves.items():
+            w.writerows([tid, e + 1, x] for e, x in enumerate(c))
+    return run
+
+
+def test_the_budget_check_reads_the_reference_arms_learning_curves(tmp_path):
+    # Running best EMA mAP: a dip does not count as a fall; the rise over the last 3 of 6 epochs is averaged.
+    run = _curve_run(tmp_path / "a", {"r0": [50, 60, 70, 69, 70.2, 70.3], "r1": [50, 60, 71, 71.1, 70, 71.3]})
+    b = analyze.analyze_run(run, resamples=10)["budget"]
+    assert b["epochs"] == 6 and b["trials"] == 2 and b["flat"] is True
+    assert b["gains"] == pytest.approx([0.3, 0.3]) and b["gain"] == pytest.approx(0.3)
+    assert "budget: flat" in summary.format_table(analyze.analyze_run(run, resamples=10))
+    climbing = analyze.analyze_run(_curve_run(tmp_path / "b", {"r0": [50, 55, 60, 65, 70]}), resamples=10)["budget"]
+    assert climbing["flat"] is False and climbing["gain"] == pytest.approx(15)
+    assert "still climbing" in climbing["verdict"]
+    short = analyze.analyze_run(_curve_run(tmp_path / "c", {"r0": [50, 55, 60]}), resamples=10)["budget"]
+    assert short["flat"] is None and "cannot tell" in short["verdict"]
+    assert analyze.analyze_run(_run(tmp_path / "d", [("r0", "FINISHED", 0, 4, 70.0)]))["budget"]["flat"] is None

@@ -29,7 +29,6 @@ from salgl_core.metrics import mean_average_precision
 from salgl_core.presets import SMOKE, synthetic_preset
 from studies import analyze, mechanism, momentum, scene_count
 from studies import tune as tune_study
-from studies.analyze import format_table
 from studies.schema import (
     ANALYSIS_KEYS,
     COMPARISON_COLUMNS,
@@ -40,6 +39,7 @@ from studies.schema import (
     TRIAL_COLUMNS,
 )
 from studies.search import ray_temp_dir
+from studies.summary import format_table
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
