@@ -102,12 +102,13 @@ def ablation_view(run: runs.Run, paper: PaperTables) -> None:
         st.info(texts.MOMENTUM_NOTE)
     arms = run.arms is not None
     if arms:
-        st.info(texts.MECHANISM_NOTE)
+        st.info(texts.ARMS_NOTES.get(run.meta.get("study"), texts.ARMS_NOTE))
     if axis not in run.trials:
         st.info(f"{shown(run.path / 'trials.csv')} has no {axis} column (yet): nothing to plot against.")
         return
     metric = metric_picker(run, "ablation_metric")
-    ref, repro = views.paper_references(run, paper, metric)
+    # Named arms are not the paper's axis: their reference arm is no paper configuration to set a paper number by.
+    ref, repro = views.paper_references(run, paper, metric) if not arms else (None, None)
     res = app_stats.run_analysis(run)
     ab = views_stats.with_arm_intervals(views.ablation_summary(run.trials, axis, metric, run.paper_config,
                                                                       list(run.arms or ()) or None), res.data)
@@ -115,7 +116,9 @@ def ablation_view(run: runs.Run, paper: PaperTables) -> None:
         st.info(f"No trial in {shown(run.path / TRIALS_CSV)} has a value for {texts.metric_label(metric)} yet"
                 + (" (the study is still running)." if run.status == "RUNNING" else "."))
         return
-    if ref is not None:
+    if arms:
+        pass  # the note above says what the arms are; no paper number applies to them
+    elif ref is not None:
         paper_row, best_row = views.ablation_highlights(ab)
         cols = st.columns(3)
         cols[0].metric(f"SALGL paper ({ref.metric})", f"{ref.value:g}", help=ref.source)
@@ -125,7 +128,7 @@ def ablation_view(run: runs.Run, paper: PaperTables) -> None:
         st.caption(texts.reference_notes(axis, metric, paper_row, best_row, ref))
     else:
         st.info(texts.no_reference_text(run.dataset, run.backbone, run.image_size, metric))
-        if len(repro):
+        if repro is not None and len(repro):
             st.caption(texts.REPRO_NOTE)
     app_stats.verdict_section(run, res, metric)
     synthetic = run.dataset == "synthetic"

@@ -2,8 +2,9 @@
 oracle arm as the ceiling and the global-graph arm as the floor (pure pandas; charts_visibility draws it).
 
 A run qualifies when its learned-scene arms (scene_source learned, K > 1) span more than one
-`synthetic_scene_visibility`. Oracle arms (scene_source oracle) and global arms (K = 1) are summarised over
-all their trials: their scene choice does not read the image, so the visibility only changes backgrounds.
+`synthetic_scene_visibility`. Every arm is one row (its trials share a visibility); the chart draws the oracle
+(scene_source oracle) and global (K = 1) rows as bands across the range, since their scene choice does not
+read the image (though their backbone sees that visibility's backgrounds).
 """
 
 from __future__ import annotations

@@ -45,21 +45,24 @@ def _curves(run_dir: Path, trial_ids: set[str]) -> dict[str, list[float]]:
 
 
 def budget_check(run_dir: str | Path, reference_trials: list[str]) -> dict[str, Any]:
-    """{epochs, window, threshold, trials, gains, gain, flat, verdict} for the reference arm's trials; `flat` is
-    None when it cannot be told (no curves, or no more epochs than the window)."""
+    """{epochs (the longest curve), window, threshold, trials (curves judged), gains, gain, flat, verdict} for the
+    reference arm's trials; `flat` is None when it cannot be told (no curves, or none longer than the window)."""
     curves = _curves(Path(run_dir), set(reference_trials))
     out: dict[str, Any] = {"epochs": None, "window": WINDOW, "threshold": THRESHOLD, "trials": len(curves),
                            "gains": [], "gain": None, "flat": None}
     if not curves:
         out["verdict"] = "no learning curve of the reference arm in epochs.csv: budget not checked"
         return out
-    epochs = min(len(c) for c in curves.values())
+    # Each curve is judged at its own last epoch (a trial stopped early by early_stop_patience ends sooner).
+    epochs = max(len(c) for c in curves.values())
     out["epochs"] = epochs
-    if epochs <= WINDOW:
+    long_enough = [c for c in curves.values() if len(c) > WINDOW]
+    if not long_enough:
         out["verdict"] = (f"{epochs} epoch(s), not more than the {WINDOW}-epoch window: cannot tell whether the "
                           "curve has flattened")
         return out
-    gains = [c[epochs - 1] - c[epochs - 1 - WINDOW] for c in curves.values()]
+    out["trials"] = len(long_enough)
+    gains = [c[-1] - c[-1 - WINDOW] for c in long_enough]
     gain = sum(gains) / len(gains)
     out.update(gains=gains, gain=gain, flat=gain < THRESHOLD)
     if out["flat"]:

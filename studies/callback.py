@@ -85,7 +85,8 @@ class ExportCallback(tune.Callback):
         if self.export.is_final(trial.trial_id):
             return  # finished before a crash; Ray only re-evaluates it (see StudyExport.is_final)
         self.export.trial_started(trial.trial_id, flat, int(flat["seed"]), is_paper)
-        flag = f"  ({reference_label(self.meta.get('dataset'))})" if is_paper else ""
+        label = "the reference arm" if self.meta.get("arms") else reference_label(self.meta.get("dataset"))
+        flag = f"  ({label})" if is_paper else ""
         print(f"start    {trial.trial_id} {_fmt(trial.config)}{flag}", flush=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:

@@ -179,9 +179,6 @@ def _arms(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], seeds
     """A study of named arms: every (arm, seed), the reference arm always included, in the spec's order."""
     assert spec.arms is not None and spec.reference_arm is not None
     arms = spec.arms(base)
-    sets = parse_set(args.set)
-    if clash := sorted({k for overrides in arms.values() for k in overrides} & set(sets)):
-        raise StudyError(f"--set {', '.join(clash)}: this study's arms set {'/'.join(clash)} themselves")
     if args.values:
         unknown = [v for v in args.values if v not in spec.values]
         if unknown:
@@ -199,6 +196,8 @@ def _arms(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], seeds
         print(f"note: adding the reference arm {spec.reference_arm} to --values (always part of the study)")
         chosen.add(spec.reference_arm)
     values = [a for a in arms if a in chosen]
+    if clash := sorted({k for v in values for k in arms[v]} & set(parse_set(args.set))):
+        raise StudyError(f"--set {', '.join(clash)}: this study's arms set {'/'.join(clash)} themselves")
     for v in values:
         ExperimentConfig.from_flat({**base, **arms[v]})
     return {"values": values, "arms": arms,
@@ -293,28 +292,25 @@ def check_inputs(plan: Plan) -> list[str]:
     from salgl_core.pretrain import resolve_backbone_weights
 
     first = {**plan.base, **plan.points[0]} if plan.points else plan.base
-    arms = list(plan.arms.values()) if isinstance(plan, GridPlan) and plan.arms else []
+    arms = [plan.arms[v] for v in plan.values] if isinstance(plan, GridPlan) and plan.arms else []
     configs = [ExperimentConfig.from_flat(first), *(ExperimentConfig.from_flat({**plan.base, **a}) for a in arms)]
-    seen: list[Any] = []
-    class_names: list[str] | None = None
+    bundles: list[tuple[Any, Any]] = []  # (DataConfig, its bundle): one data check per distinct dataset
     for cfg in configs:
-        if cfg.data in seen:
-            continue
-        seen.append(cfg.data)
-        bundle = build_datasets(cfg.data)
-        class_names = class_names or list(bundle.class_names)
-        if cfg.train.drop_last and len(bundle.train) < cfg.train.batch_size:
-            raise StudyError(f"the training set has {len(bundle.train)} images, fewer than one batch of "
-                             f"{cfg.train.batch_size}: lower --batch-size")
-        # backbone_weights 'synthetic-pretrained' is pretrained here, once, before the trials
-        # (salgl_core/pretrain.py); a feature cache is built here too, so trials only read it (features.py).
+        bundle = next((b for d, b in bundles if d == cfg.data), None)
+        if bundle is None:
+            bundle = build_datasets(cfg.data)
+            bundles.append((cfg.data, bundle))
+            if cfg.train.drop_last and len(bundle.train) < cfg.train.batch_size:
+                raise StudyError(f"the training set has {len(bundle.train)} images, fewer than one batch of "
+                                 f"{cfg.train.batch_size}: lower --batch-size")
+        # Every arm's model is built once here. backbone_weights 'synthetic-pretrained' is pretrained here, once,
+        # before the trials (salgl_core/pretrain.py); a feature cache is built here too, so trials only read it.
         build_model(resolve_backbone_weights(cfg), bundle.num_classes, cfg.data.dataset, bundle.class_names)
         if cfg.train.feature_cache:
             from salgl_core.features import build_feature_cache
 
             build_feature_cache(cfg)
-    assert class_names is not None
-    return class_names
+    return list(bundles[0][1].class_names)
 
 
 def space_json(space: dict[str, BaseDistribution]) -> dict[str, Any]:

@@ -534,7 +534,7 @@ def test_analysis_imports_no_torch_ray_optuna_or_streamlit():
     assert out.returncode == 0, out.stderr
 
 
-def test_a_reported_mAP_the_predictions_do_not_give_is_noted_with_its_likely_cause(tmp_path):
+def test_a_reported_mAP_the_predictions_cannot_give_is_noted_but_float16_ties_are_not(tmp_path):
     rng = np.random.default_rng(5)
     y = rng.random((60, 3)) < 0.4
     y[0] = True  # every class has a positive
@@ -549,7 +549,7 @@ def test_a_reported_mAP_the_predictions_do_not_give_is_noted_with_its_likely_cau
     notes = analyze.analyze_run(run, resamples=50)["notes"]
     assert not any("trial ok:" in n for n in notes)
     assert any("trial wrong:" in n and "are they the reported model's scores?" in n for n in notes), notes
-    assert any("trial ties:" in n and "tied within their class" in n for n in notes), notes
+    assert not any("trial ties:" in n for n in notes), notes  # within what its float16 ties allow
 
 
 def _curve_run(tmp_path: Path, curves: dict[str, list[float]]) -> Path:
@@ -572,6 +572,10 @@ def test_the_budget_check_reads_the_reference_arms_learning_curves(tmp_path):
     climbing = analyze.analyze_run(_curve_run(tmp_path / "b", {"r0": [50, 55, 60, 65, 70]}), resamples=10)["budget"]
     assert climbing["flat"] is False and climbing["gain"] == pytest.approx(15)
     assert "still climbing" in climbing["verdict"]
+    # A trial stopped early (early_stop_patience) is judged at its own last epoch, a too-short one left out.
+    curves = {"r0": [50, 60, 61, 61, 61, 61, 61], "r1": [50, 60, 70, 71, 71], "r2": [40, 50]}
+    mixed = analyze.analyze_run(_curve_run(tmp_path / "e", curves), resamples=10)["budget"]
+    assert mixed["epochs"] == 7 and mixed["trials"] == 2 and mixed["gains"] == pytest.approx([0.0, 11.0])
     short = analyze.analyze_run(_curve_run(tmp_path / "c", {"r0": [50, 55, 60]}), resamples=10)["budget"]
     assert short["flat"] is None and "cannot tell" in short["verdict"]
     assert analyze.analyze_run(_run(tmp_path / "d", [("r0", "FINISHED", 0, 4, 70.0)]))["budget"]["flat"] is None

@@ -83,7 +83,7 @@ def test_resume_command_and_saved_args(tmp_path, monkeypatch):
     assert saved["gpus_per_trial"] == 0.0 and saved["seeds"] is None
 
 
-@pytest.mark.parametrize("script", ["scene_count", "tune"])  # the one-axis scripts share scene_count's parser
+@pytest.mark.parametrize("script", ["scene_count", "mechanism", "tune"])  # one-axis and arm scripts share a parser
 def test_scripts_run_from_the_repo_root(script):
     out = subprocess.run([sys.executable, f"studies/{script}.py", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
@@ -93,7 +93,7 @@ def test_scripts_run_from_the_repo_root(script):
         assert flag in out.stdout
 
 
-@pytest.mark.parametrize("script", ["scene_count", "graph_depth", "momentum", "tune"])
+@pytest.mark.parametrize("script", ["scene_count", "graph_depth", "momentum", "mechanism", "visibility", "tune"])
 def test_help_imports_neither_torch_ray_nor_optuna(script):
     """--help answers from the light parser module: the heavy packages are imported only for a real run."""
     out = subprocess.run([sys.executable, "-X", "importtime", f"studies/{script}.py", "--help"], cwd=REPO,
@@ -136,3 +136,9 @@ def test_bad_values_and_sets_answer_before_the_heavy_imports():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr
     assert "--values 'x' is invalid: num_scenes takes int values" in out.stderr
+
+
+def test_an_arm_that_does_not_exist_is_refused_by_the_light_parser():
+    out = subprocess.run([sys.executable, "studies/mechanism.py", "--values", "best"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "invalid choice: 'best'" in out.stderr and "no_graph" in out.stderr
