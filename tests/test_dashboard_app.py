@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -379,3 +380,23 @@ def test_results_and_runs_are_both_listed_relative_to_the_repository(monkeypatch
     (tmp_path / "checkout" / "empty").mkdir()
     at.sidebar.text_input(key="results_dir").input("empty").run()
     assert "No study runs in empty yet" in texts(at.info) and str(repo) not in texts(at.info)
+
+
+def test_the_committed_mechanism_export_is_a_ladder_of_arms(monkeypatch, tmp_path):
+    """A study of named arms: arms in the study's order, its own note, no paper delta, the analysis's numbers."""
+    shutil.copytree(REPO / "results" / "mechanism", tmp_path / "results" / "mechanism")
+    at = start(monkeypatch, tmp_path / "results")
+    assert "Where the gain comes from" in texts(at.info)
+    assert not [m for m in at.metric if "paper" in m.label]  # no "ours − paper" for arms that are not the paper's
+    analysis = json.loads((tmp_path / "results" / "mechanism" / "default" / "analysis.json").read_text())
+    order = [a["value"] for a in analysis["arms"]]
+    assert order == ["no_graph", "global", "learned", "oracle", "random"]
+    chart = spec(at, "ablation_chart")
+    assert chart["layout"]["xaxis"]["categoryarray"] == order  # the study's order, not alphabetical
+    means = next(t for t in chart["data"] if t.get("name") == "mean ± std over seeds")
+    assert values(means["x"]) == order
+    assert values(means["y"]) == pytest.approx([a["mean"] for a in analysis["arms"]])
+    assert values(next(t for t in chart["data"] if t.get("name") == "reference arm")["x"]) == ["global"]
+    forest = {str(y): x for t in spec(at, "forest_chart")["data"]
+              for y, x in zip(values(t["y"]), values(t["x"]), strict=True)}
+    assert forest == pytest.approx({c["value"]: c["diff"] for c in analysis["comparisons"]})
