@@ -50,7 +50,7 @@ def visibility_figure(summary: pd.DataFrame, metric_label: str) -> go.Figure:
     fig.update_layout(**LAYOUT, height=420)
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
                       margin=dict(l=60, r=30, t=40, b=110))
-    fig.update_xaxes(title_text="scene visibility (P[background shows the true scene])", range=list(span), row=1, col=1)
+    fig.update_xaxes(title_text="scene visibility (synthetic_scene_visibility)", range=list(span), row=1, col=1)
     fig.update_xaxes(title_text="scene visibility", range=list(span), row=1, col=2)
     fig.update_yaxes(range=[0, 1.05], row=1, col=2)
     return fig
