@@ -55,7 +55,7 @@ from salgl_core.data.bundle import DatasetBundle
 from salgl_core.data.errors import DataError
 from salgl_core.data.images import NO_SCENE, MultiLabelDataset, SkippedImage
 from salgl_core.data.transforms import eval_transform
-from salgl_core.io import atomic_write_text
+from salgl_core.io import atomic_write_text, publish_dir
 
 # Part of the key: bump it when what is stored changes (layout, how the features are computed).
 VERSION = 1
@@ -218,13 +218,7 @@ def build_split(key: dict[str, Any], root: Path, dataset: MultiLabelDataset, bac
                 "seconds": round(seconds, 3), "device": str(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_text(tmp / META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; other users' trials on the node read it too
-        try:
-            os.rename(tmp, final)
-            built = True
-        except OSError:
-            if not _is_complete(final):
-                raise
-            built = False  # another process finished first: use its copy
+        built = publish_dir(tmp, final, lambda: _is_complete(final))  # False: another process finished first
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     cache = _open(final, split)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -41,3 +42,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
+
+def publish_dir(built: str | Path, final: str | Path, is_complete: Callable[[], bool]) -> bool:
+    """Move a fully built folder into place in one rename, so that readers never see half of it. True if this
+    call published it; False if another process published first (its complete copy stands; the caller's is
+    left to delete); any other failure is raised."""
+    try:
+        os.rename(built, final)
+        return True
+    except OSError:
+        if not is_complete():
+            raise  # not a lost race: a real error
+        return False

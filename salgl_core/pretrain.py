@@ -44,7 +44,7 @@ from salgl_core.backbone import SYNTHETIC_PRETRAINED, build_backbone
 from salgl_core.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig
 from salgl_core.data.errors import DataError
 from salgl_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SYNTHETIC_NATIVE_SIZE
-from salgl_core.io import atomic_write_bytes, atomic_write_text
+from salgl_core.io import atomic_write_bytes, atomic_write_text, publish_dir
 
 VERSION = 1  # part of the key: bump it when the pretraining procedure changes
 PRETRAIN_STREAM = 1000  # the generator's split index for pretraining images (train 0, val 1)
@@ -189,11 +189,7 @@ def pretrained_small_cnn(cfg: DataConfig, settings: PretrainSettings = DEFAULT_S
         atomic_write_bytes(tmp / WEIGHTS, buf.getvalue())
         atomic_write_text(tmp / META, json.dumps({"key": key, **report}, indent=2, sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; other users' trials read it too
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / WEIGHTS).is_file():
-                raise  # not a lost race: a real error
+        publish_dir(tmp, final, (final / WEIGHTS).is_file)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final / WEIGHTS

@@ -39,3 +39,19 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mon
         io.atomic_write_text(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_publish_dir_moves_a_built_folder_in_once(tmp_path):
+    from salgl_core.io import publish_dir
+
+    final = tmp_path / "final"
+    first, second = tmp_path / "a", tmp_path / "b"
+    for d in (first, second):
+        d.mkdir()
+        (d / "x").write_text(d.name)
+    assert publish_dir(first, final, (final / "x").is_file) is True and (final / "x").read_text() == "a"
+    # A lost race: the winner's complete copy stands and the loser's folder is left for its caller to delete.
+    assert publish_dir(second, final, (final / "x").is_file) is False and (final / "x").read_text() == "a"
+    assert second.is_dir()
+    with pytest.raises(OSError):  # not a race (nothing complete at the destination): a real error
+        publish_dir(tmp_path / "missing", tmp_path / "elsewhere", lambda: False)

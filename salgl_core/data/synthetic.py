@@ -76,6 +76,7 @@ from salgl_core.config import DATA_PATH_FIELDS, DataConfig
 from salgl_core.data.bundle import DatasetBundle
 from salgl_core.data.coco import coco_bundle
 from salgl_core.data.errors import DataError
+from salgl_core.io import publish_dir
 from salgl_core.registry import datasets
 
 log = logging.getLogger(__name__)
@@ -405,13 +406,7 @@ def generate_synthetic(cfg: DataConfig) -> SyntheticPaths:
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=cache))
     try:
         build_synthetic(tmp / "data", params)
-        try:
-            os.rename(tmp / "data", final)
-            generated = True
-        except OSError:
-            if not _is_complete(paths):
-                raise
-            generated = False  # another process finished first: use its copy
+        generated = publish_dir(tmp / "data", final, lambda: _is_complete(paths))  # False: another was first
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _paths(final, generated=generated, seconds=time.perf_counter() - t0 if generated else 0.0)
