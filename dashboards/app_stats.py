@@ -69,7 +69,7 @@ def verdict_section(run: Run, res: analysis.RunAnalysis, metric: str) -> None:
     budget = data.get("budget")
     if isinstance(budget, dict) and budget.get("verdict"):
         # A curve still climbing at the last epoch makes every verdict provisional: say so beside them.
-        (st.warning if budget.get("flat") is False else st.caption)(f"Training budget: {budget['verdict']}.")
+        (st.info if budget.get("flat") is False else st.caption)(f"Training budget: {budget['verdict']}.")
 
 
 def forest_chart(run: Run, res: analysis.RunAnalysis) -> None:
