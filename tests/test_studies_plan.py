@@ -44,8 +44,8 @@ def test_defaults_and_the_paper_value_always_in_the_grid(tmp_path):
     assert plan.points[0]["lr"] == SYNTHETIC["lr"] == 2e-3
     assert (plan.space["lr"].low, plan.space["lr"].high) == (pytest.approx(2e-4), pytest.approx(0.1))
     assert plan.paper_config["num_scenes"] == SYNTHETIC["num_scenes"] and plan.num_samples == 16
-    # ASHA's rungs stay below the last epoch (5 synthetic epochs: decisions after epochs 1 and 3).
-    assert plan.asha == {"time_attr": "training_iteration", "grace_period": 1, "max_t": 4, "reduction_factor": 3.0}
+    # ASHA's rungs stay below the last epoch (8 synthetic epochs: decisions after epochs 2 and 6).
+    assert plan.asha == {"time_attr": "training_iteration", "grace_period": 2, "max_t": 7, "reduction_factor": 3.0}
     assert make_plan(_args(tune_study, tmp_path, "--smoke"), tune_study.SPEC).asha is None  # 1 epoch
 
 
@@ -140,7 +140,7 @@ def test_the_mechanism_study_is_a_grid_of_named_arms(tmp_path, capsys):
     plan = make_plan(_args(mechanism, tmp_path), mechanism.SPEC)
     assert isinstance(plan, GridPlan) and plan.axis == ARM
     assert plan.values == ["no_graph", "global", "learned", "oracle", "random"]  # the spec's order, not sorted
-    assert plan.paper_config == {ARM: "global"} and plan.num_samples == 5 * 3
+    assert plan.paper_config == {ARM: "global"} and plan.num_samples == 5 * 5  # five seeds by default
     k = plan.base["synthetic_scenes"]
     assert plan.arms["oracle"] == {"num_scenes": k, "scene_source": "oracle"}
     assert plan.arms["no_graph"]["gnn_steps"] == 0 and plan.arms["global"]["num_scenes"] == 1
