@@ -305,7 +305,7 @@ def check_inputs(plan: Plan) -> list[str]:
                                  f"{cfg.train.batch_size}: lower --batch-size")
         # Every arm's model is built once here. backbone_weights 'synthetic-pretrained' is pretrained here, once,
         # before the trials (salgl_core/pretrain.py); a feature cache is built here too, so trials only read it.
-        build_model(resolve_backbone_weights(cfg), bundle.num_classes, cfg.data.dataset, bundle.class_names)
+        build_model(resolve_backbone_weights(cfg, print), bundle.num_classes, cfg.data.dataset, bundle.class_names)
         if cfg.train.feature_cache:
             from salgl_core.features import build_feature_cache
 

@@ -56,6 +56,8 @@ def test_the_base_config_layers(tmp_path):
     assert base["backbone"] == synthetic_preset()["backbone"]
     base, _ = base_config(_args(scene_count, tmp_path, "--smoke", "--epochs", "3"))
     assert base["synthetic_train_images"] == SMOKE["synthetic_train_images"] and base["epochs"] == 3
+    # --smoke trains end to end: nothing to pretrain or cache before its seconds-long trials.
+    assert (base["freeze_backbone"], base["backbone_weights"], base["feature_cache"]) == (False, None, False)
     base, explicit_device = base_config(_args(scene_count, tmp_path, "--smoke", "--epochs", "3", "--set", "epochs=4",
                                               "--set", "device=cpu"))
     assert base["epochs"] == 4 and explicit_device

@@ -306,10 +306,17 @@ def test_joint_search_with_repeats_and_parameter_importances(ray_two_gpus, tmp_p
 
 def test_mechanism_study_of_named_arms(ray_two_gpus, tmp_path, capsys):
     """studies/mechanism.py: each trial runs its arm's config, the export names the arm and holds what it set,
-    and the analysis compares every arm with the global graph."""
-    # Two arms (the reference is always added): one round of trials on the module's two CPUs.
-    outcome = mechanism.main(_args(mechanism, tmp_path, "--values", "oracle", "--gpus-per-trial", "0"))
+    and the analysis compares every arm with the global graph. In the synthetic studies' default regime:
+    the trials train on the frozen backbone's features that the driver cached before they started."""
+    # Two arms (the reference is always added): one round of trials on the module's two CPUs. A random-init
+    # frozen backbone, so that nothing is pretrained here.
+    cache = tmp_path / "cache"
+    outcome = mechanism.main(_args(mechanism, tmp_path, "--values", "oracle", "--gpus-per-trial", "0",
+                                   "--cache-dir", str(cache), "--set", "freeze_backbone=true",
+                                   "--set", "feature_cache=true"))
     assert outcome.status == "FINISHED"
+    # One cache per split, built by the driver and read by both trials (a trial would build its own otherwise).
+    assert sorted(p.name.split("-")[2] for p in cache.glob("features-*")) == ["train", "val"]
     out = capsys.readouterr().out
     meta = json.loads((outcome.run_dir / "study.json").read_text())
     assert meta["axis"] == "arm" and meta["axis_values"] == ["global", "oracle"]
