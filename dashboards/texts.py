@@ -56,8 +56,8 @@ VISIBILITY_CAPTION = ("Learned scenes (blue, mean and 95% interval over seeds) a
                       "the probability that an image's background shows its true scene; dashed bands: the oracle "
                       "arm (true scenes: the ceiling) and the global graph (K = 1: the floor), mean and 95% "
                       "interval, measured at their own visibility and drawn across (their scene choice does not read "
-                      "the image, though the backbone sees the other backgrounds). Right: the learned scenes' NMI "
-                      "against the true ones (random assignment scores "
+                      "the image, though their backbone's features were learned on the backgrounds of their own "
+                      "visibility). Right: the learned scenes' NMI against the true ones (random assignment scores "
                       "about 0, the true scenes 1). The learned-vs-true contingency table of each trial is on "
                       "the Scenes tab.")
 REPRO_NOTE = "Dotted lines: published reproduction figures for this setting (results/paper/reproductions.csv)."
