@@ -43,7 +43,7 @@ def sleeping_trial(epoch_seconds: float) -> Callable[..., None]:
     """A trainable with train_trial's signature and reports that sleeps `epoch_seconds` per epoch."""
 
     def sleep_trial(config: dict[str, Any], base_config: dict[str, Any], threads: int = 1,
-                    monitor: dict[str, Any] | None = None) -> None:
+                    monitor: dict[str, Any] | None = None, arms: dict[str, dict[str, Any]] | None = None) -> None:
         from ray import tune
 
         from studies.monitor import placement

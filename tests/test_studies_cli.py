@@ -142,3 +142,13 @@ def test_an_arm_that_does_not_exist_is_refused_by_the_light_parser():
     out = subprocess.run([sys.executable, "studies/mechanism.py", "--values", "best"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 2 and "invalid choice: 'best'" in out.stderr and "no_graph" in out.stderr
+
+
+def test_the_overhead_benchmarks_trainable_takes_what_the_real_one_takes():
+    """studies.bench_overhead swaps its sleeping trainable in for train_trial: the runner calls both alike."""
+    import inspect
+
+    from studies.bench_overhead import sleeping_trial
+    from studies.trainable import train_trial
+
+    assert list(inspect.signature(sleeping_trial(1.0)).parameters) == list(inspect.signature(train_trial).parameters)
