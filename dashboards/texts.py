@@ -110,10 +110,21 @@ def nmi_caption(ctx: NmiContext) -> str:
     return text
 
 
+def backbone_regime(base: dict, backbone: str | None) -> str:
+    """`small_cnn`, or `small_cnn frozen (synthetic-pretrained), cached tokens` for the synthetic studies'
+    default regime: a frozen backbone's numbers are not comparable with end-to-end ones."""
+    if not base.get("freeze_backbone"):
+        return str(backbone)
+    weights = base.get("backbone_weights")
+    return (f"{backbone} frozen ({weights or 'random init'})"
+            + (", cached tokens" if base.get("feature_cache") else ""))
+
+
 def run_facts(run: Run, s: RunSummary) -> str:
     """The line under a run's title: where it came from and what it ran."""
     m = run.meta
-    return (f"{s.where} · {run.dataset} · {run.backbone} · {run.image_size} px · axis: {run.axis or 'joint search'} · "
+    return (f"{s.where} · {run.dataset} · {backbone_regime(m.get('base_config') or {}, run.backbone)} · "
+            f"{run.image_size} px · axis: {run.axis or 'joint search'} · "
             f"{m.get('sampler') or '?'} / {m.get('scheduler') or '?'} · device: {s.device or '?'} · "
             f"protocol: {m.get('metric_protocol') or 'not stated'}")
 

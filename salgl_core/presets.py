@@ -203,7 +203,7 @@ def dataset_preset(dataset: str) -> dict[str, Any]:
 # - End to end from a random init the curve is still steep at 5 epochs (+9.5 best EMA mAP over the last 3)
 #   and seeds differ by 2-6 mAP, so verdicts compared how fast arms start; flat needs ~20 epochs, ~50 min
 #   per study. Frozen pretrained features reach the flat part by epoch 6-8 (the last 3 of 8 epochs add
-#   0.1-0.4) with seeds within ~0.2 mAP, and an epoch costs ~10 s instead of ~16-24 s.
+#   0.05-0.32 in the committed exports) with seeds within 0.1-0.3 mAP (sd), at ~10 s an epoch, not 16-24 s.
 # - The paper fine-tunes an ImageNet-pretrained backbone; ours starts pretrained too but stays frozen, so
 #   the studies compare what comes after the backbone (the scene graph head) on fixed features.
 # - 1200 / 400 images at batch 32 and EMA 0.95 (a ~20-step horizon for ~300 steps) as before.

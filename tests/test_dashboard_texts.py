@@ -88,3 +88,13 @@ def test_statistics_wording_names_the_reference_as_study_json_does():
     assert "from trials.csv (this export has no analysis.json; x). `cmd` writes" in T.analysis_source(
         "computed", True, "x", "cmd", predictions=False)
     assert "CF1" in T.metric_note("CF1", REPORTED_METRIC) and T.REPORTED_LABEL in T.metric_note("CF1", REPORTED_METRIC)
+
+
+def test_the_run_line_says_when_the_backbone_was_frozen():
+    from dashboards.texts import backbone_regime
+
+    assert backbone_regime({}, "small_cnn") == "small_cnn"
+    assert backbone_regime({"freeze_backbone": False, "feature_cache": True}, "resnet101") == "resnet101"
+    frozen = {"freeze_backbone": True, "backbone_weights": "synthetic-pretrained", "feature_cache": True}
+    assert backbone_regime(frozen, "small_cnn") == "small_cnn frozen (synthetic-pretrained), cached tokens"
+    assert backbone_regime({"freeze_backbone": True}, "small_cnn") == "small_cnn frozen (random init)"
