@@ -96,3 +96,16 @@ def test_train_benchmark_runs_small_on_cpu():
         assert r["error"] is None, r["error"]
         assert r["tensors"]["images_per_s"] > 0 and r["loader"]["images"] == 2 and r["peak_mem_mb"] is None
     assert out["best"] in out["runs"]
+
+
+def test_scene_probe_reads_a_fully_visible_scene(tmp_path, capsys):
+    """bench probe: a supervised linear probe on cached frozen features (a random-init small CNN here, so
+    nothing is pretrained) reads the true scene far above the majority class when every background shows it."""
+    from salgl_core.bench.__main__ import main
+
+    assert main(["probe", "--visibility", "1", "--backbone-weights", "none", "--synthetic-train-images", "240",
+                 "--synthetic-val-images", "120", "--cache-dir", str(tmp_path)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["probes"]
+    assert (row["visibility"], row["train_images"], row["val_images"]) == (1.0, 240, 120)
+    assert row["background_shows_true_scene"] == 100.0 and row["feature_dim"] == 128
+    assert row["probe_accuracy"] > row["majority_class"] + 20, row

@@ -1,4 +1,4 @@
-"""`python -m salgl_core.bench attention|loader|train|features`: run one benchmark and print its JSON object."""
+"""`python -m salgl_core.bench attention|loader|train|features|probe`: run one benchmark and print its JSON object."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from salgl_core.bench import attention, features, loader, train
+from salgl_core.bench import attention, features, loader, probe, train
 
-BENCHMARKS = {"attention": attention, "loader": loader, "train": train, "features": features}
+BENCHMARKS = {"attention": attention, "loader": loader, "train": train, "features": features, "probe": probe}
 
 
 def main(argv: list[str] | None = None) -> int:
