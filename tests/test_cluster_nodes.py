@@ -231,7 +231,9 @@ def test_a_lost_node_moves_its_trial_to_another_node(sim, tmp_path):
     assert [e["epoch"] for e in read_rows(run / "epochs.csv")] == ["1", "2", "3", "4"]
     (df,) = ExperimentAnalysis(storage).trial_dataframes.values()
     # The first k epochs on the lost node; the rest (and the final report) on the other, from the checkpoint:
-    # no epoch is trained twice.
-    assert df["epoch"].tolist() == [1, 2, 3, 4, 4]
-    k = df["node_id"].tolist().count(first_node)
-    assert 1 <= k <= 3 and df["node_id"].tolist() == [first_node] * k + [other.node_id] * (5 - k)
+    # no epoch is trained twice. Ray's own progress log may lack the row of an epoch reported just as the
+    # node went (seen once in CI: [1, 3, 4, 4]); the export above has every epoch once, which is what counts.
+    epochs, nodes = df["epoch"].tolist(), df["node_id"].tolist()
+    assert epochs[-2:] == [4, 4] and epochs[:-1] == sorted(set(epochs[:-1])), epochs
+    k = nodes.count(first_node)
+    assert 1 <= k <= 3 and nodes == [first_node] * k + [other.node_id] * (len(nodes) - k), nodes
