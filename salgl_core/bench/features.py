@@ -66,7 +66,9 @@ def _fit_figures(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def synthetic_figures(args: argparse.Namespace) -> dict[str, Any]:
-    flat = {**synthetic_preset(), **STUDY_SYNTHETIC, "epochs": args.epochs, "seed": 0}
+    # The end-to-end arm trains the backbone from a random init (the studies' sizing, not their frozen regime).
+    flat = {**synthetic_preset(), **STUDY_SYNTHETIC, "epochs": args.epochs, "seed": 0, "freeze_backbone": False,
+            "backbone_weights": None, "feature_cache": False}
     for name in ("synthetic_train_images", "synthetic_val_images", "batch_size", "cache_dir"):
         if getattr(args, name) is not None:
             flat[name] = getattr(args, name)
