@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from salgl_core.io import atomic_write_bytes
-from studies import schema, stats
+from studies import evidence, schema, stats
 from studies.bootstrap import bootstrap_maps, mean_average_precision
 from studies.budget import budget_check
+from studies.evidence import Targets
 
 DEFAULT_RESAMPLES = 1000
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -81,125 +82,68 @@ def save_targets(run_dir: str | Path, targets: np.ndarray, ignore: np.ndarray | 
     return path
 
 
-def _load_npz(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in names if k not in z.files]
-        if missing:
-            raise ValueError(f"{path} lacks {missing}")
-        return {k: z[k] for k in names}
-
-
-def _read_trials(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / schema.TRIALS_CSV
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _number(cell: str | None) -> float | None:
-    try:
-        v = float(cell)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _same(cell: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return cell.strip().lower() in (("true", "1") if value else ("false", "0"))
-    if isinstance(value, int | float):
-        v = _number(cell)
-        return v is not None and math.isclose(v, float(value), rel_tol=1e-12, abs_tol=1e-12)
-    return cell == str(value)
-
-
-def _arm_value(cell: str, values: list[Any]) -> Any:
-    for v in values:
-        if _same(cell, v):
-            return v
-    v = _number(cell)
-    value = cell if v is None else (int(v) if v.is_integer() and "." not in cell else v)
-    values.append(value)
-    return value
-
-
 def _image_replicates(run_dir: Path, trials: list[dict], resamples: int, seed: int, notes: list[str]
-                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """{trial_id: bootstrap mAP replicates} for the trials with predictions, and the bootstrap's summary."""
+                      ) -> tuple[dict[str, np.ndarray], dict[str, Any], Targets]:
+    """{trial_id: bootstrap mAP replicates} of the usable FINISHED trials with predictions, the bootstrap's
+    summary and the run's targets; every trial that cannot be used gets `excluded` (studies.evidence)."""
     info: dict[str, Any] = {"resamples": resamples, "seed": seed, "images": None, "classes": None,
                             "trials_with_predictions": 0, "seconds": None}
-    tpath = run_dir / schema.PREDICTIONS_DIR / schema.TARGETS_FILE
-    if not tpath.is_file():
-        notes.append(f"no {schema.PREDICTIONS_DIR}/{schema.TARGETS_FILE}: no image-level intervals; differences "
-                     "leave out the validation set's noise (the trials saved no predictions)")
-        return {}, info
-    tgt = _load_npz(tpath, schema.TARGET_ARRAYS)
-    ids = tgt["image_ids"]
-    info.update(images=int(tgt["targets"].shape[0]), classes=int(tgt["targets"].shape[1]))
-    chosen: list[tuple[dict, np.ndarray]] = []
-    for t in trials:
-        path = run_dir / schema.PREDICTIONS_DIR / f"{t['trial_id']}.npz"
-        if not path.is_file():
-            notes.append(f"trial {t['trial_id']}: no predictions file, so no image-level interval")
-            continue
-        pred = _load_npz(path, schema.PREDICTION_ARRAYS)
-        s, pids = pred["scores"], pred["image_ids"]
-        if s.shape != tgt["targets"].shape or len(set(pids.tolist())) != len(pids) or set(pids.tolist()) != set(
-                ids.tolist()):
-            notes.append(f"trial {t['trial_id']}: predictions {s.shape} do not match targets.npz "
-                         f"{tgt['targets'].shape} image for image (same unique ids); left out")
-            continue
-        if not np.array_equal(pids, ids):  # the same images in another order: put them in the targets' order
-            order = np.argsort(pids)
-            s = s[order[np.searchsorted(pids[order], ids)]]
-        chosen.append((t, s))
+    tgt = evidence.load_targets(run_dir, notes)
+    scores = evidence.trial_scores(run_dir, trials, tgt, notes)
+    if tgt.targets is None:
+        return {}, info, tgt
+    info.update(images=int(tgt.targets.shape[0]), classes=int(tgt.targets.shape[1]))
+    chosen = [t for t in trials if t["trial_id"] in scores]
     if not chosen:
-        return {}, info
+        return {}, info, tgt
     start = time.perf_counter()
-    maps, reps = bootstrap_maps([s for _, s in chosen], tgt["targets"], tgt["ignore"], resamples, seed)
+    maps, reps = bootstrap_maps((scores[t["trial_id"]] for t in chosen), tgt.targets, tgt.ignore, resamples, seed)
     info.update(trials_with_predictions=len(chosen), seconds=round(time.perf_counter() - start, 2))
-    for j, (t, _) in enumerate(chosen):
+    out = {}
+    for j, t in enumerate(chosen):
         t["mAP_predictions"] = float(maps[j])
         t["ci_low"], t["ci_high"] = (float(x) for x in np.percentile(reps[:, j], [2.5, 97.5]))
         t["se"] = float(reps[:, j].std(ddof=1))
-        if t["mAP"] is not None and abs(t["mAP_predictions"] - t["mAP"]) > _MISMATCH:
-            # float16 rounding ties scores the model told apart, and ties reorder images: on a small validation
-            # set or an undertrained model that alone moves AP. Ranking every tie's positives first, then last,
-            # bounds what the unrounded scores could give; only a reported mAP outside that range is suspect.
-            s64, y = chosen[j][1].astype(np.float64), tgt["targets"] > 0
-            lo, hi = (mean_average_precision(s64 + eps * y, tgt["targets"], tgt["ignore"]) for eps in (-1e-9, 1e-9))
-            if not lo - _MISMATCH <= t["mAP"] <= hi + _MISMATCH:
-                notes.append(f"trial {t['trial_id']}: its predictions give {t['mAP_predictions']:.2f} mAP "
-                             f"([{lo:.2f}, {hi:.2f}] with their float16 ties ranked either way) but trials.csv "
-                             f"reports {t['mAP']:.2f}: are they the reported model's scores?")
-    return {t["trial_id"]: reps[:, j] for j, (t, _) in enumerate(chosen)}, info
+        if _disagrees(t, scores[t["trial_id"]], tgt, notes):
+            continue
+        out[t["trial_id"]] = reps[:, j]
+    return out, info, tgt
 
 
-def _trials(rows: list[dict[str, str]], axis: str | None, values: list[Any], notes: list[str]) -> list[dict]:
+def _disagrees(t: dict, scores: np.ndarray, tgt: Targets, notes: list[str]) -> bool:
+    """Does trials.csv report a mAP the trial's own predictions cannot give? Then neither number can be trusted,
+    and the trial is left out."""
+    if abs(t["mAP_predictions"] - t["mAP"]) <= _MISMATCH:
+        return False
+    # float16 rounding ties scores the model told apart, and ties reorder images: on a small validation set or an
+    # undertrained model that alone moves AP. Ranking every tie's positives first, then last, bounds what the
+    # unrounded scores could give; only a reported mAP outside that range is suspect.
+    s64, y = scores.astype(np.float64), tgt.targets
+    lo, hi = (mean_average_precision(s64 + eps * y, y, tgt.ignore) for eps in (-1e-9, 1e-9))
+    if lo - _MISMATCH <= t["mAP"] <= hi + _MISMATCH:
+        return False
+    evidence.exclude(t, "metric mismatch", notes,
+                     f"{schema.PREDICTIONS_DIR}/{t['trial_id']}.npz (trial {t['trial_id']}, seed {t['seed']}) gives "
+                     f"{t['mAP_predictions']:.2f} mAP ([{lo:.2f}, {hi:.2f}] with its float16 ties ranked either way) "
+                     f"but {schema.TRIALS_CSV} reports {t['mAP']:.2f}: one of them is not the reported model's; "
+                     f"trial left out. Next: {evidence.REDO_SEED}")
+    return True
+
+
+def _arm_seeds(trials: list[dict], value: Any, notes: list[str]) -> list[dict]:
+    """The arm's FINISHED trials (usable or not); a seed finished twice counts once, the first row."""
+    seen: dict[int, str] = {}
     out = []
-    for row in rows:
-        metric = _number(row.get(schema.REPORTED_METRIC))
-        t = {"trial_id": row.get("trial_id", ""), "status": row.get("status", ""),
-             "seed": int(_number(row.get("seed")) or 0), "is_paper_config": row.get("is_paper_config") == "True",
-             "value": _arm_value(row.get(axis, ""), values) if axis else None, "mAP": metric,
-             "mAP_predictions": None, "ci_low": None, "ci_high": None, "se": None}
-        if t["status"] == "FINISHED" and metric is None:
-            notes.append(f"trial {t['trial_id']} is FINISHED without a {schema.REPORTED_METRIC}: left out")
-            t["status"] = "FINISHED (no metric)"
+    for t in trials:
+        if t["value"] != value or t["status"] != "FINISHED":
+            continue
+        if not t["excluded"] and t["seed"] in seen:
+            notes.append(f"arm {value}: seed {t['seed']} finished twice; kept trial {seen[t['seed']]}")
+            continue
+        if not t["excluded"]:
+            seen[t["seed"]] = t["trial_id"]
         out.append(t)
     return out
-
-
-def _arm_seeds(trials: list[dict], value: Any, notes: list[str]) -> dict[int, dict]:
-    seeds: dict[int, dict] = {}
-    for t in trials:
-        if t["value"] == value and t["status"] == "FINISHED":
-            if t["seed"] in seeds:
-                notes.append(f"arm {value}: seed {t['seed']} finished twice; kept trial {seeds[t['seed']]['trial_id']}")
-                continue
-            seeds[t["seed"]] = t
-    return seeds
 
 
 def _typical_sd(arms: list[dict]) -> float | None:
@@ -210,40 +154,42 @@ def _typical_sd(arms: list[dict]) -> float | None:
     return math.sqrt(2 * sum((a["n"] - 1) * a["sd"] ** 2 for a in arms if a["n"] >= 2) / dof)
 
 
-def _ablation(run_dir: Path, study: dict, trials: list[dict], reps: dict[str, np.ndarray], values: list[Any],
-              notes: list[str]) -> dict:
+def _ablation(study: dict, trials: list[dict], reps: dict[str, np.ndarray], tgt: Targets, values: list[Any],
+              ref: Any, notes: list[str]) -> dict:
     axis = study["axis"]
-    ref = (study.get("paper_config") or {}).get(axis)
     if ref is None:
         notes.append(f"study.json has no paper_config for {axis}: no reference arm, so no comparisons")
-    elif ref not in values:
-        values.append(ref)
-    arms, seeds_of, statuses = [], {}, {}
+    arms, finished, statuses = [], {}, {}
     for v in values:
-        seeds_of[v] = _arm_seeds(trials, v, notes)
+        finished[v] = _arm_seeds(trials, v, notes)
         statuses[v] = dict(Counter(t["status"] for t in trials if t["value"] == v))
-        arm = {"value": v, "is_reference": v == ref, "seeds": sorted(seeds_of[v]), "statuses": statuses[v],
-               **stats.mean_ci([t["mAP"] for t in seeds_of[v].values()])}
-        arms.append(arm)
+        usable = [t for t in finished[v] if not t["excluded"]]
+        arms.append({"value": v, "is_reference": v == ref, "seeds": sorted(t["seed"] for t in usable),
+                     "statuses": statuses[v], "excluded": [t["trial_id"] for t in finished[v] if t["excluded"]],
+                     **stats.mean_ci([t["mAP"] for t in usable])})
     comparisons = []
     others = [a for a in arms if not a["is_reference"]]
     typical = _typical_sd(arms)
     for arm in others if ref is not None else []:
-        a, r = seeds_of[arm["value"]], seeds_of[ref]
-        have = all(t["trial_id"] in reps for t in [*a.values(), *r.values()]) and a and r
+        a, r, fallback = evidence.comparison_trials(finished[arm["value"]], finished[ref])
+        have = tgt.state == "images"
         c = stats.compare({s: t["mAP"] for s, t in a.items()}, {s: t["mAP"] for s, t in r.items()},
                           {s: reps[t["trial_id"]] for s, t in a.items()} if have else None,
                           {s: reps[t["trial_id"]] for s, t in r.items()} if have else None)
+        if tgt.state == "damaged":  # a seeds-only test would ignore the validation set: none at all instead
+            stats.untested(c, f"no test: {tgt.reason}")
+            fallback = f"no test ({tgt.reason})"
         stats.add_power(c, len(others), typical)
-        if a and r and not have:
-            c["notes"].append("interval over seeds only: predictions missing, validation-set noise not included")
-        comparisons.append({"axis": axis, "value": arm["value"], **c})
+        comparisons.append({"axis": axis, "value": arm["value"], **c, "fallback": fallback})
     for c, p in zip(comparisons, stats.holm([c["p"] for c in comparisons]), strict=True):
         c["p_holm"] = p
+        c["holm"] = stats.holm_membership(c, sum(x["p"] is not None for x in comparisons))
         c["verdict"] = stats.verdict(c, p)
         for n, v in ((c["n"], c["value"]), (c["n_reference"], ref)):
             if not n:  # say what became of the trials
                 c["verdict"] += f"; {v}: " + (", ".join(f"{k} {m}" for k, m in statuses[v].items()) or "none run")
+        if c["fallback"]:
+            c["verdict"] += f"; {c['fallback']}"
     return {"reference": ref, "arms": arms, "comparisons": comparisons}
 
 
@@ -276,11 +222,11 @@ def _importances(run_dir: Path, study: dict, notes: list[str]) -> dict[str, Any]
     return out
 
 
-def _search(run_dir: Path, study: dict, trials: list[dict], rows: list[dict[str, str]], notes: list[str]) -> dict:
-    finished = [t for t in trials if t["status"] == "FINISHED"]
+def _search(run_dir: Path, study: dict, trials: list[dict], rows: list[tuple[int, dict]], notes: list[str]) -> dict:
+    finished = [t for t in trials if t["status"] == "FINISHED" and not t["excluded"]]
     best = max(finished, key=lambda t: t["mAP"], default=None)
-    paper = next((t for t in trials if t["is_paper_config"]), None)
-    cells = {r.get("trial_id"): r for r in rows}
+    paper = next((t for t in trials if t["is_paper_config"] and not t["excluded"]), None)
+    cells = {r.get("trial_id"): r for _, r in rows}
     keys = list(study.get("search_space") or {})
 
     def config(t: dict | None) -> dict | None:
@@ -291,29 +237,30 @@ def _search(run_dir: Path, study: dict, trials: list[dict], rows: list[dict[str,
 
 
 def analyze_run(run_dir: str | Path, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, Any]:
-    """The analysis of one export folder (what analysis.json holds); `notes` say what could not be computed."""
+    """The analysis of one export folder (what analysis.json holds); `notes` say what could not be computed
+    and name every file or row that could not be used (studies.evidence). Reads, never writes."""
     run_dir = Path(run_dir)
-    path = run_dir / schema.STUDY_JSON
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: pass a run folder, results/<study>/<run>, written by a study")
-    study = json.loads(path.read_text())
+    study = evidence.read_study(run_dir)
     notes: list[str] = []
     axis = study.get("axis")
     values = list(study.get("axis_values") or [])
-    rows = _read_trials(run_dir)
-    trials = _trials(rows, axis, values, notes)
+    ref = (study.get("paper_config") or {}).get(axis) if axis else None
+    if ref is not None and ref not in values:
+        values.append(ref)
+    rows = evidence.read_trial_rows(run_dir, notes)
+    trials = evidence.parse_trials(rows, axis, values, notes)
     if not trials:
         notes.append(f"no trials in {schema.TRIALS_CSV} yet")
-    reps, boot = _image_replicates(run_dir, [t for t in trials if t["status"] == "FINISHED"], resamples, seed, notes)
+    reps, boot, tgt = _image_replicates(run_dir, trials, resamples, seed, notes)
     out: dict[str, Any] = {
         "schema_version": schema.SCHEMA_VERSION, "kind": "ablation" if axis else "search",
         "study": study.get("study"), "run": study.get("run"), "axis": axis, "metric": schema.REPORTED_METRIC,
         "unit": schema.METRIC_UNIT, "level": 0.95, "alpha": stats.ALPHA, "power": stats.POWER,
         "target_difference": stats.TARGET, "bootstrap": boot, "methods": stats.METHODS, "trials": trials}
     if axis:
-        out.update(_ablation(run_dir, study, trials, reps, values, notes), search=None)
-        ref = [t["trial_id"] for t in trials if t["status"] == "FINISHED" and t["value"] == out["reference"]]
-        out["budget"] = budget_check(run_dir, ref) if out["reference"] is not None else None
+        out.update(_ablation(study, trials, reps, tgt, values, ref, notes), search=None)
+        used = [t["trial_id"] for t in trials if t["status"] == "FINISHED" and not t["excluded"] and t["value"] == ref]
+        out["budget"] = budget_check(run_dir, used) if ref is not None else None
     else:
         out.update(reference=None, arms=[], comparisons=[], search=_search(run_dir, study, trials, rows, notes),
                    budget=None)

@@ -19,19 +19,27 @@ WINDOW = 3  # epochs
 THRESHOLD = 0.5  # mAP points
 
 
+class UnreadableFile(Exception):
+    """epochs.csv cannot be read at all (not text, a NUL byte, an I/O error)."""
+
+
 def _curves(run_dir: Path, trial_ids: set[str]) -> dict[str, list[float]]:
-    """Each trial's running best EMA mAP by epoch (epochs 1..E, no gaps), from epochs.csv."""
+    """Each trial's running best EMA mAP by epoch (epochs 1..E, no gaps), from epochs.csv. A row that cannot
+    be read leaves a gap, so its trial's curve is not judged; UnreadableFile when the file cannot be read."""
     path = run_dir / schema.EPOCHS_CSV
     if not path.is_file():
         return {}
     by_trial: dict[str, dict[int, float]] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("trial_id") in trial_ids:
-                try:
-                    by_trial.setdefault(row["trial_id"], {})[int(row["epoch"])] = float(row["mAP_ema"])
-                except (KeyError, TypeError, ValueError):
-                    continue
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if row.get("trial_id") in trial_ids:
+                    try:
+                        by_trial.setdefault(row["trial_id"], {})[int(row["epoch"])] = float(row["mAP_ema"])
+                    except (KeyError, TypeError, ValueError):
+                        continue
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UnreadableFile(f"{schema.EPOCHS_CSV} unreadable ({type(e).__name__}: {e})") from e
     curves = {}
     for tid, points in by_trial.items():
         if sorted(points) != list(range(1, len(points) + 1)):
@@ -47,9 +55,14 @@ def _curves(run_dir: Path, trial_ids: set[str]) -> dict[str, list[float]]:
 def budget_check(run_dir: str | Path, reference_trials: list[str]) -> dict[str, Any]:
     """{epochs (the longest curve), window, threshold, trials (curves judged), gains, gain, flat, verdict} for the
     reference arm's trials; `flat` is None when it cannot be told (no curves, or none longer than the window)."""
-    curves = _curves(Path(run_dir), set(reference_trials))
-    out: dict[str, Any] = {"epochs": None, "window": WINDOW, "threshold": THRESHOLD, "trials": len(curves),
+    out: dict[str, Any] = {"epochs": None, "window": WINDOW, "threshold": THRESHOLD, "trials": 0,
                            "gains": [], "gain": None, "flat": None}
+    try:
+        curves = _curves(Path(run_dir), set(reference_trials))
+    except UnreadableFile as e:
+        out["verdict"] = f"{e}: budget not checked; restore it from a copy of the export"
+        return out
+    out["trials"] = len(curves)
     if not curves:
         out["verdict"] = "no learning curve of the reference arm in epochs.csv: budget not checked"
         return out

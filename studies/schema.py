@@ -152,15 +152,17 @@ ANALYSIS_KEYS: dict[str, str] = {
     "bootstrap": "{resamples, seed, images, classes, trials_with_predictions, seconds}",
     "methods": "{quantity: how it is computed}",
     "reference": "the reference arm's axis value (the paper's configuration); null for a joint search",
-    "trials": "per trial: trial_id, status, seed, is_paper_config, value, mAP, mAP_predictions, ci_low, ci_high, se",
-    "arms": "per axis value: value, is_reference, seeds, statuses, n, mean, sd, ci_low, ci_high",
+    "trials": "per trial: trial_id, status, seed, is_paper_config, value, mAP, mAP_predictions, ci_low, ci_high, se, "
+              "excluded (null, or why the trial cannot be used)",
+    "arms": "per axis value: value, is_reference, seeds, statuses, excluded, n, mean, sd, ci_low, ci_high",
     "comparisons": "per arm vs the reference: the comparisons.csv columns plus se_seeds, se_images, df_seeds, "
-                   "p_sign_flip, sd_seed, notes",
+                   "p_sign_flip, sd_seed, no_test, notes",
     "search": "joint search only: {best, paper, importances: {fanova, ped_anova}}",
     "budget": "ablation only: is the budget on the flat part of the learning curve? {epochs, window, threshold, "
               "trials, gains, gain, flat, verdict} for the reference arm (studies/budget.py); null for a joint search",
-    "notes": "what could not be computed and why",
+    "notes": "what could not be computed and why; every file or row that could not be used, with the next step",
 }
 COMPARISON_COLUMNS = ("axis", "value", "n", "n_reference", "paired", "mean", "mean_reference", "diff", "ci_low",
-                      "ci_high", "interval", "p", "p_holm", "p_improve", "mde", "seeds_for_target", "verdict")
+                      "ci_high", "interval", "p", "p_holm", "holm", "p_improve", "mde", "seeds_for_target",
+                      "fallback", "verdict")
 # --- end of the predictions and analysis block ---

@@ -67,7 +67,12 @@ METHODS = {
                      "for size 0.05 whatever the seed share (studies.critical)",
     "p": "two-sided p of t = D / se against the same calibrated null: with no image part, the paired t-test "
          "(Welch's with unequal seeds)",
-    "p_holm": "Holm's step-down adjustment over the arms compared with the reference",
+    "p_holm": "Holm's step-down adjustment over the arms compared with the reference; an arm without a test "
+              "leaves the family, and `holm` says why",
+    "fallback": "a trial that cannot be used (unreadable or missing predictions, NaN or infinite scores, wrong "
+                "images, a reported mAP its predictions cannot give, a damaged trials.csv row) takes its seed out "
+                "of both arms of a paired comparison; without a usable targets.npz no comparison is tested (a "
+                "seeds-only test would ignore the validation set's noise)",
     "p_improve": "P(arm run > reference run) over all seed pairs, ties 1/2",
     "power": "mde: the true difference detected with 80% power at alpha / m (m = arms compared), noncentral t "
              "with Satterthwaite's df; seeds_for_target: seeds per arm for an mde of target_difference",
@@ -238,7 +243,7 @@ def compare(arm: Mapping[int, float], reference: Mapping[int, float],
                  "mean_reference": _f(np.mean(r)) if r else None, "diff": None, "ci_low": None, "ci_high": None,
                  "interval": None, "se_seeds": None, "se_images": None, "df_seeds": None, "p": None,
                  "p_sign_flip": None, "p_improve": prob_improvement(a, r), "sd_seed": None, "mde": None,
-                 "seeds_for_target": None, "notes": []}
+                 "seeds_for_target": None, "no_test": None, "notes": []}
     if not a or not r:
         return out
     diff = out["diff"] = float(np.mean(a) - np.mean(r))
@@ -259,8 +264,16 @@ def compare(arm: Mapping[int, float], reference: Mapping[int, float],
         return out
     se_seed = math.sqrt(v_seed)
     out["interval"] = "seeds+images" if have_images else "seeds"
-    if se_seed == 0 and se_img == 0:  # every trial equal within its arm: nothing to test
+    if se_seed == 0 and se_img == 0:
+        # No spread anywhere. Every seed's difference exactly 0 (identical predictions, say) is no evidence of a
+        # difference: p = 1 keeps the arm in the Holm family. The same nonzero difference on every seed cannot
+        # be tested, and untested() says so.
         out.update(ci_low=diff, ci_high=diff)
+        if diff == 0:
+            out["p"] = 1.0
+        else:
+            untested(out, "the same difference on every seed and no spread at all: no test is possible")
+            out.update(ci_low=diff, ci_high=diff)
         return out
     se = math.hypot(se_img, se_seed)
     half = crit.critical(1 - level, se_seed**2 / se**2, df) * se
@@ -268,8 +281,30 @@ def compare(arm: Mapping[int, float], reference: Mapping[int, float],
     return out
 
 
+def untested(c: dict, reason: str) -> None:
+    """Makes a comparison one without a test (no interval, no p, out of the Holm family) for `reason`."""
+    c.update(ci_low=None, ci_high=None, interval=None, p=None, p_sign_flip=None, no_test=reason)
+
+
+def holm_membership(c: dict, family: int) -> str:
+    """Whether the comparison is in the Holm family, and if not, why (every comparison says)."""
+    if c["p"] is not None:
+        return f"in the family of {family}"
+    if not c["n"] or not c["n_reference"]:
+        why = "no usable trials in " + ("this arm" if not c["n"] else "the reference arm")
+    elif c.get("no_test"):
+        why = c["no_test"]
+    elif c["se_seeds"] is None:
+        why = "one usable seed per arm: no seed-level test"
+    else:
+        why = "no test"
+    return f"left out: {why}"
+
+
 def add_power(c: dict, n_arms: int, typical_sd: float | None = None) -> None:
     """Fills a comparison's `mde` (at its seeds) and `seeds_for_target`; module doc, "Power"."""
+    if c.get("no_test") or (c["se_seeds"] == 0 and not c["se_images"]):
+        return  # nothing to plan from: no test, or no spread at all
     alpha = ALPHA / max(n_arms, 1)
     se_img = c["se_images"] or 0.0
     if c["se_seeds"] is not None and c["p"] is not None:
@@ -286,7 +321,8 @@ def add_power(c: dict, n_arms: int, typical_sd: float | None = None) -> None:
 def verdict(c: dict, p_holm: float | None, alpha: float = ALPHA) -> str:
     """The comparison in words: better / worse by X [lo, hi], or why no difference shows."""
     if not c["n"] or not c["n_reference"]:
-        return "no comparison: " + ("this arm" if not c["n"] else "the reference arm") + " has no finished trials"
+        return ("no comparison: " + ("this arm" if not c["n"] else "the reference arm") +
+                " has no usable finished trials")
     d, lo, hi = c["diff"], c["ci_low"], c["ci_high"]
     if p_holm is not None and p_holm < alpha:
         word, x, a, b = ("better", d, lo, hi) if d > 0 else ("worse", -d, -hi, -lo)
@@ -296,10 +332,13 @@ def verdict(c: dict, p_holm: float | None, alpha: float = ALPHA) -> str:
             f"no number of seeds would detect {TARGET} mAP: the validation set's own noise "
             f"(se {c['se_images']:.2f}) is too large" if c["se_images"] else
             f"more than {MAX_SEEDS} seeds per arm would be needed to detect {TARGET} mAP")
-    if c["p"] is None and c["interval"] != "images" and c["se_seeds"] == 0 and not c["se_images"]:
+    if c["se_seeds"] == 0 and not c["se_images"] and c["interval"] != "images":
         if d == 0:
-            return f"no difference: every trial of both arms gave {c['mean']:.2f} mAP (no spread to test)"
+            return (f"no difference: each seed's difference to the reference is exactly 0 (both arms average "
+                    f"{c['mean']:.2f} mAP)")
         return f"{d:+.2f} mAP on every seed with no spread at all: no test is possible"
+    if c.get("no_test"):
+        return f"{c['no_test']}; the difference over seeds is {d:+.2f} mAP"
     if c["se_seeds"] is None:
         head = f"no seed-level test (one seed per arm): {d:+.2f} mAP"
         head += (f", image-level 95% interval [{lo:.2f}, {hi:.2f}] (test-set noise only)" if lo is not None

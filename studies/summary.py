@@ -155,6 +155,9 @@ def format_table(analysis: dict[str, Any]) -> str:
                          f"{_num(c.get('diff'), '+.2f'):>6} {dci:>16} {_num(c.get('p_holm'), '.3f'):>6} "
                          f"{_num(c.get('p_improve')):>7}")
         lines += [f"  {c['value']}: {c['verdict']}" for c in analysis["comparisons"]]
+        # Which comparisons Holm's family holds, when not all: an untested arm never leaves it silently.
+        lines += [f"  {c['value']}: Holm: {c['holm']}" for c in analysis["comparisons"]
+                  if str(c.get("holm", "")).startswith("left out")]
         if analysis.get("budget"):
             lines.append(f"  budget: {analysis['budget']['verdict']}")
     lines += [f"  note: {n}" for n in analysis["notes"]]

@@ -1,4 +1,5 @@
-"""Helpers shared by the studies tests: reading exports, waiting on a condition, finding a study's processes."""
+"""Helpers shared by the studies tests: reading exports, waiting on a condition, finding a study's processes,
+simulated studies for the statistics."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+import numpy as np
 
 try:
     import psutil
@@ -74,3 +77,18 @@ def kill(pids: list[int]) -> None:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def gaussian_study(rng: np.random.Generator, n_seeds: int, effects: list[float], common: float,
+                   resamples: int = 200) -> list[tuple[dict[int, float], dict[int, np.ndarray]]]:
+    """Per-trial mAPs and ideal bootstrap replicates with a known variance structure (mAP units): a seed
+    effect shared by the arms (sd 0.6) and each trial's own (sd 0.8); image noise each arm has on all its
+    seeds (sd `common`), each trial's own (sd 0.6) and one shared by every trial (cancels)."""
+    shared_seed = rng.normal(0, 0.6, n_seeds)
+    out = []
+    everyone = rng.normal(0, 1.0, resamples)
+    for d in effects:
+        x = d + shared_seed + rng.normal(0, 0.8, n_seeds) + rng.normal(0, common) + rng.normal(0, 0.6, n_seeds)
+        reps = x + everyone[:, None] + rng.normal(0, common, (resamples, 1)) + rng.normal(0, 0.6, (resamples, n_seeds))
+        out.append(({s: x[s] for s in range(n_seeds)}, {s: reps[:, s] for s in range(n_seeds)}))
+    return out

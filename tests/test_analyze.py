@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import gaussian_study
 from scipy import integrate
 from scipy import stats as st
 
@@ -213,24 +214,10 @@ def test_verdicts():
     none = stats.verdict({**base, "diff": 0.3, "ci_low": -0.5, "ci_high": 1.1, "p": 0.02}, 0.06)
     assert none == ("no detectable difference (+0.30 [-0.50, 1.10] mAP); with these seeds the smallest detectable "
                     "difference at 80% power is 0.90 mAP, about 12 seeds per arm would detect a difference of 0.5 mAP")
-    assert "no finished trials" in stats.verdict({**base, "n": 0}, None)
+    assert "no usable finished trials" in stats.verdict({**base, "n": 0}, None)
 
 
 # --- simulation: coverage and false positives ---------------------------------------------------------------
-
-def _gaussian_study(rng, n_seeds: int, effects: list[float], common: float, resamples: int = 200):
-    """Per-trial mAPs and ideal bootstrap replicates with a known variance structure (mAP units): a seed
-    effect shared by the arms (sd 0.6) and each trial's own (sd 0.8); image noise each arm has on all its
-    seeds (sd `common`), each trial's own (sd 0.6) and one shared by every trial (cancels)."""
-    shared_seed = rng.normal(0, 0.6, n_seeds)
-    out = []
-    everyone = rng.normal(0, 1.0, resamples)
-    for d in effects:
-        x = d + shared_seed + rng.normal(0, 0.8, n_seeds) + rng.normal(0, common) + rng.normal(0, 0.6, n_seeds)
-        reps = x + everyone[:, None] + rng.normal(0, common, (resamples, 1)) + rng.normal(0, 0.6, (resamples, n_seeds))
-        out.append(({s: x[s] for s in range(n_seeds)}, {s: reps[:, s] for s in range(n_seeds)}))
-    return out
-
 
 @pytest.mark.parametrize("n_seeds, common, studies, band", [
     (3, 0.3, 1500, (0.93, 0.97)),
@@ -245,7 +232,7 @@ def test_gaussian_simulation_coverage(n_seeds, common, studies, band):
     hits = 0
     for k in range(studies):
         effect = 0.0 if k % 2 else 1.0
-        (ref, rr), (arm, ar) = _gaussian_study(rng, n_seeds, [0.0, effect], common)
+        (ref, rr), (arm, ar) = gaussian_study(rng, n_seeds, [0.0, effect], common)
         c = stats.compare(arm, ref, ar, rr)
         hits += c["ci_low"] <= effect <= c["ci_high"]
     assert band[0] <= hits / studies <= band[1], hits / studies
@@ -262,7 +249,7 @@ def test_gaussian_simulation_false_positives_after_holm():
     rng = np.random.default_rng(5)
     hits, total = 0, 2500
     for _ in range(total):
-        (ref, rr), *arms = _gaussian_study(rng, 3, [0.0] * 4, common=0.5)
+        (ref, rr), *arms = gaussian_study(rng, 3, [0.0] * 4, common=0.5)
         ps = [stats.compare(a, ref, ar, rr)["p"] for a, ar in arms]
         hits += any(p < 0.05 for p in stats.holm(ps))
     assert _at_most(hits / total, 0.05, total), hits / total
@@ -436,7 +423,7 @@ def test_analyze_run_edge_cases(tmp_path):
     a = analyze.analyze_run(_run(tmp_path, rows))
     by = {c["value"]: c for c in a["comparisons"]}
     assert by[1]["n"] == 0 and by[1]["p"] is None
-    assert by[1]["verdict"].startswith("no comparison: this arm has no finished trials")
+    assert by[1]["verdict"].startswith("no comparison: this arm has no usable finished trials")
     assert "ERROR 2" in by[1]["verdict"] and "DIVERGED 1" in by[1]["verdict"]
     assert not by[8]["paired"] and by[8]["n"] == 3 and "unpaired" in by[8]["notes"][0]
     assert by[8]["p"] == pytest.approx(st.ttest_ind([72.5, 73.1, 72.2], [71.0, 72.0, 71.4], equal_var=False).pvalue)
@@ -461,10 +448,24 @@ def test_constant_metric(tmp_path):
     rows = [(f"t{v}{s}", "FINISHED", s, v, 50.0) for v in (1, 4) for s in range(3)]
     a = analyze.analyze_run(_run(tmp_path, rows, values=(1, 4)))
     c = a["comparisons"][0]
-    assert (c["diff"], c["ci_low"], c["ci_high"], c["p"]) == (0.0, 0.0, 0.0, None)
-    assert c["verdict"] == "no difference: every trial of both arms gave 50.00 mAP (no spread to test)"
+    # Exactly 0 on every seed is no evidence of a difference: p = 1, and the arm stays in Holm's family.
+    assert (c["diff"], c["ci_low"], c["ci_high"], c["p"], c["p_holm"]) == (0.0, 0.0, 0.0, 1.0, 1.0)
+    assert c["verdict"] == ("no difference: each seed's difference to the reference is exactly 0 (both arms average "
+                            "50.00 mAP)")
+    assert c["holm"] == "in the family of 1" and c["mde"] is None
     analyze.write_analysis(a_dir := tmp_path / "out", a)
-    assert json.loads((a_dir / schema.ANALYSIS_JSON).read_text())["comparisons"][0]["p"] is None
+    assert json.loads((a_dir / schema.ANALYSIS_JSON).read_text())["comparisons"][0]["p"] == 1.0
+
+
+def test_the_same_nonzero_difference_on_every_seed_leaves_holm_with_its_reason(tmp_path):
+    rows = [(f"t{v}{s}", "FINISHED", s, v, 50.0 + s + (v == 1)) for v in (1, 4, 8) for s in range(3)]
+    a = analyze.analyze_run(_run(tmp_path, rows))
+    c1, c8 = a["comparisons"]
+    assert c1["p"] is None and c1["p_holm"] is None and c1["diff"] == pytest.approx(1.0)
+    assert c1["holm"].startswith("left out: the same difference on every seed")
+    assert c1["verdict"] == "+1.00 mAP on every seed with no spread at all: no test is possible"
+    assert c8["holm"] == "in the family of 1"
+    assert "1: Holm: left out: the same difference" in summary.format_table(a)
 
 
 def test_committed_export_and_cli(tmp_path, capsys):
@@ -547,9 +548,10 @@ def test_a_reported_mAP_the_predictions_cannot_give_is_noted_but_float16_ties_ar
     for tid, s in (("ok", fine), ("wrong", fine), ("ties", tied)):
         analyze.save_predictions(run, tid, s, np.arange(60))
     notes = analyze.analyze_run(run, resamples=50)["notes"]
-    assert not any("trial ok:" in n for n in notes)
-    assert any("trial wrong:" in n and "are they the reported model's scores?" in n for n in notes), notes
-    assert not any("trial ties:" in n for n in notes), notes  # within what its float16 ties allow
+    assert not any("(trial ok" in n for n in notes)
+    assert any("predictions/wrong.npz (trial wrong, seed 0)" in n and "trials.csv reports" in n and "left out" in n
+               for n in notes), notes
+    assert not any("(trial ties" in n for n in notes), notes  # within what its float16 ties allow
 
 
 def _curve_run(tmp_path: Path, curves: dict[str, list[float]]) -> Path:

@@ -67,10 +67,8 @@ def test_an_export_without_predictions_says_what_cannot_be_computed(results):
     shutil.rmtree(d / "predictions")
     res = A.load_analysis(d, "num_scenes")
     assert res.source == "computed" and res.data["bootstrap"]["trials_with_predictions"] == 0
-    assert any(n.startswith("no predictions/targets.npz: no image-level intervals") for n in res.notes)
-    # The comparisons' own note, once, naming the arms it concerns.
-    (grouped,) = [n for n in res.notes if n.startswith("interval over seeds only")]
-    assert grouped.endswith("(num_scenes = 1, 2)")
+    assert any(n.startswith("no predictions/targets.npz: the trials saved no predictions, so the intervals are "
+                            "over seeds only") for n in res.notes)
     assert all(c["interval"] == "seeds" for c in res.data["comparisons"])
 
 
@@ -105,10 +103,21 @@ def test_unreadable_or_foreign_analysis_json_is_recomputed(results):
 def test_an_analysis_that_cannot_be_computed_is_a_message(results):
     d = results / RUN
     (d / "analysis.json").unlink()
-    (d / "predictions" / "targets.npz").write_bytes(b"not a zip file")
+    (d / "study.json").write_bytes(b'{"schema_version": 1, "stu')
     res = A.load_analysis(d, "num_scenes")
     assert res.data is None and res.source == "none"
     assert res.problem.startswith(f"the analysis could not be computed from results/{RUN}: ValueError: ")
+    assert "study.json is not valid JSON" in res.problem
+
+
+def test_a_damaged_targets_file_is_named_and_no_comparison_is_tested(results):
+    d = results / RUN
+    (d / "analysis.json").unlink()
+    (d / "predictions" / "targets.npz").write_bytes(b"not a zip file")
+    res = A.load_analysis(d, "num_scenes")
+    assert res.source == "computed"
+    assert any(n.startswith("predictions/targets.npz unreadable (not an .npz archive)") for n in res.notes), res.notes
+    assert all(c["p"] is None and c["holm"].startswith("left out: no test") for c in res.data["comparisons"])
 
 
 def test_mismatched_trials_compares_finished_values():

@@ -121,9 +121,7 @@ def test_an_older_export_without_predictions_says_what_it_cannot_compute(monkeyp
     assert NO_PREDICTIONS in texts(at.info)
     (box,) = [e for e in at.expander if e.label.startswith("What the analysis could not compute")]
     notes = texts(box.markdown)
-    assert "no predictions/targets.npz: no image-level intervals" in notes
-    assert ("interval over seeds only: predictions missing, validation-set noise not included (num_scenes = 1, "
-            "2)") in notes
+    assert "no predictions/targets.npz: the trials saved no predictions" in notes
     assert "intervals hold the seed spread only (no predictions)" in texts(at.caption)
     assert "Computed here by studies.analyze from trials.csv (this export has no analysis.json; no image" in \
         texts(at.caption)
