@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,9 +99,11 @@ def _to_number(v: str) -> float | int | None:
     except ValueError:
         pass
     try:
-        return float(v)
+        x = float(v)
     except ValueError:
         return None
+    # 'nan' and 'inf' parse as floats but are no result: a mean or a chart over them would mislead.
+    return x if math.isfinite(x) else None
 
 
 def _to_bool(v: str) -> bool | None:
@@ -120,7 +123,7 @@ def read_csv_table(path: Path, columns: Sequence[str], numeric: Iterable[str] = 
 
     Raises LoadError when the file is absent, unreadable, empty, not CSV, lacks one of `columns`, repeats
     a column name or has a row whose length differs from the header's (the export never writes one).
-    An empty cell is missing. `numeric` columns hold numbers (a non-numeric cell is read as missing, with
+    An empty cell is missing. `numeric` columns hold finite numbers (any other cell is read as missing, with
     a warning), `booleans` true/false, `text` stay text; any other column (a config field) becomes
     numbers or booleans when every non-empty cell is one, else stays text.
     """
@@ -173,7 +176,7 @@ def read_csv_table(path: Path, columns: Sequence[str], numeric: Iterable[str] = 
         odd = [k for k, (v, x) in enumerate(zip(vals, nums, strict=True)) if v is not None and x is None]
         if c in numeric:
             if odd:
-                warnings.append(f"{name}: column {c} has {len(odd)} non-numeric value(s) (e.g. "
+                warnings.append(f"{name}: column {c} has {len(odd)} non-numeric or non-finite value(s) (e.g. "
                                 f"{raw[odd[0]]!r} on line {records[odd[0]][0]}); read as missing")
             data[c] = _number_column(nums)
         elif any(x is not None for x in nums) and not odd:

@@ -216,7 +216,8 @@ def test_damaged_and_empty_results_give_messages(monkeypatch, tmp_path):
     at = start(monkeypatch, tmp_path / "damaged")
     assert at.sidebar.selectbox(key="run").value == paths.display_path(tmp_path / "damaged/graph_depth/2025-06-01_0900")
     warnings = texts(at.warning)
-    assert "damaged/graph_depth/2025-06-01_0900/epochs.csv: column mAP has 1 non-numeric value(s)" in warnings
+    assert ("damaged/graph_depth/2025-06-01_0900/epochs.csv: column mAP has 1 non-numeric or non-finite value(s)"
+            in warnings)
     assert "'oops' on line 4" in warnings
     assert spec(at, "curves_chart")["data"]
 
@@ -257,7 +258,7 @@ def test_header_counts_what_a_damaged_trials_csv_holds(monkeypatch, tmp_path):
     assert "3 with a best EMA mAP (plotted)" in captions and "trials.csv has problems" in captions
     # The warnings come right under the counts, the file's own problems first.
     warnings = [w.value for w in at.main.warning]
-    assert "column best_mAP_ema has 1 non-numeric value(s) (e.g. 'n/a' on line 3)" in warnings[0]
+    assert "column best_mAP_ema has 1 non-numeric or non-finite value(s) (e.g. 'n/a' on line 3)" in warnings[0]
     assert "holds 4 ended trial(s) where study.json says 8 ended" in warnings[1]
     assert metrics[REPORTED_CARD] == f"{synthetic_final(2, 1) + 0.2:.2f}"
     assert "4/8 trials" in at.sidebar.selectbox(key="run").options[0]

@@ -89,11 +89,19 @@ def test_trials_values_and_cell_messages(tmp_path):
     assert df["best_mAP"].iloc[0] == 55.5 and df["best_mAP"].iloc[1:].isna().all()
     assert df["error"].iloc[1] == "Traceback, with comma\nand newline"
     text = "\n".join(warnings)
-    assert "column best_mAP has 1 non-numeric value(s) (e.g. 'abc' on line 3)" in text
+    assert "column best_mAP has 1 non-numeric or non-finite value(s) (e.g. 'abc' on line 3)" in text
     assert "column is_paper_config has 1 value(s) that are not true/false (e.g. 'maybe' on line 3)" in text
     # Statuses are the schema's, as written: a lower-case one is named, not fixed.
     assert "unknown trial status(es) finished" in text
     assert len(warnings) == 3
+
+
+def test_nan_and_infinite_cells_are_missing_with_a_warning(tmp_path):
+    """'nan' and 'inf' parse as floats but are no result: a mean or chart over them would mislead."""
+    rows = [trial_row("001", best_mAP_ema="inf"), trial_row("002", best_mAP_ema="nan")]
+    df, warnings = F.read_trials(write(tmp_path / "trials.csv", csv_text(list(TRIAL_REQUIRED), *rows)))
+    assert df["best_mAP_ema"].isna().all()
+    assert "column best_mAP_ema has 2 non-numeric or non-finite value(s) (e.g. 'inf' on line 2)" in "\n".join(warnings)
 
 
 def test_cluster_placement_columns_keep_their_types(tmp_path):
@@ -106,7 +114,7 @@ def test_cluster_placement_columns_keep_their_types(tmp_path):
     assert df["gpu_ids"].tolist() == ["0,1", "1"]
     assert df["retries"].iloc[0] == 0 and math.isnan(df["retries"].iloc[1])
     (w,) = warnings
-    assert "column retries has 1 non-numeric value(s) (e.g. 'two' on line 3)" in w
+    assert "column retries has 1 non-numeric or non-finite value(s) (e.g. 'two' on line 3)" in w
     df, warnings = F.read_trials(write(tmp_path / "old.csv", csv_text(TRIAL_REQUIRED, trial_row())))
     assert warnings == [] and not set(F.PLACEMENT_COLUMNS) & set(df.columns)
 
@@ -119,8 +127,8 @@ def test_epochs_keep_the_exported_order_and_types(tmp_path):
     assert df["mAP"].tolist()[:2] == [41, 42] and math.isnan(df["mAP"].iloc[2]) and df["mAP"].dtype == float
     assert df["CF1"].isna().all()
     (w,) = warnings
-    assert w.endswith(f"{tmp_path.name}/epochs.csv: column mAP has 1 non-numeric value(s) (e.g. 'oops' on line 4); "
-                      f"read as missing")
+    assert w.endswith(f"{tmp_path.name}/epochs.csv: column mAP has 1 non-numeric or non-finite value(s) (e.g. 'oops' "
+                      f"on line 4); read as missing")
 
 
 def test_header_only_files_give_empty_tables(tmp_path):

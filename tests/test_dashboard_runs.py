@@ -234,7 +234,7 @@ def test_counts_come_from_trials_csv_as_read(tmp_path):
     assert R.trial_counts(run) == R.TrialCounts(read=4, ended=4, with_value=3, planned=8)
     assert R.trial_counts(run, "mAP").with_value == 4
     cell, cut = R.file_warnings(run, "trials.csv")
-    assert "column best_mAP_ema has 1 non-numeric value(s) (e.g. 'n/a' on line 3)" in cell
+    assert "column best_mAP_ema has 1 non-numeric or non-finite value(s) (e.g. 'n/a' on line 3)" in cell
     assert cut.endswith("trials.csv: holds 4 ended trial(s) where study.json says 8 ended: the file is incomplete "
                         "(cut short, or an older copy); the counts and charts show what it holds")
     assert R.file_warnings(run, "epochs.csv") == []
