@@ -293,6 +293,25 @@ def test_the_fallback_keeps_the_false_positive_rate_at_alpha():
         assert seeds_only / total > 0.05, (n_seeds, seeds_only / total)  # what the fallback replaced
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["targets.npz truncated", "predictions file truncated", "infinite metric cell",
+                                  "trials.csv row cut short", "identical arm"])
+def test_the_dashboard_shows_a_damaged_export_without_an_exception(name, monkeypatch, tmp_path):
+    """The same damages through the dashboard (Streamlit's AppTest), with no analysis.json to fall back on: the
+    page draws, and what the analysis says about the damage is on it."""
+    from test_dashboard_app import start, texts
+
+    root = tmp_path / "results"
+    run = root / "mechanism" / "default"
+    shutil.copytree(EXPORT, run)
+    (run / schema.ANALYSIS_JSON).unlink()
+    DAMAGES[name][0](run)
+    at = start(monkeypatch, root, "mechanism/default")
+    tables = [t.value.to_csv() for t in [*at.dataframe, *at.table]]
+    shown = "\n".join([texts(at.markdown), texts(at.caption), texts(at.warning), texts(at.info), *tables])
+    assert DAMAGES[name][1] in shown, name
+
+
 def _fuzz_table() -> str:
     """Markdown: every damage, the first message about it, and each arm's verdict kind before and after."""
     import tempfile
