@@ -26,6 +26,7 @@ from types import SimpleNamespace
 import pytest
 import ray
 from helpers import descendants, header, kill, read_rows, wait_until
+from ray._common.utils import get_default_ray_temp_dir
 from ray.cluster_utils import Cluster
 from ray.tune import ExperimentAnalysis
 from ray.util.state import list_actors, list_tasks
@@ -51,6 +52,9 @@ def sim():
     """Head (no CPUs: the driver's node, as on a real cluster) + a worker with 1 CPU and 1 declared GPU +
     a worker with 1 CPU. Metrics exported every second; a dead node noticed within seconds."""
     tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # Ray's socket paths must stay short
+    # Cluster writes the head's address to <Ray's default temp dir>/ray_current_cluster ($TMPDIR/ray), whatever
+    # temp_dir says, and does not create that folder: on a machine where Ray never ran it is missing.
+    os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
     cluster = None
     try:
         cluster = Cluster(initialize_head=True, head_node_args={
