@@ -14,10 +14,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import urllib.request
 from pathlib import Path
@@ -30,6 +28,7 @@ from ray._common.utils import get_default_ray_temp_dir
 from ray.cluster_utils import Cluster
 from ray.tune import ExperimentAnalysis
 from ray.util.state import list_actors, list_tasks
+from ray_cli import free_port, short_temp_dir
 
 from studies import scene_count
 from studies.monitor import TRAINABLE_CLASS
@@ -41,25 +40,19 @@ pytestmark = [pytest.mark.cluster, pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sim():
     """Head (no CPUs: the driver's node, as on a real cluster) + a worker with 1 CPU and 1 declared GPU +
     a worker with 1 CPU. Metrics exported every second; a dead node noticed within seconds."""
-    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # Ray's socket paths must stay short
+    tmp = short_temp_dir("rc")
     # Cluster writes the head's address to <Ray's default temp dir>/ray_current_cluster ($TMPDIR/ray), whatever
     # temp_dir says, and does not create that folder: on a machine where Ray never ran it is missing.
     os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
     cluster = None
     try:
         cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "temp_dir": tmp, "include_dashboard": True, "dashboard_port": _free_port(),
-            "dashboard_agent_listen_port": _free_port(),
+            "num_cpus": 0, "temp_dir": tmp, "include_dashboard": True, "dashboard_port": free_port(),
+            "dashboard_agent_listen_port": free_port(),
             "_system_config": {"metrics_report_interval_ms": 1000, "health_check_period_ms": 1000,
                                "health_check_failure_threshold": 3}})
         gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import optuna
@@ -22,6 +21,7 @@ from helpers import descendants, kill, read_rows, wait_until
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray.tune import ExperimentAnalysis
+from ray_cli import short_temp_dir
 
 from studies import quiet, workspace
 
@@ -82,7 +82,7 @@ def recorded_by_ray(exp_dir: Path, trial_ids: set[str]) -> bool:
 
 @pytest.fixture
 def ray_tmp():
-    d = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # Ray's unix sockets need a short path
+    d = short_temp_dir("rr")
     yield d
     shutil.rmtree(d, ignore_errors=True)
 

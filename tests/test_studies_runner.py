@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import tempfile
 import threading
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from helpers import header, read_rows, trial_workers, wait_until
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray.tune import ExperimentAnalysis
+from ray_cli import short_temp_dir
 
 from salgl_core.config import ExperimentConfig
 from salgl_core.data import build_datasets
@@ -47,7 +47,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def ray_two_gpus():
     """One Ray for the whole module: 2 CPUs and 2 declared (fake) GPUs. Ray's socket paths must stay short."""
-    tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    tmp = short_temp_dir("rt")
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, **ray_temp_dir(tmp))
     yield
     ray.shutdown()
