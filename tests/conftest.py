@@ -108,15 +108,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
-    from helpers import psutil
+    from ray_cli import processes_using
 
-    def uses_root(p: psutil.Process) -> bool:
-        try:
-            return any(str(ROOT) in part for part in [p.cwd(), *p.cmdline()])
-        except (psutil.Error, OSError):
-            return False
-
-    busy = [p.pid for p in psutil.process_iter() if p.pid != os.getpid() and uses_root(p)]
+    busy = processes_using(str(ROOT))
     if busy or _failed:
         why = f"processes {busy} still use it" if busy else "the session failed"
         print(f"\nthe tests' clean room {ROOT} is kept ({why})", file=sys.stderr)

@@ -1,7 +1,8 @@
 """The cluster examples in cluster/ (a `ray up` definition, a KubeRay RayJob, the image both run) and the
 README's cluster commands run this repository's real entry points: the YAML loads (the `ray up` one
 against Ray's own schema), every study command names an existing script, and that study's parser
-accepts its flags. No Ray runtime."""
+accepts its flags. Every `ray start` and Ray client they document runs with token authentication
+(DESIGN.md, "Security"; test_cluster_jobs.py and test_cluster_ray_up.py start them). No Ray runtime."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import jsonschema
 import pytest
 import ray
 import yaml
+from ray_cli import shell_lines, split_command
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -58,6 +60,14 @@ def test_ray_up_definition():
     assert workers["min_workers"] >= 1  # a study sizes its trials to the nodes present when it starts
     head = " ".join(config["head_start_ray_commands"])
     assert "--head" in head and "--dashboard-host=127.0.0.1" in head
+    # Each `ray start` turns authentication on itself, whatever the container's environment.
+    starts = [split_command(c) for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+              if c.split("ray ", 1)[-1].startswith("start")]
+    assert len(starts) == 2 and all(env == {"RAY_AUTH_MODE": "token"} for env, _ in starts), starts
+    header = [line.removeprefix("#").strip() for line in text.splitlines() if line.startswith("#")]
+    assert "ray get-auth-token --generate" in [line.split("#")[0].strip() for line in header]
+    for env, argv in map(split_command, [line for line in header if re.match(r"(\w+=\S+ )*ray job ", line)]):
+        assert env.get("RAY_AUTH_MODE") == "token", argv
     commands = study_commands(text)
     assert len(commands) >= 2  # `ray exec` on the head and `ray job submit`
     for argv in commands:
@@ -66,11 +76,17 @@ def test_ray_up_definition():
 
 
 def test_kuberay_rayjob():
-    job = yaml.safe_load((CLUSTER / "kuberay-rayjob.yaml").read_text())
+    text = (CLUSTER / "kuberay-rayjob.yaml").read_text()
+    job = yaml.safe_load(text)
     assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
     spec = job["spec"]
     assert spec["rayClusterSpec"]["rayVersion"] == ray.__version__
     assert spec["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+    # How a client outside the cluster gets the token the operator made, and uses it.
+    header = [line.removeprefix("#").strip() for line in text.splitlines() if line.startswith("#")]
+    assert any(line.startswith("export RAY_AUTH_TOKEN=$(kubectl exec") and line.endswith("printenv RAY_AUTH_TOKEN)")
+               for line in header), header
+    assert any(line.startswith("RAY_AUTH_MODE=token ray job ") for line in header), header
     argv = shlex.split(spec["entrypoint"])
     assert argv[0] == "python"
     check_command(argv[1:])
@@ -81,6 +97,7 @@ def test_kuberay_rayjob():
         (container,) = pod["spec"]["containers"]
         assert {"name": "shared", "mountPath": "/mnt/shared"} in container["volumeMounts"]
         assert container["workingDir"] == IMAGE_REPO
+        assert not [e for e in container.get("env", []) if e["name"].startswith("RAY_AUTH")]  # the operator's
     gpus = [g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")
             for g in spec["rayClusterSpec"]["workerGroupSpecs"]]
     assert all(gpus)
@@ -104,3 +121,11 @@ def test_readme_cluster_commands():
     assert len(commands) >= 3
     for argv in commands:
         check_command(argv)
+    # Every `ray start` and Ray client the section shows runs with token authentication, the token made first.
+    blocks = [split_command(c) for b in re.findall(r"```bash\n(.*?)```", section, re.S) for c in shell_lines(b)]
+    ray_cli = [(env, argv) for env, argv in blocks if argv[:2] in (["ray", "start"], ["ray", "job"])]
+    assert len(ray_cli) >= 3 and all(env.get("RAY_AUTH_MODE") == "token" for env, _ in ray_cli), ray_cli
+    order = [argv[:3] for _, argv in blocks]
+    assert order.index(["ray", "get-auth-token", "--generate"]) < order.index(["ray", "start", "--head"])
+    joins = re.findall(r"`([^`]*ray start --address[^`]*)`", section)
+    assert joins and all(split_command(j)[0] == {"RAY_AUTH_MODE": "token"} for j in joins), joins
