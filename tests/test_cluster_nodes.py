@@ -163,7 +163,11 @@ def test_a_killed_driver_resumes_on_the_same_cluster(sim, tmp_path):
     first = [*common, "--smoke", "--values", "4", "--seeds", "0", "1", "2", "--max-concurrent", "1",
              "--epochs", "2", "--set", "synthetic_train_images=768", "--gpus-per-trial", "0",
              "--results-dir", str(results)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Ray saves its experiment state (what --resume starts from) every 10 s or more, or when a trial has made
+    # its 2 kept checkpoints: just before that trial ends, so a trial's end is recorded only by a later save.
+    # With ~7 s trials on an idle machine every trial could end in the export before a save recorded one
+    # (this test failed 3 of 3 runs on its own that way). A save every second leaves the kill a whole trial.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     log = tmp_path / "first.log"
     with open(log, "w") as f:
         driver = subprocess.Popen(first, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
