@@ -32,7 +32,8 @@ import ray
 from ray.tune import ExperimentAnalysis
 
 from studies import runner, scene_count
-from studies.search import ray_temp_dir
+from studies.cluster import token_auth_on
+from studies.search import default_temp_dir, ray_temp_dir
 
 # trial length (s) -> (epochs, trials): a few epochs each, so checkpoints and reports are part of it.
 DEFAULT_TRIALS = {1: 4, 10: 4, 60: 4}
@@ -107,6 +108,10 @@ def measure(topology: str, sizes: dict[int, int], reuse: list[int], tmp: Path) -
         if topology == "one node":
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, **ray_temp_dir(str(tmp)))
         else:
+            # Its nodes listen on this machine's address: token authentication on, as every Ray we start.
+            token_auth_on()
+            # Cluster writes the head's address into Ray's default temp dir, which it does not create.
+            os.makedirs(default_temp_dir(), exist_ok=True)
             cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": str(tmp),
                                                                     "include_dashboard": False})
             for _ in range(2):

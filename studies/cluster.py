@@ -12,13 +12,14 @@ import argparse
 import math
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from studies.search import ray_temp_dir
+from studies.search import enable_token_auth, ray_temp_dir
 from studies.spec import StudyError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -39,6 +40,21 @@ def dashboard_warning(args: argparse.Namespace) -> str | None:
     return (f"WARNING: the Ray dashboard will listen on {args.dashboard_host}, not only on this machine. It accepts "
             "job submissions, which run arbitrary code here: expose it only on a network you trust, and keep "
             "token authentication on (RAY_AUTH_MODE=token, the default).")
+
+
+def token_auth_on() -> None:
+    """Token authentication for a Ray cluster this process starts other than with `ray.init()` (which turns it on
+    itself): `ray.cluster_utils.Cluster` and `ray start` follow RAY_AUTH_MODE, and need a token that exists. Sets
+    RAY_AUTH_MODE=token for this process and the nodes it starts, and makes a token with Ray's own CLI where there
+    is none yet (~/.ray/auth_token, or RAY_AUTH_TOKEN_PATH; an existing one is kept)."""
+    if not os.environ.get("RAY_AUTH_TOKEN"):
+        out = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"],
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            where = os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")
+            raise StudyError(f"could not make a Ray auth token at {where} (`ray get-auth-token --generate` said: "
+                             f"{(out.stderr or out.stdout).strip()[-300:]}); make one there, or set RAY_AUTH_TOKEN")
+    enable_token_auth()
 
 
 def start_ray(args: argparse.Namespace) -> bool:

@@ -3,7 +3,8 @@ module that touches Ray's and Optuna's private attributes.
 
 Resuming a crashed study needs a few internals that neither library exposes publicly: OptunaSearch's
 `_ot_study`, `_ot_trials` and `_completed_trials`, an Optuna trial's `_trial_id`, and `ray.init`'s
-`_temp_dir`. They are used here and nowhere else; `check_internals` says clearly which one a new
+`_temp_dir`; a simulated cluster (the overhead benchmark, the multi-node tests) needs Ray's default temp dir
+and its token-mode switch. They are used here and nowhere else; `check_internals` says clearly which one a new
 version of Ray or Optuna has changed (tests/test_studies_search.py runs it).
 """
 
@@ -18,6 +19,9 @@ import ray
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from ray._common import utils as ray_utils
+from ray._private.authentication import authentication_token_setup as ray_auth
+from ray._raylet import AuthenticationTokenLoader
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Repeater, Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -117,12 +121,33 @@ def ray_temp_dir(path: str | None) -> dict[str, Any]:
     return {"_temp_dir": path} if path else {}
 
 
+def default_temp_dir() -> str:
+    """Ray's default session folder ($TMPDIR/ray or /tmp/ray), where `ray.cluster_utils.Cluster` writes the head's
+    address whatever its temp_dir says: a private function of Ray's."""
+    return ray_utils.get_default_ray_temp_dir()
+
+
+def enable_token_auth() -> None:
+    """RAY_AUTH_MODE=token for this process, its children, and the Ray config this process already read: Ray reads
+    it once per process, so a Ray started here after an earlier one (or after `import ray` had read it) would
+    otherwise send no token. What ray.init() does for a new local cluster, through Ray's private setup module;
+    the token loader forgets what it found before (a token made since)."""
+    ray_auth._enable_token_auth()
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 def check_internals() -> None:
     """Raise RuntimeError naming every private attribute this module relies on that is gone."""
     missing: list[str] = []
     # ray.init takes its private options from **kwargs (and refuses unknown ones).
     if '"_temp_dir"' not in inspect.getsource(inspect.unwrap(ray.init)):
         missing.append("ray.init(_temp_dir=...)")
+    if not callable(getattr(ray_utils, "get_default_ray_temp_dir", None)):
+        missing.append("ray._common.utils.get_default_ray_temp_dir")
+    if not callable(getattr(ray_auth, "_enable_token_auth", None)):
+        missing.append("ray._private.authentication.authentication_token_setup._enable_token_auth")
+    if not callable(getattr(AuthenticationTokenLoader.instance(), "reset_cache", None)):
+        missing.append("ray._raylet.AuthenticationTokenLoader.instance().reset_cache")
     study = optuna.create_study(direction="maximize")
     searcher = OptunaSearch(space={"x": optuna.distributions.CategoricalDistribution([1, 2])}, metric=METRIC,
                             mode=MODE, sampler=GridSampler({"x": [1, 2]}, seed=0))
@@ -149,4 +174,5 @@ def check_internals() -> None:
         raise RuntimeError(
             f"studies/search.py relies on Ray/Optuna internals that changed ({ray.__version__=}, "
             f"{optuna.__version__=}; last checked with {versions}): {'; '.join(missing)}. Adapt "
-            "ResumableOptunaSearch / ray_temp_dir to the new versions or pin the checked ones.")
+            "ResumableOptunaSearch, ray_temp_dir, default_temp_dir or enable_token_auth to the new versions or pin "
+            "the checked ones.")

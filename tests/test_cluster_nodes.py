@@ -24,15 +24,16 @@ from types import SimpleNamespace
 import pytest
 import ray
 from helpers import descendants, header, kill, read_rows, wait_until
-from ray._common.utils import get_default_ray_temp_dir
 from ray.cluster_utils import Cluster
 from ray.tune import ExperimentAnalysis
 from ray.util.state import list_actors, list_tasks
 from ray_cli import free_port, short_temp_dir
 
 from studies import scene_count
+from studies.cluster import token_auth_on
 from studies.monitor import TRAINABLE_CLASS
 from studies.schema import STUDY_KEYS, TRIAL_COLUMNS
+from studies.search import default_temp_dir
 from studies.spec import StudyError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray, pytest.mark.slow]
@@ -47,7 +48,8 @@ def sim():
     tmp = short_temp_dir("rc")
     # Cluster writes the head's address to <Ray's default temp dir>/ray_current_cluster ($TMPDIR/ray), whatever
     # temp_dir says, and does not create that folder: on a machine where Ray never ran it is missing.
-    os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
+    os.makedirs(default_temp_dir(), exist_ok=True)
+    token_auth_on()  # every Ray we start has token authentication on; this cluster's nodes listen beyond 127.0.0.1
     cluster = None
     try:
         cluster = Cluster(initialize_head=True, head_node_args={

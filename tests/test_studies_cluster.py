@@ -1,19 +1,28 @@
-"""studies/cluster.py, storage.py and monitor.py without a Ray runtime: trials sized to the cluster, a Ray
-dashboard that stays local unless asked, an --address where nothing answers failing in seconds, Ray's
-experiment folder on a path or a URI, what --resume finds where, and the trials' readable names."""
+"""studies/cluster.py, storage.py and monitor.py: trials sized to the cluster, a Ray dashboard that stays local
+unless asked, an --address where nothing answers failing in seconds, Ray's experiment folder on a path or a
+URI, what --resume finds where, the trials' readable names (all without a Ray runtime), and token
+authentication of the Ray a study starts, from a fresh HOME (in a subprocess)."""
 
 from __future__ import annotations
 
 import http.server
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
+from ray_cli import free_port
 
 from studies import cli, cluster, monitor, scene_count, storage
 from studies import tune as tune_study
 from studies.runner import run_script
 from studies.spec import StudyError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_resources_follow_the_cluster():
@@ -125,3 +134,59 @@ def test_trial_names():
         "momentum mu=0.9 seed=0"
     assert monitor.trial_name("tune", tune_study.SPEC.axis, {"num_scenes": 2, "seed": 0}, "ab12_00003") == \
         "tune ab12_00003 seed=0"
+
+
+# --- token authentication, from a machine with no token yet ------------------------------------------------
+
+_LOCAL_START = """
+import json, os, sys, urllib.error, urllib.request
+from studies import cluster, scene_count
+args = scene_count.get_args_parser().parse_args(["--dashboard-port", sys.argv[1]])
+assert cluster.start_ray(args)
+import ray
+url = "http://127.0.0.1:" + sys.argv[1] + "/api/jobs/"
+def status(headers):
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30).status
+    except urllib.error.HTTPError as e:
+        return e.code
+token = open(os.path.expanduser("~/.ray/auth_token")).read().strip()
+print(json.dumps({"without": status({}), "with": status({"Authorization": "Bearer " + token}),
+                  "mode": os.environ.get("RAY_AUTH_MODE")}))
+ray.shutdown()
+"""
+
+
+def _fresh_env(tmp_path) -> dict[str, str]:
+    (tmp_path / "home").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return {**env, "HOME": str(tmp_path / "home")}
+
+
+@pytest.mark.ray
+def test_a_studys_local_ray_keeps_token_authentication_on(tmp_path):
+    """The Ray a study starts for itself (start_ray: ray.init with the dashboard on 127.0.0.1), on a machine with no
+    token: Ray makes one, and its dashboard (the job API) refuses a request without it and serves one with it."""
+    out = subprocess.run([sys.executable, "-c", _LOCAL_START, str(free_port())], env=_fresh_env(tmp_path), cwd=REPO,
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (seen["without"], seen["with"], seen["mode"]) == (401, 200, "token"), seen
+    assert len((tmp_path / "home" / ".ray" / "auth_token").read_text().strip()) == 64
+
+
+def test_token_auth_on_makes_a_token_once_and_says_when_it_cannot(tmp_path):
+    """For the Ray clusters a study's tools start without ray.init (the overhead benchmark's simulated cluster):
+    RAY_AUTH_MODE=token and a token from Ray's own CLI, kept when one exists."""
+    code = ("import os; from studies.cluster import token_auth_on; token_auth_on(); "
+            "print(os.environ['RAY_AUTH_MODE'], open(os.path.expanduser('~/.ray/auth_token')).read().strip())")
+    env = _fresh_env(tmp_path)
+    first, second = (subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                                    timeout=120) for _ in range(2))
+    assert first.returncode == 0, first.stderr[-2000:]
+    mode, token = first.stdout.split()
+    assert mode == "token" and len(token) == 64 and second.stdout == first.stdout  # the same token, kept
+    bad = {**env, "RAY_AUTH_TOKEN_PATH": str(tmp_path / "no" / "such" / "token")}
+    code = "from studies.cluster import token_auth_on; token_auth_on()"
+    out = subprocess.run([sys.executable, "-c", code], env=bad, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "could not make a Ray auth token at " + str(tmp_path) in out.stderr
