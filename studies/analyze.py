@@ -82,13 +82,13 @@ def save_targets(run_dir: str | Path, targets: np.ndarray, ignore: np.ndarray | 
     return path
 
 
-def _image_replicates(run_dir: Path, trials: list[dict], resamples: int, seed: int, notes: list[str]
-                      ) -> tuple[dict[str, np.ndarray], dict[str, Any], Targets]:
+def _image_replicates(run_dir: Path, trials: list[dict], resamples: int, seed: int, notes: list[str],
+                      expected: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any], Targets]:
     """{trial_id: bootstrap mAP replicates} of the usable FINISHED trials with predictions, the bootstrap's
     summary and the run's targets; every trial that cannot be used gets `excluded` (studies.evidence)."""
     info: dict[str, Any] = {"resamples": resamples, "seed": seed, "images": None, "classes": None,
                             "trials_with_predictions": 0, "seconds": None}
-    tgt = evidence.load_targets(run_dir, notes)
+    tgt = evidence.load_targets(run_dir, notes, expected)
     scores = evidence.trial_scores(run_dir, trials, tgt, notes)
     if tgt.targets is None:
         return {}, info, tgt
@@ -135,7 +135,9 @@ def _arm_seeds(trials: list[dict], value: Any, notes: list[str]) -> list[dict]:
     seen: dict[int, str] = {}
     out = []
     for t in trials:
-        if t["value"] != value or t["status"] != "FINISHED":
+        # A row whose status cell is damaged may be a finished trial: it counts, excluded, where its seed is missing.
+        if t["value"] != value or (t["status"] != "FINISHED" and not (
+                t["excluded"] and t["status"] not in schema.TRIAL_STATUSES)):
             continue
         if not t["excluded"] and t["seed"] in seen:
             notes.append(f"arm {value}: seed {t['seed']} finished twice; kept trial {seen[t['seed']]}")
@@ -144,6 +146,21 @@ def _arm_seeds(trials: list[dict], value: Any, notes: list[str]) -> list[dict]:
             seen[t["seed"]] = t["trial_id"]
         out.append(t)
     return out
+
+
+def _reference(study: dict, values: list[Any], notes: list[str]) -> Any:
+    """The reference arm: study.json's paper_config value of the axis as one of its axis_values (which the plan
+    always makes it), the same type first (True is not 1, though True == 1); None, noted, when it is none."""
+    ref = (study.get("paper_config") or {}).get(study["axis"])
+    if ref is None:
+        return None
+    same = next((v for v in values if type(v) is type(ref) and v == ref), None)
+    if same is None and not isinstance(ref, bool):
+        same = next((v for v in values if not isinstance(v, bool) and evidence.same_value(str(ref), v)), None)
+    if same is None:
+        notes.append(f"study.json's paper_config {study['axis']} = {ref!r} is none of its axis_values {values}: no "
+                     f"reference arm, so no comparisons; {evidence.RESTORE}")
+    return same
 
 
 def _typical_sd(arms: list[dict]) -> float | None:
@@ -157,7 +174,7 @@ def _typical_sd(arms: list[dict]) -> float | None:
 def _ablation(study: dict, trials: list[dict], reps: dict[str, np.ndarray], tgt: Targets, values: list[Any],
               ref: Any, notes: list[str]) -> dict:
     axis = study["axis"]
-    if ref is None:
+    if ref is None and (study.get("paper_config") or {}).get(axis) is None:
         notes.append(f"study.json has no paper_config for {axis}: no reference arm, so no comparisons")
     arms, finished, statuses = [], {}, {}
     for v in values:
@@ -170,25 +187,36 @@ def _ablation(study: dict, trials: list[dict], reps: dict[str, np.ndarray], tgt:
     comparisons = []
     others = [a for a in arms if not a["is_reference"]]
     typical = _typical_sd(arms)
+    design = study.get("seeds")
+    unplaced = [t for t in trials if t["excluded"] and t["value"] is None]
     for arm in others if ref is not None else []:
-        a, r, fallback = evidence.comparison_trials(finished[arm["value"]], finished[ref])
+        a, r, fallback, empty = evidence.comparison_trials(finished[arm["value"]], finished[ref], design, unplaced)
         have = tgt.state == "images"
         c = stats.compare({s: t["mAP"] for s, t in a.items()}, {s: t["mAP"] for s, t in r.items()},
                           {s: reps[t["trial_id"]] for s, t in a.items()} if have else None,
                           {s: reps[t["trial_id"]] for s, t in r.items()} if have else None)
-        if tgt.state == "damaged":  # a seeds-only test would ignore the validation set: none at all instead
+        if c["p"] is not None and not math.isfinite(c["p"]):
+            stats.untested(c, "no test: its statistic is not finite")
+        if empty:
+            c["no_test"] = empty
+        elif tgt.state == "damaged":  # a seeds-only test would ignore the validation set: none at all instead
             stats.untested(c, f"no test: {tgt.reason}")
-            fallback = f"no test ({tgt.reason})"
+            fallback = c["no_test"]
+        elif tgt.state == "none":
+            fallback = "seeds only: this export has no predictions/, so the validation set's noise is not in the test"
         stats.add_power(c, len(others), typical)
         comparisons.append({"axis": axis, "value": arm["value"], **c, "fallback": fallback})
-    for c, p in zip(comparisons, stats.holm([c["p"] for c in comparisons]), strict=True):
-        c["p_holm"] = p
-        c["holm"] = stats.holm_membership(c, sum(x["p"] is not None for x in comparisons))
-        c["verdict"] = stats.verdict(c, p)
+    # Holm over every planned comparison: one without a test counts as p = 1, so an arm whose evidence a damaged
+    # file took away never makes the others easier to call.
+    adjusted = stats.holm([1.0 if c["p"] is None else c["p"] for c in comparisons])
+    for c, p in zip(comparisons, adjusted, strict=True):
+        c["p_holm"] = p if c["p"] is not None else None
+        c["holm"] = stats.holm_membership(c, len(comparisons))
+        c["verdict"] = stats.verdict(c, c["p_holm"])
         for n, v in ((c["n"], c["value"]), (c["n_reference"], ref)):
             if not n:  # say what became of the trials
                 c["verdict"] += f"; {v}: " + (", ".join(f"{k} {m}" for k, m in statuses[v].items()) or "none run")
-        if c["fallback"]:
+        if c["fallback"] and c["fallback"] not in c["verdict"]:
             c["verdict"] += f"; {c['fallback']}"
     return {"reference": ref, "arms": arms, "comparisons": comparisons}
 
@@ -205,13 +233,18 @@ def _importances(run_dir: Path, study: dict, notes: list[str]) -> dict[str, Any]
     from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(JournalFileBackend(str(journal)))
-    names = optuna.get_all_study_names(storage)
     name = f"{study.get('study')}/{study.get('run')}"
-    if name not in names and len(names) != 1:
-        notes.append(f"Optuna journal holds studies {names}, none named {name}: no parameter importances")
+    try:
+        storage = JournalStorage(JournalFileBackend(str(journal)))
+        names = optuna.get_all_study_names(storage)
+        if name not in names and len(names) != 1:
+            notes.append(f"{journal.name} holds studies {names}, none named {name}: no parameter importances")
+            return {}
+        ostudy = optuna.load_study(study_name=name if name in names else names[0], storage=storage)
+    except Exception as e:  # noqa: BLE001 - any damage to the journal costs the importances, not the analysis
+        notes.append(f"{journal.name}: unreadable ({type(e).__name__}: {e}): no parameter importances; "
+                     f"{evidence.RESTORE}")
         return {}
-    ostudy = optuna.load_study(study_name=name if name in names else names[0], storage=storage)
     out: dict[str, Any] = {}
     for key, evaluator in (("fanova", FanovaImportanceEvaluator(seed=0)), ("ped_anova", PedAnovaImportanceEvaluator())):
         try:
@@ -244,14 +277,12 @@ def analyze_run(run_dir: str | Path, resamples: int = DEFAULT_RESAMPLES, seed: i
     notes: list[str] = []
     axis = study.get("axis")
     values = list(study.get("axis_values") or [])
-    ref = (study.get("paper_config") or {}).get(axis) if axis else None
-    if ref is not None and ref not in values:
-        values.append(ref)
+    ref = _reference(study, values, notes) if axis else None
     rows = evidence.read_trial_rows(run_dir, notes)
-    trials = evidence.parse_trials(rows, axis, values, notes)
+    trials = evidence.parse_trials(rows, axis, values, notes, study.get("seeds") if axis else None)
     if not trials:
         notes.append(f"no trials in {schema.TRIALS_CSV} yet")
-    reps, boot, tgt = _image_replicates(run_dir, trials, resamples, seed, notes)
+    reps, boot, tgt = _image_replicates(run_dir, trials, resamples, seed, notes, bool(study.get("predictions")))
     out: dict[str, Any] = {
         "schema_version": schema.SCHEMA_VERSION, "kind": "ablation" if axis else "search",
         "study": study.get("study"), "run": study.get("run"), "axis": axis, "metric": schema.REPORTED_METRIC,

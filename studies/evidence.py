@@ -28,8 +28,10 @@ from studies import schema
 # of a finished study), so a lost predictions file comes back only from a copy or by re-running the seed.
 RESTORE = "restore it from a copy of the export"
 REDO_SEED = f"{RESTORE}, or delete it and re-run that seed (--resume does not redo a finished trial)"
-# Exceptions np.load raises on a truncated, corrupt, empty or pickled file.
-_NPZ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
+# Exceptions np.load raises on a truncated, corrupt, empty or pickled file, a zip flagged as encrypted or with an
+# unknown compression, or a header claiming an impossible shape.
+_NPZ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+               RuntimeError, MemoryError)
 
 
 class DamagedFile(Exception):
@@ -56,7 +58,27 @@ def read_study(run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON ({e}): nothing can be analysed without it; {RESTORE}") from e
     if not isinstance(study, dict):
         raise ValueError(f"{path} holds a {type(study).__name__}, not a study's keys: {RESTORE}")
+    problem = _study_problem(study)
+    if problem:
+        raise ValueError(f"{path}: {problem}, so no arm can be told apart; {RESTORE}")
     return study
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, str | int | float | bool) and not (isinstance(v, float) and not math.isfinite(v))
+
+
+def _study_problem(study: dict[str, Any]) -> str | None:
+    axis, values, paper, seeds = (study.get(k) for k in ("axis", "axis_values", "paper_config", "seeds"))
+    if axis is not None and not isinstance(axis, str):
+        return f"its axis {axis!r} is not a config field's name"
+    if axis is not None and (not isinstance(values, list) or not values or not all(map(_scalar, values))):
+        return f"its axis_values {values!r} is not a list of the swept values"
+    if paper is not None and (not isinstance(paper, dict) or not all(map(_scalar, paper.values()))):
+        return f"its paper_config {paper!r} is not a mapping of fields to values"
+    if seeds is not None and (not isinstance(seeds, list) or not all(type(x) is int for x in seeds)):
+        return f"its seeds {seeds!r} is not a list of integer seeds"
+    return None
 
 
 def read_trial_rows(run_dir: Path, notes: list[str]) -> list[tuple[int, dict[str, str | None]]]:
@@ -65,7 +87,7 @@ def read_trial_rows(run_dir: Path, notes: list[str]) -> list[tuple[int, dict[str
     if not path.is_file():
         return []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a copy re-saved by a spreadsheet
             reader = csv.DictReader(f)
             rows = [(reader.line_num, row) for row in reader]
             header = reader.fieldnames or []
@@ -81,7 +103,8 @@ def read_trial_rows(run_dir: Path, notes: list[str]) -> list[tuple[int, dict[str
     return rows
 
 
-def _same(cell: str, value: Any) -> bool:
+def same_value(cell: str, value: Any) -> bool:
+    """Does a trials.csv cell hold `value` (a study value from JSON: bool, number or text)?"""
     if isinstance(value, bool):
         return cell.strip().lower() in (("true", "1") if value else ("false", "0"))
     if isinstance(value, int | float):
@@ -92,7 +115,7 @@ def _same(cell: str, value: Any) -> bool:
 
 def _arm_value(cell: str, values: list[Any]) -> Any:
     """The study value a trials.csv cell stands for; None when it is none of them."""
-    return next((v for v in values if _same(cell, v)), None)
+    return next((v for v in values if same_value(cell, v)), None)
 
 
 def _row_problem(row: dict[str, str | None]) -> str | None:
@@ -103,13 +126,19 @@ def _row_problem(row: dict[str, str | None]) -> str | None:
 
 
 def parse_trials(rows: list[tuple[int, dict[str, str | None]]], axis: str | None, values: list[Any],
-                 notes: list[str]) -> list[dict[str, Any]]:
+                 notes: list[str], design: list[int] | None = None) -> list[dict[str, Any]]:
     """One record per trials.csv row: trial_id, status, seed, is_paper_config, value (the arm), mAP and
-    `excluded` (None, or why the row cannot be used). `values`: the study's arms; a cell matching none of
-    them is an error, not a new arm."""
+    `excluded` (None, or why the row cannot be used). `values`: the study's arms, `design`: its seeds; a cell
+    matching none of them is an error, not a new arm or seed."""
     counts: dict[str, list[int]] = {}
     for line, row in rows:
         counts.setdefault(row.get("trial_id") or "", []).append(line)
+    if axis and rows and axis not in rows[0][1]:
+        notes.append(f"{schema.TRIALS_CSV}: its header lacks the study's axis column {axis}, so no trial can be "
+                     f"placed in an arm; {RESTORE}")
+        axis_missing = True
+    else:
+        axis_missing = False
     out = []
     for line, row in rows:
         tid = row.get("trial_id") or ""
@@ -127,20 +156,32 @@ def parse_trials(rows: list[tuple[int, dict[str, str | None]]], axis: str | None
         elif problem is None and len(counts[tid]) > 1:
             lines = ", ".join(map(str, counts[tid]))
             problem = f"trial id listed {len(counts[tid])} times (lines {lines}): which row is right cannot be told"
+        elif problem is None and status not in schema.TRIAL_STATUSES:
+            problem = f"its status cell {status!r} is none of {', '.join(schema.TRIAL_STATUSES)}"
         elif problem is None and status == "FINISHED":
-            if t["seed"] is None:
-                problem = f"its seed cell {row.get('seed')!r} is not an integer seed"
-            elif axis and t["value"] is None:
-                problem = f"its {axis} cell {cell!r} is none of the study's values {values}"
-            elif metric is None:
-                cell = row.get(schema.REPORTED_METRIC)
-                problem = f"FINISHED without a finite {schema.REPORTED_METRIC} (cell {cell!r})"
-        if problem:
+            problem = _finished_problem(row, t, axis if not axis_missing else None, values, design)
+        if axis_missing:  # said once above
+            t["excluded"] = problem or f"trials.csv has no {axis} column"
+        elif problem:
             t["excluded"] = problem
             notes.append(f"{schema.TRIALS_CSV} line {line} (trial {tid or '?'}): {problem}; trial left out. "
                          f"Next: correct the row, or {RESTORE}")
         out.append(t)
     return out
+
+
+def _finished_problem(row: dict[str, str | None], t: dict[str, Any], axis: str | None, values: list[Any],
+                      design: list[int] | None) -> str | None:
+    """Why a FINISHED row's seed, arm or metric cannot be used, or None."""
+    if t["seed"] is None:
+        return f"its seed cell {row.get('seed')!r} is not an integer seed"
+    if design is not None and t["seed"] not in design:
+        return f"its seed {t['seed']} is none of the study's seeds {design}"
+    if axis and t["value"] is None:
+        return f"its {axis} cell {row.get(axis)!r} is none of the study's values {values}"
+    if t["mAP"] is None or not 0 <= t["mAP"] <= 100:
+        return f"its {schema.REPORTED_METRIC} cell {row.get(schema.REPORTED_METRIC)!r} is no mAP in percent (0-100)"
+    return None
 
 
 def load_npz(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -162,6 +203,9 @@ def load_npz(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         raise
     except _NPZ_ERRORS as e:
         raise DamagedFile(f"unreadable ({type(e).__name__}: {e or 'empty or cut short'})") from e
+    odd = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
+    if odd:  # a member not stored as .npy comes back as raw bytes
+        raise DamagedFile(f"holds {', '.join(odd)} in a form other than an array")
     return arrays
 
 
@@ -188,15 +232,18 @@ def _prediction_files(run_dir: Path) -> dict[str, Path]:
             if not p.name.startswith(".") and p.name != schema.TARGETS_FILE}
 
 
-def load_targets(run_dir: Path, notes: list[str]) -> Targets:
+def load_targets(run_dir: Path, notes: list[str], expected: bool = False) -> Targets:
+    """The run's targets. `expected`: study.json says the trials save predictions (`predictions`), so their
+    absence is damage; an export from before that key, with no predictions at all, was made without them."""
     path = run_dir / schema.PREDICTIONS_DIR / schema.TARGETS_FILE
     rel = f"{schema.PREDICTIONS_DIR}/{schema.TARGETS_FILE}"
     if not path.is_file():
-        if not _prediction_files(run_dir):
+        if not _prediction_files(run_dir) and not expected:
             notes.append(f"no {rel}: the trials saved no predictions, so the intervals are over seeds only, "
                          "conditional on this validation set (its own noise is not in them)")
             return Targets("none")
-        problem = "is missing though trials saved predictions"
+        problem = ("is missing though study.json says the trials saved predictions" if expected else
+                   "is missing though trials saved predictions")
     else:
         try:
             arrays = load_npz(path, schema.TARGET_ARRAYS)
@@ -228,11 +275,14 @@ def load_scores(path: Path, targets: Targets) -> np.ndarray:
     a = load_npz(path, schema.PREDICTION_ARRAYS)
     s, ids = a["scores"], a["image_ids"]
     assert targets.targets is not None and targets.image_ids is not None
-    if s.shape != targets.targets.shape or ids.shape != (s.shape[0],):
+    if s.shape != targets.targets.shape:
         return _raise(f"holds scores {s.shape} for targets.npz's {targets.targets.shape}")
+    if ids.shape != (s.shape[0],):
+        return _raise(f"holds image ids of shape {ids.shape} for {s.shape[0]} rows of scores")
     if s.dtype.kind not in "fiu":
         return _raise(f"holds {s.dtype} scores, not numbers")
-    if ids.dtype.kind != targets.image_ids.dtype.kind or len(np.unique(ids)) != len(ids) or not np.array_equal(
+    kinds = {k if k not in "iu" else "int" for k in (ids.dtype.kind, targets.image_ids.dtype.kind)}
+    if len(kinds) > 1 or len(np.unique(ids)) != len(ids) or not np.array_equal(
             np.sort(ids), np.sort(targets.image_ids)):
         return _raise("scores other images than targets.npz (its image ids differ)")
     bad = ~np.isfinite(s)
@@ -255,7 +305,10 @@ def trial_scores(run_dir: Path, trials: list[dict[str, Any]], targets: Targets, 
     Files that belong to no trial are named too."""
     files = _prediction_files(run_dir)
     known = {t["trial_id"] for t in trials}
-    for stem in sorted(set(files) - known):
+    if files and not trials:  # trials.csv is missing or unusable: the files are not what is wrong
+        notes.append(f"{len(files)} predictions file(s) but no trial in {schema.TRIALS_CSV} to match them to: "
+                     f"restore {schema.TRIALS_CSV} from a copy of the export")
+    for stem in sorted(set(files) - known) if trials else []:
         notes.append(f"{schema.PREDICTIONS_DIR}/{files[stem].name} belongs to no trial in {schema.TRIALS_CSV}: "
                      f"not used. Next: delete it, or restore {schema.TRIALS_CSV}'s row")
     out: dict[str, np.ndarray] = {}
@@ -291,35 +344,66 @@ def exclude(t: dict[str, Any], reason: str, notes: list[str], note: str) -> None
     notes.append(note)
 
 
-def comparison_trials(arm: list[dict[str, Any]], reference: list[dict[str, Any]]
-                      ) -> tuple[dict[int, dict], dict[int, dict], str | None]:
-    """The trials a comparison uses, {seed: trial} per side, and what was left out (None: nothing).
+def comparison_trials(arm: list[dict[str, Any]], reference: list[dict[str, Any]], design: list[int] | None,
+                      unplaced: list[dict[str, Any]] = ()) -> tuple[dict[int, dict], dict[int, dict], str | None,
+                                                                      str | None]:
+    """The trials a comparison uses, {seed: trial} per side, what was left out (None: nothing) and, when nothing
+    is left to compare, why.
 
-    Input: each side's FINISHED trials, usable or not. When both sides finished the same seeds (the paired
-    design), an unusable trial takes its seed out of both sides, so the comparison stays paired on the seeds
-    it keeps; otherwise (an unpaired comparison) it leaves its own side only. Either way every trial kept
-    has its image-level evidence, so the test's size is the one studies.stats calibrates."""
-    def usable(trials: list[dict]) -> dict[int, dict]:
-        seeds: dict[int, dict] = {}
-        for t in trials:
-            if not t["excluded"]:
-                seeds.setdefault(t["seed"], t)  # a seed finished twice: the first row counts (noted elsewhere)
-        return seeds
-
-    a, r = usable(arm), usable(reference)
-    bad = [t for t in (*arm, *reference) if t["excluded"]]
-    if not bad:
-        return a, r, None
-    # A trial whose seed cell is damaged was one of the design's seeds too: pair on the seeds both keep.
-    seeds_a, seeds_r = {t["seed"] for t in arm}, {t["seed"] for t in reference}
-    paired = seeds_a == seeds_r or None in seeds_a | seeds_r
-    if paired:
-        keep = a.keys() & r.keys()
-        a, r = {s: t for s, t in a.items() if s in keep}, {s: t for s, t in r.items() if s in keep}
-    why = "; ".join(f"trial {t['trial_id']}{_where(t)}: {t['excluded']}" for t in bad)
-    if paired:
-        seeds = sorted({t["seed"] for t in bad if t["seed"] is not None})
-        gone = f"seed {', '.join(map(str, seeds))} left out of both arms" if seeds else "trials left out"
+    Input: each side's FINISHED trials, usable or not, and the study's seeds (`design`, study.json `seeds`).
+    Every arm of a one-axis study runs the same seeds, so the comparison is paired on the seeds both sides
+    have a usable trial for: an unusable trial, or a seed one side did not finish, takes that seed out of both
+    sides, and every trial kept has its image-level evidence: the test's size is the one studies.stats
+    calibrates. Without a design (an export that records no seeds) unequal seed sets stay unpaired (Welch),
+    and an unusable trial leaves its own side. `unplaced`: unusable trials whose arm cannot be read, named
+    where a seed has no trial."""
+    a, r = _usable(arm), _usable(reference)
+    if design is None:
+        a_seeds, r_seeds = {t["seed"] for t in arm}, {t["seed"] for t in reference}
+        if a_seeds == r_seeds:  # the same seeds finished: paired on those both can use
+            a, r = _common(a, r)
+        bad = [t for t in (*arm, *reference) if t["excluded"]]
+        gone = "; ".join(f"trial {t['trial_id']}{_where(t)}: {t['excluded']}" for t in bad)
+        left = (f"unusable trials left out ({gone})" if bad else None)
     else:
-        gone = "unusable trials left out of their arm"
-    return a, r, f"{gone} ({why})"
+        dropped = sorted((set(a) | set(r)) - (set(a) & set(r)))
+        a, r = _common(a, r)
+        why = ["; ".join(w for w in (_why(s, arm, design, "this arm"), _why(s, reference, design, "the reference arm"),
+                                     _unplaced(s, unplaced)) if w) for s in dropped]
+        detail = why[0] if len(dropped) == 1 else "; ".join(f"seed {s}: {w}" for s, w in zip(dropped, why, strict=True))
+        left = None if not dropped else (
+            f"seed{'s' if len(dropped) > 1 else ''} {', '.join(map(str, dropped))} left out of both arms ({detail})")
+    empty = None
+    if not a or not r:
+        empty = ("this arm has no usable finished trials" if not _usable(arm) else
+                 "the reference arm has no usable finished trials" if not _usable(reference) else
+                 "no seed has a usable finished trial in both arms")
+    return a, r, left, empty
+
+
+def _usable(trials: list[dict[str, Any]]) -> dict[int, dict]:
+    seeds: dict[int, dict] = {}
+    for t in trials:
+        if not t["excluded"]:
+            seeds.setdefault(t["seed"], t)  # a seed finished twice: the first row counts (noted elsewhere)
+    return seeds
+
+
+def _common(a: dict[int, dict], r: dict[int, dict]) -> tuple[dict[int, dict], dict[int, dict]]:
+    keep = a.keys() & r.keys()
+    return {s: t for s, t in a.items() if s in keep}, {s: t for s, t in r.items() if s in keep}
+
+
+def _why(seed: int, trials: list[dict[str, Any]], design: list[int], side: str) -> str:
+    """Why `side` has no usable trial of `seed` ('' when it has one)."""
+    if any(t["seed"] == seed and not t["excluded"] for t in trials):
+        return ""
+    bad = [t for t in trials if t["excluded"] and (t["seed"] in (seed, None) or t["seed"] not in design)]
+    if bad:
+        return "; ".join(f"trial {t['trial_id']} of {side}: {t['excluded']}" for t in bad)
+    return f"{side} has no finished trial of it"
+
+
+def _unplaced(seed: int, trials: list[dict[str, Any]]) -> str:
+    return "; ".join(f"trial {t['trial_id']}, whose row cannot be placed in an arm, may be it: {t['excluded']}"
+                     for t in trials if t["seed"] in (seed, None))

@@ -193,6 +193,7 @@ def study_json(plan: Plan, *, base_config: dict[str, Any], class_names: list[str
         "n_trials": plan.num_samples, "n_finished": 0, "trial_seconds_total": 0.0, "wall_seconds": 0.0,
         "max_concurrent": max_concurrent, "resources_per_trial": {"gpu": gpus_per_trial, "cpu": cpus_per_trial},
         "provenance": provenance(repo, cluster), "optuna_storage": OPTUNA_JOURNAL, "device": "cpu",
+        "predictions": PREDICTIONS_DIR,
     }
 
 

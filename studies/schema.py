@@ -91,6 +91,8 @@ STUDY_KEYS: dict[str, str] = {
     "resources_per_trial": "{gpu, cpu} each trial asked for",
     "provenance": "{git_commit, git_dirty, python, packages, platform, cpu, cpu_count, gpus, ray_cluster}",
     "optuna_storage": "the Optuna journal, relative to the run folder",
+    "predictions": "the trials' validation predictions folder (predictions), relative to the run folder: the "
+                   "analysis treats a missing one as damage; absent in exports written before it existed",
     "device": "cpu or the GPU name the trials ran on",
 }
 # Keys only a joint search writes.

@@ -287,18 +287,17 @@ def untested(c: dict, reason: str) -> None:
 
 
 def holm_membership(c: dict, family: int) -> str:
-    """Whether the comparison is in the Holm family, and if not, why (every comparison says)."""
+    """How the comparison enters Holm's family of every planned comparison: with its p, or, without a test, as
+    p = 1 (it can then make no other arm easier to call), and why it has none."""
     if c["p"] is not None:
         return f"in the family of {family}"
-    if not c["n"] or not c["n_reference"]:
-        why = "no usable trials in " + ("this arm" if not c["n"] else "the reference arm")
-    elif c.get("no_test"):
+    if c.get("no_test"):
         why = c["no_test"]
     elif c["se_seeds"] is None:
         why = "one usable seed per arm: no seed-level test"
     else:
         why = "no test"
-    return f"left out: {why}"
+    return f"in the family of {family} as p = 1, untested: {why}"
 
 
 def add_power(c: dict, n_arms: int, typical_sd: float | None = None) -> None:
@@ -321,12 +320,14 @@ def add_power(c: dict, n_arms: int, typical_sd: float | None = None) -> None:
 def verdict(c: dict, p_holm: float | None, alpha: float = ALPHA) -> str:
     """The comparison in words: better / worse by X [lo, hi], or why no difference shows."""
     if not c["n"] or not c["n_reference"]:
-        return ("no comparison: " + ("this arm" if not c["n"] else "the reference arm") +
-                " has no usable finished trials")
+        return "no comparison: " + (c.get("no_test") or ("this arm" if not c["n"] else "the reference arm") +
+                                    " has no usable finished trials")
     d, lo, hi = c["diff"], c["ci_low"], c["ci_high"]
     if p_holm is not None and p_holm < alpha:
         word, x, a, b = ("better", d, lo, hi) if d > 0 else ("worse", -d, -hi, -lo)
         return f"{word} by {x:.2f} [{a:.2f}, {b:.2f}] mAP (Holm p = {p_holm:.3g})"
+    if c.get("no_test"):
+        return f"{c['no_test']}; the difference over seeds is {d:+.2f} mAP"
     k = c["seeds_for_target"]
     more = (f"about {k} seeds per arm would detect a difference of {TARGET} mAP" if k is not None else
             f"no number of seeds would detect {TARGET} mAP: the validation set's own noise "
@@ -337,8 +338,6 @@ def verdict(c: dict, p_holm: float | None, alpha: float = ALPHA) -> str:
             return (f"no difference: each seed's difference to the reference is exactly 0 (both arms average "
                     f"{c['mean']:.2f} mAP)")
         return f"{d:+.2f} mAP on every seed with no spread at all: no test is possible"
-    if c.get("no_test"):
-        return f"{c['no_test']}; the difference over seeds is {d:+.2f} mAP"
     if c["se_seeds"] is None:
         head = f"no seed-level test (one seed per arm): {d:+.2f} mAP"
         head += (f", image-level 95% interval [{lo:.2f}, {hi:.2f}] (test-set noise only)" if lo is not None

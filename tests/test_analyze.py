@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -450,8 +451,8 @@ def test_constant_metric(tmp_path):
     c = a["comparisons"][0]
     # Exactly 0 on every seed is no evidence of a difference: p = 1, and the arm stays in Holm's family.
     assert (c["diff"], c["ci_low"], c["ci_high"], c["p"], c["p_holm"]) == (0.0, 0.0, 0.0, 1.0, 1.0)
-    assert c["verdict"] == ("no difference: each seed's difference to the reference is exactly 0 (both arms average "
-                            "50.00 mAP)")
+    assert c["verdict"].startswith("no difference: each seed's difference to the reference is exactly 0 (both arms "
+                                   "average 50.00 mAP); seeds only: this export has no predictions/")
     assert c["holm"] == "in the family of 1" and c["mde"] is None
     analyze.write_analysis(a_dir := tmp_path / "out", a)
     assert json.loads((a_dir / schema.ANALYSIS_JSON).read_text())["comparisons"][0]["p"] == 1.0
@@ -462,26 +463,36 @@ def test_the_same_nonzero_difference_on_every_seed_leaves_holm_with_its_reason(t
     a = analyze.analyze_run(_run(tmp_path, rows))
     c1, c8 = a["comparisons"]
     assert c1["p"] is None and c1["p_holm"] is None and c1["diff"] == pytest.approx(1.0)
-    assert c1["holm"].startswith("left out: the same difference on every seed")
-    assert c1["verdict"] == "+1.00 mAP on every seed with no spread at all: no test is possible"
-    assert c8["holm"] == "in the family of 1"
-    assert "1: Holm: left out: the same difference" in summary.format_table(a)
+    assert c1["holm"] == ("in the family of 2 as p = 1, untested: the same difference on every seed and no spread "
+                          "at all: no test is possible")
+    assert c1["verdict"].startswith("the same difference on every seed and no spread at all: no test is possible; the "
+                                    "difference over seeds is +1.00 mAP")
+    assert c8["holm"] == "in the family of 2"
+    assert "1: Holm: in the family of 2 as p = 1, untested: the same difference" in summary.format_table(a)
 
 
 def test_committed_export_and_cli(tmp_path, capsys):
-    """The real graph_depth export (no predictions): seed-level comparisons, written and printed."""
+    """The real graph_depth export without its predictions/: as an export from before study.json said it saved
+    them, seed-level comparisons, written and printed; as it is, no comparison tested (a missing folder)."""
     src = REPO / "results" / "graph_depth" / "default"
     if not (src / schema.STUDY_JSON).is_file():
         pytest.skip("results/graph_depth/default is not in this checkout")
     run = tmp_path / "gd"
     run.mkdir()
-    for name in (schema.STUDY_JSON, schema.TRIALS_CSV):
-        (run / name).write_bytes((src / name).read_bytes())
+    (run / schema.TRIALS_CSV).write_bytes((src / schema.TRIALS_CSV).read_bytes())
+    meta = json.loads((src / schema.STUDY_JSON).read_text())
+    assert meta.pop("predictions") == schema.PREDICTIONS_DIR
+    (run / schema.STUDY_JSON).write_text(json.dumps(meta))
     assert analyze.main([str(run), "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
     assert "reference gnn_steps = 3" in out and (run / schema.COMPARISONS_CSV).is_file()
     a = json.loads((run / schema.ANALYSIS_JSON).read_text())
     assert len(a["comparisons"]) == 3 and all(c["interval"] == "seeds" for c in a["comparisons"])
+    assert all(c["fallback"].startswith("seeds only: this export has no predictions/") for c in a["comparisons"])
+    (run / schema.STUDY_JSON).write_bytes((src / schema.STUDY_JSON).read_bytes())
+    a = analyze.analyze_run(run, 50)
+    assert all(c["p"] is None and c["fallback"].startswith("no test: predictions/targets.npz is missing though "
+                                                           "study.json says") for c in a["comparisons"])
     assert analyze.main([str(tmp_path / "nothing")]) == 2
     assert "study.json" in capsys.readouterr().err
 
@@ -514,6 +525,39 @@ def test_joint_search_importances(tmp_path):
     assert a["search"]["best"]["trial_id"] == f"t{study.best_trial.number}"
     assert a["search"]["best"]["config"]["lr"] == str(study.best_trial.params["lr"])
     assert "fanova" in summary.format_table(a)
+    # A damaged journal costs the importances, named, not the analysis.
+    (run / schema.OPTUNA_JOURNAL).write_bytes(b"\xff\xfe" * 64)
+    a = analyze.analyze_run(run)
+    assert a["search"]["importances"] == {} and a["search"]["best"]["trial_id"] == f"t{study.best_trial.number}"
+    assert any(n.startswith(schema.OPTUNA_JOURNAL) and "no parameter importances" in n for n in a["notes"]), a["notes"]
+
+
+def test_study_json_that_cannot_say_what_the_arms_are_is_refused_by_name(tmp_path):
+    run = _run(tmp_path, [("a", "FINISHED", 0, 4, 70.0)])
+    good = json.loads((run / schema.STUDY_JSON).read_text())
+    for key, bad, said in (("axis_values", 5, "its axis_values 5 is not a list"),
+                           ("axis_values", "148", "its axis_values '148' is not a list"),
+                           ("paper_config", "4", "its paper_config '4' is not a mapping"),
+                           ("axis", ["num_scenes"], "its axis ['num_scenes'] is not a config field's name"),
+                           ("seeds", [0, "1"], "its seeds [0, '1'] is not a list of integer seeds")):
+        (run / schema.STUDY_JSON).write_text(json.dumps({**good, key: bad}))
+        with pytest.raises(ValueError, match="study.json: " + re.escape(said)):
+            analyze.analyze_run(run)
+
+
+@pytest.mark.parametrize("paper, reference, note", [("4", 4, False), (4.0, 4, False), (True, None, True)])
+def test_the_reference_arm_is_one_of_the_study_values_of_its_own_type(tmp_path, paper, reference, note):
+    """paper_config "4" or 4.0 names the arm 4; True is not the arm 1 (True == 1 in Python): it is named as none
+    of the study's values, and nothing is compared with a reference that is not there."""
+    rows = [(f"t{v}{s}", "FINISHED", s, v, 70.0 + v + s) for v in (1, 4, 8) for s in range(3)]
+    run = _run(tmp_path, rows)
+    meta = json.loads((run / schema.STUDY_JSON).read_text())
+    (run / schema.STUDY_JSON).write_text(json.dumps({**meta, "paper_config": {"num_scenes": paper}}))
+    a = analyze.analyze_run(run)
+    assert a["reference"] == reference and type(a["reference"]) is type(reference)
+    assert any("paper_config num_scenes = True is none of" in n for n in a["notes"]) == note
+    if note:
+        assert a["comparisons"] == [] and not any(arm["is_reference"] for arm in a["arms"])
 
 
 def test_readme_documents_the_analysis_files():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import math
 import shutil
 import subprocess
@@ -127,6 +128,43 @@ def _orphan(run: Path) -> None:
     shutil.copy(_pred(run, NO_GRAPH_2), _pred(run, "deadbeef"))
 
 
+def _drop_arm_predictions(arm: str) -> Callable[[Path], None]:
+    def damage(run: Path) -> None:
+        for r in _rows(run)[1]:
+            if r["arm"] == arm:
+                _pred(run, r["trial_id"]).unlink()
+    return damage
+
+
+def _not_an_array(run: Path) -> None:
+    """A zip whose `scores` member is no .npy: np.load hands back raw bytes."""
+    import zipfile
+
+    with np.load(_pred(run, NO_GRAPH_2)) as z:
+        ids = z["image_ids"]
+    buf = io.BytesIO()
+    np.save(buf, ids)
+    with zipfile.ZipFile(_pred(run, NO_GRAPH_2), "w") as z:
+        z.writestr("scores", b"not an array")
+        z.writestr("image_ids.npy", buf.getvalue())
+
+
+def _study_key(key: str, value: object) -> Callable[[Path], None]:
+    def damage(run: Path) -> None:
+        meta = json.loads((run / schema.STUDY_JSON).read_text())
+        (run / schema.STUDY_JSON).write_text(json.dumps({**meta, key: value}))
+    return damage
+
+
+def _bom(run: Path) -> None:
+    path = run / schema.TRIALS_CSV
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+
+def _arm_of(trial: str) -> str:
+    return next(r["arm"] for r in _rows(EXPORT)[1] if r["trial_id"] == trial)
+
+
 def _last_trial(run: Path) -> str:
     return _rows(run)[1][-1]["trial_id"]
 
@@ -157,7 +195,18 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str, str | None, str]] = {
     "trials.csv mAP disagrees with predictions": (_set_cell(NO_GRAPH_2, schema.REPORTED_METRIC, "86.0"),
                                                   "trials.csv reports 86.00", NO_GRAPH_2, "trial"),
     "blank seed cell": (_set_cell(NO_GRAPH_2, "seed", ""), "seed cell ''", NO_GRAPH_2, "trial"),
-    "infinite metric cell": (_set_cell(NO_GRAPH_2, schema.REPORTED_METRIC, "inf"), "finite", NO_GRAPH_2, "trial"),
+    "infinite metric cell": (_set_cell(NO_GRAPH_2, schema.REPORTED_METRIC, "inf"), "'inf' is no mAP", NO_GRAPH_2,
+                             "trial"),
+    "metric cell out of range": (_set_cell(NO_GRAPH_2, schema.REPORTED_METRIC, "1e308"), "no mAP in percent",
+                                 NO_GRAPH_2, "trial"),
+    "status cell damaged": (_set_cell(NO_GRAPH_2, "status", "FINISHE"), "status cell 'FINISHE'", NO_GRAPH_2,
+                            "trial"),
+    "seed outside the study's seeds": (_set_cell(NO_GRAPH_2, "seed", "7"), "seed 7 is none of the study's seeds",
+                                       NO_GRAPH_2, "trial"),
+    "predictions folder missing": (lambda r: shutil.rmtree(r / schema.PREDICTIONS_DIR),
+                                   "predictions/targets.npz is missing though study.json says", None, "run"),
+    "reference arm's predictions all missing": (_drop_arm_predictions("global"), "predictions/", None, "reference"),
+    "numpy member not an array": (_not_an_array, f"predictions/{NO_GRAPH_2}.npz", NO_GRAPH_2, "trial"),
     "unknown arm cell": (_set_cell(NO_GRAPH_2, "arm", "no_grap"), "'no_grap' is none of", NO_GRAPH_2, "trial"),
     "trials.csv row cut short": (_cut_last_row, "cut short", "_last", "trial"),
     "duplicated trial id": (_duplicate_row, "listed 2 times", NO_GRAPH_2, "trial"),
@@ -169,6 +218,9 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str, str | None, str]] = {
                             None, "named"),
     "identical arm": (_identical_arm, "exactly 0", None, "identical"),
     "study.json truncated": (_truncate(lambda r: r / schema.STUDY_JSON, 0.5), "study.json", None, "fatal"),
+    "study.json axis_values not a list": (_study_key("axis_values", 5), "its axis_values 5 is not a list", None,
+                                          "fatal"),
+    "trials.csv re-saved with a byte-order mark": (_bom, "", None, "clean"),
 }
 
 
@@ -223,18 +275,28 @@ def test_a_damaged_export_is_named_and_never_turns_into_a_verdict(name, baseline
     before = {c["value"]: c for c in baseline["comparisons"]}
     for c in a["comparisons"]:
         got, was = _kind(c), _kind(before[c["value"]])
-        # A damage may cost a detection; it never makes one, nor flips better and worse.
+        # A damage may cost a detection; it never makes one, nor flips better and worse: Holm's family stays
+        # every planned comparison, an untested one counted as p = 1.
         assert got not in ("better", "worse") or got == was, (c["value"], c["verdict"], before[c["value"]]["verdict"])
-        assert c["holm"].startswith("in the family") == (c["p"] is not None)
+        assert c["holm"] == ("in the family of 4" if c["p"] is not None else
+                             f"in the family of 4 as p = 1, untested: {c['no_test'] or 'one usable seed per arm'}"
+                             [:len(c["holm"])]), c
     if kind == "trial":
         hit = next(t for t in a["trials"] if t["trial_id"] == trial)
         assert hit["excluded"], hit
-        for c in a["comparisons"]:
-            if c["fallback"]:  # a seed left out of both arms; the test still holds the validation set's noise
-                assert c["interval"] in ("seeds+images", "images") and "left out" in c["fallback"], c
-                assert c["paired"] or c["n"] != c["n_reference"], c
-    if kind == "run":
-        assert all(c["p"] is None and c["holm"].startswith("left out") for c in a["comparisons"]), a["comparisons"]
+        arm = _arm_of(trial)
+        hit_arms = [c for c in a["comparisons"] if arm in (c["value"], "global")]
+        # The comparisons the trial belonged to say that its seed left both arms, and stay paired on images.
+        for c in hit_arms:
+            assert c["fallback"] and "left out of both arms" in c["fallback"] and trial in c["fallback"], c
+            assert c["paired"] and c["n"] == c["n_reference"] == 4 and c["interval"] == "seeds+images", c
+        assert all(c["fallback"] is None for c in a["comparisons"] if c not in hit_arms)
+    if kind in ("run", "reference"):
+        assert all(c["p"] is None and "untested" in c["holm"] for c in a["comparisons"]), a["comparisons"]
+        assert all(c["fallback"] or c["no_test"] for c in a["comparisons"])
+    if kind == "clean":  # not damage: every trial used, the same verdicts
+        assert not any(t["excluded"] for t in a["trials"]) and not a["notes"], a["notes"]
+        assert [c["verdict"] for c in a["comparisons"]] == [c["verdict"] for c in baseline["comparisons"]]
     if kind == "identical":
         c = next(c for c in a["comparisons"] if c["value"] == "random")
         assert (c["diff"], c["p"]) == (0.0, 1.0) and c["holm"] == "in the family of 4", c
@@ -246,7 +308,8 @@ def test_a_trial_left_out_takes_its_seed_out_of_both_arms_only_where_it_is(basel
     run, a, _ = _damaged("predictions file truncated", tmp_path)
     by = {c["value"]: c for c in a["comparisons"]}
     assert (by["no_graph"]["n"], by["no_graph"]["n_reference"], by["no_graph"]["paired"]) == (4, 4, True)
-    assert by["no_graph"]["fallback"].startswith("seed 2 left out of both arms (trial 99abfc7f, seed 2: predictions")
+    assert by["no_graph"]["fallback"] == ("seed 2 left out of both arms (trial 99abfc7f of this arm: predictions "
+                                          "unreadable)")
     assert all(by[v]["fallback"] is None and by[v]["n"] == 5 for v in ("learned", "oracle", "random"))
     # The reference's own trial concerns every comparison.
     _, a, _ = _damaged("reference's predictions truncated", tmp_path / "ref")
@@ -259,11 +322,11 @@ def test_the_printed_table_and_files_say_which_fallback_was_taken(baseline, tmp_
     run, a, _ = _damaged("targets.npz truncated", tmp_path)
     table = format_table(a)
     assert "no_graph: no test: predictions/targets.npz unreadable (BadZipFile" in table
-    assert "no_graph: Holm: left out: no test: predictions/targets.npz" in table
+    assert "no_graph: Holm: in the family of 4 as p = 1, untested: no test: predictions/targets.npz" in table
     analyze.write_analysis(tmp_path / "out", a)
     with open(tmp_path / "out" / schema.COMPARISONS_CSV, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert all(r["fallback"].startswith("no test (predictions/targets.npz") and r["p"] == "" for r in rows)
+    assert all(r["fallback"].startswith("no test: predictions/targets.npz") and r["p"] == "" for r in rows)
 
 
 def test_the_fallback_keeps_the_false_positive_rate_at_alpha():
@@ -281,10 +344,13 @@ def test_the_fallback_keeps_the_false_positive_rate_at_alpha():
             for k, (arm, ar) in enumerate(arms, start=1):
                 trials = [[{"trial_id": f"{g}-{s}", "seed": s, "excluded": "damaged" if (g, s) == (bad_arm, bad_seed)
                             else None} for s in range(n_seeds)] for g in (k, 0)]
-                a, r, _ = evidence.comparison_trials(*trials)
+                a, r, left, _ = evidence.comparison_trials(*trials, design=list(range(n_seeds)))
+                hit = bad_arm in (0, k)
+                # The rule itself: the damaged trial's seed leaves both sides of its comparisons, and only those.
+                assert (bad_seed not in a and bad_seed not in r and len(a) == len(r) == n_seeds - 1
+                        and f"trial {bad_arm}-{bad_seed}" in left) if hit else (len(a) == n_seeds and left is None)
                 ps.append(stats.compare({s: arm[s] for s in a}, {s: ref[s] for s in r}, {s: ar[s] for s in a},
                                         {s: rr[s] for s in r})["p"])
-                hit = bad_arm in (0, k)
                 old.append(stats.compare(arm, ref, None if hit else ar, None if hit else rr)["p"])
             kept += any(p is not None and p < stats.ALPHA for p in stats.holm(ps))
             seeds_only += any(p is not None and p < stats.ALPHA for p in stats.holm(old))

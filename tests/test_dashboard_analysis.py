@@ -117,7 +117,8 @@ def test_a_damaged_targets_file_is_named_and_no_comparison_is_tested(results):
     res = A.load_analysis(d, "num_scenes")
     assert res.source == "computed"
     assert any(n.startswith("predictions/targets.npz unreadable (not an .npz archive)") for n in res.notes), res.notes
-    assert all(c["p"] is None and c["holm"].startswith("left out: no test") for c in res.data["comparisons"])
+    assert all(c["p"] is None and c["holm"].startswith("in the family of 2 as p = 1, untested: no test")
+               for c in res.data["comparisons"])
 
 
 def test_mismatched_trials_compares_finished_values():
