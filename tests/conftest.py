@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         ray.shutdown()
     from ray_cli import processes_using
 
-    busy = processes_using(str(ROOT))
+    # Ray's processes of the last local runtime take a few seconds to exit after ray.shutdown(): wait for them
+    # (bounded) rather than leave the folder behind on every CI machine.
+    deadline = time.monotonic() + 20
+    while (busy := processes_using(str(ROOT))) and time.monotonic() < deadline:
+        time.sleep(0.5)
     if busy or _failed:
         why = f"processes {busy} still use it" if busy else "the session failed"
         print(f"\nthe tests' clean room {ROOT} is kept ({why})", file=sys.stderr)
