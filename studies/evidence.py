@@ -276,27 +276,23 @@ def load_scores(path: Path, targets: Targets) -> np.ndarray:
     s, ids = a["scores"], a["image_ids"]
     assert targets.targets is not None and targets.image_ids is not None
     if s.shape != targets.targets.shape:
-        return _raise(f"holds scores {s.shape} for targets.npz's {targets.targets.shape}")
+        raise DamagedFile(f"holds scores {s.shape} for targets.npz's {targets.targets.shape}")
     if ids.shape != (s.shape[0],):
-        return _raise(f"holds image ids of shape {ids.shape} for {s.shape[0]} rows of scores")
+        raise DamagedFile(f"holds image ids of shape {ids.shape} for {s.shape[0]} rows of scores")
     if s.dtype.kind not in "fiu":
-        return _raise(f"holds {s.dtype} scores, not numbers")
+        raise DamagedFile(f"holds {s.dtype} scores, not numbers")
     kinds = {k if k not in "iu" else "int" for k in (ids.dtype.kind, targets.image_ids.dtype.kind)}
     if len(kinds) > 1 or len(np.unique(ids)) != len(ids) or not np.array_equal(
             np.sort(ids), np.sort(targets.image_ids)):
-        return _raise("scores other images than targets.npz (its image ids differ)")
+        raise DamagedFile("scores other images than targets.npz (its image ids differ)")
     bad = ~np.isfinite(s)
     if bad.any():
         kind = "NaN" if np.isnan(s).any() else "infinite"
-        return _raise(f"holds {kind} scores ({int(bad.sum())} of {s.size}), which cannot be ranked")
+        raise DamagedFile(f"holds {kind} scores ({int(bad.sum())} of {s.size}), which cannot be ranked")
     if not np.array_equal(ids, targets.image_ids):  # the same images in another order: the targets' order
         order = np.argsort(ids)
         s = s[order[np.searchsorted(ids[order], targets.image_ids)]]
     return s
-
-
-def _raise(message: str) -> np.ndarray:
-    raise DamagedFile(message)
 
 
 def trial_scores(run_dir: Path, trials: list[dict[str, Any]], targets: Targets, notes: list[str]
@@ -312,14 +308,12 @@ def trial_scores(run_dir: Path, trials: list[dict[str, Any]], targets: Targets, 
         notes.append(f"{schema.PREDICTIONS_DIR}/{files[stem].name} belongs to no trial in {schema.TRIALS_CSV}: "
                      f"not used. Next: delete it, or restore {schema.TRIALS_CSV}'s row")
     out: dict[str, np.ndarray] = {}
-    if targets.state == "none":
+    if targets.state != "images":  # none saved, or one note for the run in load_targets
         return out
     for t in trials:
         if t["status"] != "FINISHED" or t["excluded"]:
             continue
         rel = f"{schema.PREDICTIONS_DIR}/{t['trial_id']}.npz"
-        if targets.state == "damaged":
-            continue  # one note for the run, in load_targets
         problem, short = None, None
         if t["trial_id"] not in files:
             problem, short = "is missing", "no predictions file"
@@ -357,7 +351,8 @@ def comparison_trials(arm: list[dict[str, Any]], reference: list[dict[str, Any]]
     calibrates. Without a design (an export that records no seeds) unequal seed sets stay unpaired (Welch),
     and an unusable trial leaves its own side. `unplaced`: unusable trials whose arm cannot be read, named
     where a seed has no trial."""
-    a, r = _usable(arm), _usable(reference)
+    usable_a, usable_r = _usable(arm), _usable(reference)
+    a, r = usable_a, usable_r
     if design is None:
         a_seeds, r_seeds = {t["seed"] for t in arm}, {t["seed"] for t in reference}
         if a_seeds == r_seeds:  # the same seeds finished: paired on those both can use
@@ -375,8 +370,8 @@ def comparison_trials(arm: list[dict[str, Any]], reference: list[dict[str, Any]]
             f"seed{'s' if len(dropped) > 1 else ''} {', '.join(map(str, dropped))} left out of both arms ({detail})")
     empty = None
     if not a or not r:
-        empty = ("this arm has no usable finished trials" if not _usable(arm) else
-                 "the reference arm has no usable finished trials" if not _usable(reference) else
+        empty = ("this arm has no usable finished trials" if not usable_a else
+                 "the reference arm has no usable finished trials" if not usable_r else
                  "no seed has a usable finished trial in both arms")
     return a, r, left, empty
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from studies.evidence import number
 from studies.export import REPO, portable_path
 from studies.schema import OPTUNA_JOURNAL, REPORTED_METRIC
 
@@ -21,17 +22,9 @@ REPORTED_NAME = "best EMA mAP (the paper's reported number)"
 RANKED_STATUSES = ("FINISHED", "STOPPED")
 
 
-def _number(v: Any) -> float | None:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def _value(v: Any) -> str:
     """A config value as typed on a command line: 0.0001 not 1.0000e-04, 4 not 4.0."""
-    x = _number(v)
+    x = number(v)
     if x is None or isinstance(v, bool) or str(v).lower() in ("true", "false"):
         return str(v)
     return str(int(x)) if x == int(x) and "e" not in str(v).lower() else f"{x:.4g}"
@@ -65,7 +58,7 @@ def arm_lines(axis: str, values: Iterable[Any], rows: Iterable[dict[str, Any]], 
     by_value: dict[str, list[float]] = {}
     nmi: dict[str, list[float]] = {}
     for r in rows:
-        x, n = _number(r.get(REPORTED_METRIC)), _number(r.get("scene_nmi"))
+        x, n = number(r.get(REPORTED_METRIC)), number(r.get("scene_nmi"))
         if r.get("status") == "FINISHED" and x is not None:
             by_value.setdefault(str(r.get(axis)), []).append(x)
             if n is not None:
@@ -77,8 +70,8 @@ def arm_lines(axis: str, values: Iterable[Any], rows: Iterable[dict[str, Any]], 
 
 def best_trial(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     """The FINISHED or STOPPED trial with the highest reported metric, or None if no trial has one."""
-    ranked = [r for r in rows if r.get("status") in RANKED_STATUSES and _number(r.get(REPORTED_METRIC)) is not None]
-    return max(ranked, key=lambda r: _number(r[REPORTED_METRIC])) if ranked else None
+    ranked = [r for r in rows if r.get("status") in RANKED_STATUSES and number(r.get(REPORTED_METRIC)) is not None]
+    return max(ranked, key=lambda r: number(r[REPORTED_METRIC])) if ranked else None
 
 
 def best_lines(rows: Iterable[dict[str, Any]], fields: Iterable[str],
@@ -95,18 +88,18 @@ def best_lines(rows: Iterable[dict[str, Any]], fields: Iterable[str],
     paper = f"  ({label})" if str(best.get("is_paper_config")).lower() == "true" else ""
     config = " ".join(f"{k}={_value(best.get(k))}" for k in fields)
     return [f"  best configuration: trial {best['trial_id']} ({best.get('status')}), {REPORTED_NAME} "
-            f"{_number(best[REPORTED_METRIC]):.2f}{paper}", f"    {config}"]
+            f"{number(best[REPORTED_METRIC]):.2f}{paper}", f"    {config}"]
 
 
 def _best_mean_lines(rows: list[dict[str, Any]], fields: list[str], label: str) -> list[str]:
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        if r.get("status") == "FINISHED" and _number(r.get(REPORTED_METRIC)) is not None:
+        if r.get("status") == "FINISHED" and number(r.get(REPORTED_METRIC)) is not None:
             groups.setdefault(tuple(_value(r.get(k)) for k in fields if k != "seed"), []).append(r)
     if not groups:
         return ["  no configuration finished a seed with a result: no best configuration yet"]
-    key, best = max(groups.items(), key=lambda kv: sum(_number(r[REPORTED_METRIC]) for r in kv[1]) / len(kv[1]))
-    scores = [_number(r[REPORTED_METRIC]) for r in best]
+    key, best = max(groups.items(), key=lambda kv: sum(number(r[REPORTED_METRIC]) for r in kv[1]) / len(kv[1]))
+    scores = [number(r[REPORTED_METRIC]) for r in best]
     paper = f"  ({label})" if any(str(r.get("is_paper_config")).lower() == "true" for r in best) else ""
     seeds = " ".join(sorted(_value(r.get("seed")) for r in best))
     config = " ".join(f"{k}={v}" for k, v in zip([k for k in fields if k != "seed"], key, strict=True))
