@@ -1,9 +1,9 @@
 """A run's statistics (intervals, verdicts, importances): its analysis.json, or the same analysis computed here.
 
-studies.analyze writes analysis.json at the end of a study (or `python -m studies.analyze <run>`). An
+studies.analysis.analyze writes analysis.json at the end of a study (or `python -m studies.analyze <run>`). An
 export without one (a study still running, or written before the analysis existed), with one that cannot
 be read, or with one that no longer matches trials.csv's finished trials gets the analysis computed here by
-the same function, `studies.analyze.analyze_run`, from trials.csv and whatever predictions/ holds; what
+the same function, `studies.analysis.analyze.analyze_run`, from trials.csv and whatever predictions/ holds; what
 that cannot compute (no predictions: no image-level intervals) its `notes` say.
 """
 
@@ -19,8 +19,8 @@ import pandas as pd
 from dashboards.files import LoadError, read_json, read_trials, stamp
 from dashboards.fmt import fmt_value
 from dashboards.paths import display_path, shown
-from studies.analyze import analyze_run
-from studies.schema import (
+from studies.analysis.analyze import analyze_run
+from studies.exports.schema import (
     ANALYSIS_JSON,
     OPTUNA_JOURNAL,
     PREDICTIONS_DIR,

@@ -37,7 +37,7 @@ from dashboards.files import LoadError, SceneData, load_scene, stamp  # noqa: E4
 from dashboards.fmt import fmt_num, fmt_seconds, fmt_value  # noqa: E402
 from dashboards.paper import PaperTables, load_paper_tables, paper_stamp  # noqa: E402
 from dashboards.paths import display_dirs, display_path, results_dirs, shown  # noqa: E402
-from studies.schema import TRIALS_CSV  # noqa: E402
+from studies.exports.schema import TRIALS_CSV  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Cached reads: the key includes the files' mtimes and sizes, so a widget click reuses the parsed run

@@ -1,7 +1,7 @@
 """The dashboard's statistics sections (Streamlit layout only): the verdict table and the forest plot of an
 ablation, the importances and parallel coordinates of a joint search, and what the analysis could not compute.
 
-The numbers are analysis.json's (dashboards/analysis.py reads it, or computes it with studies.analyze where
+The numbers are analysis.json's (dashboards/analysis.py reads it, or computes it with studies.analysis.analyze where
 the export has none); views_stats.py shapes them, charts_stats.py draws them, texts.py words them.
 """
 

@@ -11,7 +11,7 @@ import streamlit as st
 
 from dashboards.files import LoadError
 from dashboards.paths import shown
-from studies.schema import REPORTED_METRIC
+from studies.exports.schema import REPORTED_METRIC
 
 # How the trial and comparison tables head the columns people ask about (the data keeps the file's names).
 COLUMN_LABELS = {REPORTED_METRIC: "best EMA mAP (paper's)", "node_ip": "node IP", "gpu_ids": "GPU ids"}

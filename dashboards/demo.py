@@ -27,7 +27,7 @@ from dashboards import demo_stats
 from dashboards.views_scenes import contingency_nmi
 from salgl_core.config import ExperimentConfig
 from salgl_core.presets import synthetic_preset
-from studies.schema import (
+from studies.exports.schema import (
     EPOCH_COLUMNS,
     EPOCHS_CSV,
     SCENES_DIR,

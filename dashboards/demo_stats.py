@@ -1,5 +1,5 @@
 """What a real study writes beside its tables, for the demo's healthy runs: each trial's validation scores
-(predictions/), a joint search's Optuna journal, and analysis.json + comparisons.csv from studies.analyze.
+(predictions/), a joint search's Optuna journal, and analysis.json + comparisons.csv from studies.analysis.analyze.
 
 The scores are drawn so that their mAP is the trial's reported number (trials.csv best_mAP_ema) to within
 float16 rounding, as a real trial's saved scores are. Every image-label pair has a difficulty shared by all
@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from studies.analyze import analyze_run, save_predictions, save_targets, write_analysis
-from studies.bootstrap import mean_average_precision
-from studies.schema import OPTUNA_JOURNAL, REPORTED_METRIC
+from studies.analysis.analyze import analyze_run, write_analysis
+from studies.analysis.bootstrap import mean_average_precision
+from studies.exports.predictions import save_predictions, save_targets
+from studies.exports.schema import OPTUNA_JOURNAL, REPORTED_METRIC
 
 LABELS_PER_IMAGE = 2.9  # MS-COCO's average
 MIN_POSITIVES = 3  # every label has a few positives, so no class scores 0 by having none

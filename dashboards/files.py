@@ -1,10 +1,10 @@
 """Reading and validating results files: study.json, trials.csv, epochs.csv, scenes/<trial>.json, paper CSVs.
 
-The study export (studies/export.py) writes every file whole, atomically, so a file is either complete
+The study export (studies/exports/writer.py) writes every file whole, atomically, so a file is either complete
 or absent: nothing here repairs half-written rows or guesses units. What a user can still meet -- a
 missing or empty file, invalid JSON, a file of another schema or version, a non-numeric cell -- becomes
 a `LoadError` (the file cannot be used) or a warning (it can, with a named cell read as missing) whose
-message names the file. The schema itself lives in studies/schema.py.
+message names the file. The schema itself lives in studies/exports/schema.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dashboards.paths import shown
-from studies.schema import (
+from studies.exports.schema import (
     ARM_STUDY_KEYS,
     EPOCH_COLUMNS,
     RUN_STATUSES,

@@ -10,7 +10,7 @@ import pandas as pd
 
 from dashboards.files import LoadError, read_csv_table, stamp
 from dashboards.paths import DEFAULT_RESULTS_DIR, display_path, shown
-from studies.schema import (
+from studies.exports.schema import (
     PAPER_COCO_COLUMNS,
     PAPER_COCO_CSV,
     PAPER_CURVE_COLUMNS,

@@ -16,7 +16,7 @@ from dashboards.files import LoadError, read_epochs, read_study_json, read_trial
 from dashboards.fmt import fmt_num, fmt_seconds
 from dashboards.paper import pretrain_name
 from dashboards.paths import display_path, shown
-from studies.schema import (
+from studies.exports.schema import (
     EPOCH_COLUMNS,
     EPOCHS_CSV,
     PAPER_DIR,
@@ -175,7 +175,7 @@ def status_notes(run: Run, now: float | None = None) -> list[str]:
 
 
 def count_ended(trials: pd.DataFrame) -> int:
-    """Trials that ended, whatever the outcome (as studies/export.py counts n_finished)."""
+    """Trials that ended, whatever the outcome (as studies/exports/writer.py counts n_finished)."""
     return int(trials["status"].isin(TERMINAL_TRIAL_STATUSES).sum()) if len(trials) else 0
 
 

@@ -11,7 +11,7 @@ from dashboards.paper import PAPER_METRIC, PaperRef
 from dashboards.paths import display_path
 from dashboards.runs import Listing, Run, RunSummary
 from dashboards.views_scenes import RANDOM_PERMUTATIONS, NmiContext
-from studies.schema import REPORTED_METRIC
+from studies.exports.schema import REPORTED_METRIC
 
 # trials.csv column -> how a view names it. Every metric is in percent except the NMI.
 METRIC_LABELS = {
@@ -230,9 +230,9 @@ def verdict_heading(axis: str, value: str, synthetic: bool, metric: str, arms: b
 def analysis_source(source: str, absent: bool, bootstrap: str, command: str, predictions: bool = True) -> str:
     """Where the intervals come from: analysis.json, or computed here (and how to write the file)."""
     if source == "file":
-        return f"From analysis.json (studies.analyze; {bootstrap})."
+        return f"From analysis.json (studies.analysis.analyze; {bootstrap})."
     why = "this export has no analysis.json" if absent else "see the warning above"
-    return (f"Computed here by studies.analyze from trials.csv{' and predictions/' if predictions else ''} ({why}; "
+    return (f"Computed here by studies.analysis.analyze from trials.csv{' and predictions/' if predictions else ''} ({why}; "
             f"{bootstrap}). `{command}` writes analysis.json.")
 
 

@@ -18,8 +18,8 @@ from dashboards.files import PLACEMENT_COLUMNS
 from dashboards.fmt import fmt_value, is_missing
 from dashboards.paper import PAPER_METRIC, PaperRef, PaperTables, paper_reference, reproduction_refs
 from dashboards.runs import Run
-from studies.schema import REPORTED_METRIC, TRIAL_REQUIRED
-from studies.stats import mean_ci
+from studies.analysis.stats import mean_ci
+from studies.exports.schema import REPORTED_METRIC, TRIAL_REQUIRED
 
 # The metrics a view offers, in menu order: the paper's reported number first (the default); the first six
 # are always offered.
@@ -56,7 +56,7 @@ class Ablation:
 
 def ablation_summary(trials: pd.DataFrame, axis: str, metric: str,
                      paper_config: dict[str, Any] | None = None, arms: list[str] | None = None) -> Ablation:
-    """Per axis value: mean, std (sample, over seeds), the mean's 95% Student t interval (studies.stats.mean_ci,
+    """Per axis value: mean, std (sample, over seeds), the mean's 95% Student t interval (studies.analysis.stats.mean_ci,
     as analysis.json's arms; NaN under two seeds), n of the FINISHED trials, plus every trial as a point.
 
     Values are sorted, except the arms of a study of named arms (`arms`, study.json's axis_values), which keep

@@ -13,7 +13,7 @@ import pandas as pd
 from dashboards.fmt import fmt_seconds
 from dashboards.paper import PaperTables, paper_reference
 from dashboards.runs import Run, RunSummary
-from studies.schema import REPORTED_METRIC
+from studies.exports.schema import REPORTED_METRIC
 
 # The paper's COCO table as the views show it.
 PAPER_TABLE_COLUMNS = ["backbone", "resolution", "pretrain", "method", "mAP", "CP", "CR", "CF1", "OP", "OR", "OF1",

@@ -16,7 +16,7 @@ import pandas as pd
 from dashboards.fmt import MISSING, fmt_value
 from dashboards.views import Ablation, same_value
 
-# How a comparison came out, from its numbers (as studies.stats.verdict decides), in the forest plot's order.
+# How a comparison came out, from its numbers (as studies.analysis.stats.verdict decides), in the forest plot's order.
 KINDS = ("better", "worse", "no detectable difference", "no test", "no comparison")
 REFERENCE_MARK = " ★"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from studies.stats import mean_ci
+from studies.analysis.stats import mean_ci
 
 KNOB = "synthetic_scene_visibility"
 ROLES = ("learned", "oracle", "global")

@@ -5,7 +5,7 @@
 
 Each measurement is a whole study run by `runner.main` (plan, checks, searcher, Tuner, export callback,
 a checkpoint per epoch) whose trainable sleeps instead of training: the same
-reports and checkpoints as `studies.trainable.train_trial`, so what is measured is the study machinery,
+reports and checkpoints as `studies.tuning.trainable.train_trial`, so what is measured is the study machinery,
 not SALGL. overhead = wall / (summed trial time / trials at once) - 1, with the wall time and the trial
 time (Tune's time_total_s, from a trial actor's start to its last report) from the export's study.json;
 the wall time counts the whole driver (planning, the synthetic data check, Ray's bookkeeping), and a
@@ -31,9 +31,10 @@ from unittest import mock
 import ray
 from ray.tune import ExperimentAnalysis
 
-from studies import runner, scene_count
-from studies.cluster import token_auth_on
-from studies.search import default_temp_dir, ray_temp_dir
+from studies import scene_count
+from studies.tuning import runner
+from studies.tuning.cluster import token_auth_on
+from studies.tuning.internals import default_temp_dir, ray_temp_dir
 
 # trial length (s) -> (epochs, trials): a few epochs each, so checkpoints and reports are part of it.
 DEFAULT_TRIALS = {1: 4, 10: 4, 60: 4}
@@ -47,8 +48,8 @@ def sleeping_trial(epoch_seconds: float) -> Callable[..., None]:
                     monitor: dict[str, Any] | None = None, arms: dict[str, dict[str, Any]] | None = None) -> None:
         from ray import tune
 
-        from studies.monitor import placement
-        from studies.spec import METRIC
+        from studies.design.spec import METRIC
+        from studies.tuning.monitor import placement
 
         epochs, where, started = int(base_config["epochs"]), placement(), time.time()
         start = 0

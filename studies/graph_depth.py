@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from studies import cli
-from studies.spec import StudySpec
+from studies import script
+from studies.design.spec import StudySpec
 
 if TYPE_CHECKING:
-    from studies.runner import Outcome
+    from studies.tuning.runner import Outcome
 
 SPEC = StudySpec(
     study="graph_depth", script=__file__, axis="gnn_steps", values=(0, 1, 3, 5),
@@ -21,14 +21,12 @@ SPEC = StudySpec(
 
 
 def get_args_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    return cli.get_args_parser(SPEC, argv)
+    return script.get_args_parser(SPEC, argv)
 
 
 def main(args: argparse.Namespace) -> Outcome:
-    from studies import runner  # Ray: only once the arguments are known
-
-    return runner.main(args, SPEC)
+    return script.main(args, SPEC)
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run_script(SPEC))
+    raise SystemExit(script.run_script(SPEC))

@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from studies import cli
-from studies.spec import ARM, StudySpec
+from studies import script
+from studies.design.spec import ARM, StudySpec
 
 if TYPE_CHECKING:
-    from studies.runner import Outcome
+    from studies.tuning.runner import Outcome
 
 ARMS = ("no_graph", "global", "learned", "oracle", "random")
 
@@ -55,14 +55,12 @@ SPEC = StudySpec(
 
 
 def get_args_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    return cli.get_args_parser(SPEC, argv)
+    return script.get_args_parser(SPEC, argv)
 
 
 def main(args: argparse.Namespace) -> Outcome:
-    from studies import runner  # Ray: only once the arguments are known
-
-    return runner.main(args, SPEC)
+    return script.main(args, SPEC)
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run_script(SPEC))
+    raise SystemExit(script.run_script(SPEC))

@@ -17,13 +17,13 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from salgl_core.presets import recipe_config
-from studies import cli
-from studies.spec import StudySpec
+from studies import script
+from studies.design.spec import StudySpec
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-    from studies.runner import Outcome
+    from studies.tuning.runner import Outcome
 
 
 def search_space(base: dict[str, Any], seeds: list[int]) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:
@@ -64,14 +64,12 @@ SPEC = StudySpec(
 
 
 def get_args_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    return cli.get_args_parser(SPEC, argv)
+    return script.get_args_parser(SPEC, argv)
 
 
 def main(args: argparse.Namespace) -> Outcome:
-    from studies import runner  # Ray: only once the arguments are known
-
-    return runner.main(args, SPEC)
+    return script.main(args, SPEC)
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run_script(SPEC))
+    raise SystemExit(script.run_script(SPEC))

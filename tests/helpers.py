@@ -64,7 +64,7 @@ def trial_workers(root: int | None = None) -> list[int]:
     pids = []
     for p in psutil.Process(root or os.getpid()).children(recursive=True):
         try:
-            if any("ray::SalglTrial" in part for part in p.cmdline()):  # studies.monitor.TRAINABLE_CLASS
+            if any("ray::SalglTrial" in part for part in p.cmdline()):  # studies.tuning.monitor.TRAINABLE_CLASS
                 pids.append(p.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass

@@ -1,4 +1,4 @@
-"""The analysis (studies/analyze.py, stats.py, bootstrap.py): its mAP equals salgl_core.metrics', its tests
+"""The analysis (studies/analysis/analyze.py, stats.py, bootstrap.py): its mAP equals salgl_core.metrics', its tests
 and intervals equal scipy's and hand-worked values, its intervals cover the truth in simulated studies, and
 run folders with missing, failed, unpaired or constant trials give clear answers."""
 
@@ -18,8 +18,15 @@ from helpers import gaussian_study
 from scipy import integrate
 from scipy import stats as st
 
-from studies import analyze, critical, schema, stats, summary
-from studies.bootstrap import bootstrap_maps, mean_average_precision, rank_trial, resample_weights, weighted_map
+from studies.analysis import analyze, critical, stats, summary
+from studies.analysis.bootstrap import (
+    bootstrap_maps,
+    mean_average_precision,
+    rank_trial,
+    resample_weights,
+    weighted_map,
+)
+from studies.exports import predictions, schema
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,7 +140,7 @@ def test_convolution_cdf_and_quantile(a, b, df):
 @pytest.mark.parametrize("df, tolerance", [(2, {0.05: 0.04, 0.05 / 3: 0.2}), (4, {0.05: 0.04, 0.05 / 3: 0.06})])
 def test_calibrated_critical_values_have_their_size(df, tolerance):
     """Whatever the true seed share of Var(D), |t| > h rejects a true null at rate alpha (at 3 seeds the
-    calibration is looser at Holm's smaller alphas, as studies/critical.py says)."""
+    calibration is looser at Holm's smaller alphas, as studies/analysis/critical.py says)."""
     rng = np.random.default_rng(df)
     draws = 100_000
     for share in (0.1, 0.4, 0.7, 0.95):  # true share of the seed part in Var(D) = 1
@@ -350,8 +357,8 @@ def test_predictions_files_round_trip_without_pickle(tmp_path):
     scores, targets = rng.random((40, 3)), (rng.random((40, 3)) < 0.3).astype(int)
     ignore = rng.random((40, 3)) < 0.1
     ids = [f"2007_{i:06d}" for i in range(40)]  # VOC ids are text
-    p = analyze.save_predictions(tmp_path, "abc_1", scores, ids)
-    t = analyze.save_targets(tmp_path, targets, ignore, ids)
+    p = predictions.save_predictions(tmp_path, "abc_1", scores, ids)
+    t = predictions.save_targets(tmp_path, targets, ignore, ids)
     assert p == tmp_path / schema.PREDICTIONS_DIR / "abc_1.npz" and t.name == schema.TARGETS_FILE
     with np.load(p, allow_pickle=False) as z:
         assert z["scores"].dtype == np.float16 and z["image_ids"].tolist() == ids
@@ -361,17 +368,17 @@ def test_predictions_files_round_trip_without_pickle(tmp_path):
         np.testing.assert_array_equal(z["targets"], targets)
     assert not list((tmp_path / schema.PREDICTIONS_DIR).glob(".*"))  # no temporary files left
     with pytest.raises(ValueError, match="cannot name a file"):
-        analyze.save_predictions(tmp_path, "../x", scores, ids)
+        predictions.save_predictions(tmp_path, "../x", scores, ids)
     with pytest.raises(ValueError, match="NaN"):
-        analyze.save_predictions(tmp_path, "t", np.full((2, 2), np.nan), [1, 2])
+        predictions.save_predictions(tmp_path, "t", np.full((2, 2), np.nan), [1, 2])
     with pytest.raises(ValueError, match="one per score row"):
-        analyze.save_predictions(tmp_path, "t", scores, ids[:-1])
+        predictions.save_predictions(tmp_path, "t", scores, ids[:-1])
 
 
 def test_predictions_size_for_coco_val2014_as_documented(tmp_path):
     """results/README.md states the per-trial size for COCO val2014: 40,504 images x 80 classes."""
     scores = np.random.default_rng(0).random((40504, 80))
-    size = analyze.save_predictions(tmp_path, "t", scores, np.arange(40504)).stat().st_size
+    size = predictions.save_predictions(tmp_path, "t", scores, np.arange(40504)).stat().st_size
     assert size == pytest.approx(40504 * 80 * 2 + 40504 * 8, rel=0.01)  # float16 scores + int64 ids
     assert f"{size / 1e6:.1f} MB" in (REPO / "results" / "README.md").read_text()
 
@@ -385,10 +392,10 @@ def _ablation_with_predictions(tmp_path: Path, rows: list[tuple], shuffle: str |
     scores = {r[0]: (y * (1.0 + 1.0 * (r[3] == 8)) + u + rng.normal(0, 0.2, y.shape)).astype(np.float16)
               for r in rows}
     run = _run(tmp_path, [(*r, mean_average_precision(scores[r[0]], y)) for r in rows])
-    analyze.save_targets(run, y, None, ids)
+    predictions.save_targets(run, y, None, ids)
     for tid, s in scores.items():
         order = rng.permutation(120) if tid == shuffle else np.arange(120)  # ids in another order: realigned
-        analyze.save_predictions(run, tid, s[order], ids[order])
+        predictions.save_predictions(run, tid, s[order], ids[order])
     return run
 
 
@@ -573,7 +580,7 @@ def test_readme_documents_the_analysis_files():
 
 
 def test_analysis_imports_no_torch_ray_optuna_or_streamlit():
-    code = ("import sys, studies.analyze; heavy = [m for m in ('torch', 'ray', 'optuna', 'streamlit') "
+    code = ("import sys, studies.analysis.analyze; heavy = [m for m in ('torch', 'ray', 'optuna', 'streamlit') "
             "if m in sys.modules]; assert not heavy, heavy")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -588,9 +595,9 @@ def test_a_reported_mAP_the_predictions_cannot_give_is_noted_but_float16_ties_ar
     run = _run(tmp_path, [("ok", "FINISHED", 0, 4, mean_average_precision(fine, y)),
                           ("wrong", "FINISHED", 0, 1, mean_average_precision(fine, y) - 5),
                           ("ties", "FINISHED", 0, 8, mean_average_precision(tied, y) + 1)])
-    analyze.save_targets(run, y, None, np.arange(60))
+    predictions.save_targets(run, y, None, np.arange(60))
     for tid, s in (("ok", fine), ("wrong", fine), ("ties", tied)):
-        analyze.save_predictions(run, tid, s, np.arange(60))
+        predictions.save_predictions(run, tid, s, np.arange(60))
     notes = analyze.analyze_run(run, resamples=50)["notes"]
     assert not any("(trial ok" in n for n in notes)
     assert any("predictions/wrong.npz (trial wrong, seed 0)" in n and "trials.csv reports" in n and "left out" in n

@@ -1,4 +1,4 @@
-"""The analysis of a damaged export (studies/evidence.py, studies/analyze.py): a fuzz test over a copy of a real
+"""The analysis of a damaged export (studies/exports/evidence.py, studies/analysis/analyze.py): a fuzz test over a copy of a real
 committed export (the mechanism study: 5 arms x 5 paired seeds, one arm detectably better) and a simulation
 of the fallback's false-positive rate.
 
@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 from helpers import gaussian_study
 
-from studies import analyze, evidence, schema, stats
+from studies.analysis import analyze, stats
+from studies.exports import evidence, schema
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORT = REPO / "results" / "mechanism" / "default"
@@ -317,7 +318,7 @@ def test_a_trial_left_out_takes_its_seed_out_of_both_arms_only_where_it_is(basel
 
 
 def test_the_printed_table_and_files_say_which_fallback_was_taken(baseline, tmp_path):
-    from studies.summary import format_table
+    from studies.analysis.summary import format_table
 
     run, a, _ = _damaged("targets.npz truncated", tmp_path)
     table = format_table(a)

@@ -30,11 +30,11 @@ from ray.util.state import list_actors, list_tasks
 from ray_cli import free_port, short_temp_dir
 
 from studies import scene_count
-from studies.cluster import token_auth_on
-from studies.monitor import TRAINABLE_CLASS
-from studies.schema import STUDY_KEYS, TRIAL_COLUMNS
-from studies.search import default_temp_dir
-from studies.spec import StudyError
+from studies.design.spec import StudyError
+from studies.exports.schema import STUDY_KEYS, TRIAL_COLUMNS
+from studies.tuning.cluster import token_auth_on
+from studies.tuning.internals import default_temp_dir
+from studies.tuning.monitor import TRAINABLE_CLASS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""dashboards/analysis.py: analysis.json when it matches the export, else studies.analyze's analysis computed here."""
+"""dashboards/analysis.py: analysis.json when it matches the export, else studies.analysis.analyze's analysis computed here."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from dashboards import analysis as A
 from dashboards import demo
 from dashboards.files import read_trials
-from studies.analyze import analyze_run
+from studies.analysis.analyze import analyze_run
 
 RUN = "scene_count/2025-06-03_0900"
 

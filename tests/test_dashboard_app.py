@@ -302,7 +302,7 @@ def test_sidebar_box_overrides_the_environment(monkeypatch, tmp_path, results):
 
 
 def rewrite_like_the_export(path: Path, rows: list[dict]) -> None:
-    """What studies/export.py does: write a new file, rename it over the old one (a newer mtime)."""
+    """What studies/exports/writer.py does: write a new file, rename it over the old one (a newer mtime)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader()

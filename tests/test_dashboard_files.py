@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dashboards import files as F
-from studies.schema import EPOCH_COLUMNS, SCHEMA_VERSION, TRIAL_REQUIRED
+from studies.exports.schema import EPOCH_COLUMNS, SCHEMA_VERSION, TRIAL_REQUIRED
 
 
 def write(path: Path, text: str | bytes) -> Path:

@@ -29,7 +29,7 @@ def _imports(path: Path) -> set[str]:
 
 def test_dashboard_modules_import_no_training_or_ui_stack():
     """Only app.py and app_*.py may import streamlit; nothing may pull in the training stack (plotly is fine in
-    charts; studies.analyze imports optuna only inside the function a joint search calls)."""
+    charts; studies.analysis.analyze imports optuna only inside the function a joint search calls)."""
     assert {"files", "runs", "paper", "views", "views_scenes", "views_stats", "analysis", "texts", "fmt", "charts",
             "charts_stats", "demo", "demo_stats"} <= set(MODULES)
     assert LAYOUT_MODULES == ["app", "app_stats", "app_widgets"]

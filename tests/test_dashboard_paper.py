@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dashboards import paper as P
-from studies.schema import PAPER_COCO_COLUMNS
+from studies.exports.schema import PAPER_COCO_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -165,8 +165,8 @@ def test_a_started_time_that_is_not_iso_is_named(tmp_path):
 
 
 def test_reads_what_studies_export_writes_without_warnings(tmp_path):
-    """The contract end to end: rows written by studies/export.py load cleanly, NaN metrics as missing."""
-    export = pytest.importorskip("studies.export")
+    """The contract end to end: rows written by studies/exports/writer.py load cleanly, NaN metrics as missing."""
+    export = pytest.importorskip("studies.exports.writer")
     from salgl_core.config import ExperimentConfig
     from salgl_core.presets import synthetic_preset
 

@@ -17,9 +17,9 @@ from dashboards import demo, paths
 from dashboards import views_stats as S
 from dashboards.fmt import fmt_value
 from dashboards.texts import NO_PREDICTIONS
-from studies.analyze import analyze_run
-from studies.schema import ANALYSIS_JSON, PREDICTIONS_DIR
-from studies.stats import mean_ci
+from studies.analysis.analyze import analyze_run
+from studies.analysis.stats import mean_ci
+from studies.exports.schema import ANALYSIS_JSON, PREDICTIONS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 SC = "scene_count/2025-06-03_0900"
@@ -92,7 +92,7 @@ def test_the_verdicts_and_intervals_are_analysis_json(monkeypatch, results):
     assert ("Verdicts on best EMA mAP (%): each arm against ★ num_scenes = 4, the synthetic preset's value (not the "
             "paper's configuration)") in md
     captions = texts(at.caption)
-    assert "From analysis.json (studies.analyze; 1000 resamples of 600 validation images, 6 trial(s)" in captions
+    assert "From analysis.json (studies.analysis.analyze; 1000 resamples of 600 validation images, 6 trial(s)" in captions
     assert "Hover a trial for its image-bootstrap 95% interval." in captions
     assert "intervals hold the seed spread and the validation set's noise" in captions
     assert "synthetic preset's value" in traces(at, "ablation_chart")
@@ -105,7 +105,7 @@ def test_without_analysis_json_it_is_computed_here(monkeypatch, results):
     at = start(monkeypatch, results, SC)
     assert not at.error and not at.main.warning
     assert_shows(at, analyze_run(results / SC))
-    assert (f"Computed here by studies.analyze from trials.csv and predictions/ (this export has no analysis.json; "
+    assert (f"Computed here by studies.analysis.analyze from trials.csv and predictions/ (this export has no analysis.json; "
             f"1000 resamples of "
             f"600 validation images, 6 trial(s) with predictions). `python -m studies.analyze "
             f"{paths.display_path(results / SC)}` writes analysis.json.") in texts(at.caption)
@@ -123,7 +123,7 @@ def test_an_older_export_without_predictions_says_what_it_cannot_compute(monkeyp
     notes = texts(box.markdown)
     assert "no predictions/targets.npz: the trials saved no predictions" in notes
     assert "intervals hold the seed spread only (no predictions)" in texts(at.caption)
-    assert "Computed here by studies.analyze from trials.csv (this export has no analysis.json; no image" in \
+    assert "Computed here by studies.analysis.analyze from trials.csv (this export has no analysis.json; no image" in \
         texts(at.caption)
     seed0 = traces(at, "ablation_chart")["seed 0"]
     assert set(seed0["text"]) == {"no image-bootstrap interval (no predictions)"}

@@ -10,7 +10,7 @@ from dashboards.paths import display_path
 from dashboards.runs import Listing, list_runs
 from dashboards.views import METRICS
 from dashboards.views_scenes import NmiContext
-from studies.schema import REPORTED_METRIC
+from studies.exports.schema import REPORTED_METRIC
 
 
 def test_every_offered_metric_is_named_with_its_unit():
@@ -82,7 +82,7 @@ def test_statistics_wording_names_the_reference_as_study_json_does():
     assert "hold the seed spread and the validation set's noise; the validation set's noise only" in \
         T.forest_caption("K = 4", ["seeds+images", "images"])
     assert "No interval: one seed per arm and no predictions" in T.forest_caption("K = 4", ["–"])
-    assert T.analysis_source("file", False, "1000 resamples", "cmd") == "From analysis.json (studies.analyze; " \
+    assert T.analysis_source("file", False, "1000 resamples", "cmd") == "From analysis.json (studies.analysis.analyze; " \
                                                                         "1000 resamples)."
     assert "(see the warning above; " in T.analysis_source("computed", False, "x", "cmd")
     assert "from trials.csv (this export has no analysis.json; x). `cmd` writes" in T.analysis_source(

@@ -12,7 +12,7 @@ from dashboards import demo
 from dashboards import views as V
 from dashboards.paper import load_paper_tables
 from dashboards.runs import load_run
-from studies.schema import REPORTED_METRIC, TRIAL_PLACEMENT_COLUMNS, TRIAL_RESULT_COLUMNS
+from studies.exports.schema import REPORTED_METRIC, TRIAL_PLACEMENT_COLUMNS, TRIAL_RESULT_COLUMNS
 
 
 def test_ablation_summary_matches_the_exported_trials(tmp_path):

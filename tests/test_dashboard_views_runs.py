@@ -12,7 +12,7 @@ from dashboards import views_runs as R
 from dashboards.paper import load_paper_tables
 from dashboards.paths import display_path
 from dashboards.runs import list_runs, load_run
-from studies.schema import REPORTED_METRIC
+from studies.exports.schema import REPORTED_METRIC
 
 
 def test_best_per_dataset_and_comparison(results):

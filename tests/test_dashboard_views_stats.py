@@ -14,7 +14,7 @@ from dashboards import demo
 from dashboards import views_stats as S
 from dashboards.runs import load_run
 from dashboards.views import ablation_summary
-from studies.schema import REPORTED_METRIC
+from studies.exports.schema import REPORTED_METRIC
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from dashboards.charts_visibility import visibility_figure
 from dashboards.views_visibility import visibility_summary
-from studies.stats import mean_ci
+from studies.analysis.stats import mean_ci
 
 
 def _trials() -> pd.DataFrame:

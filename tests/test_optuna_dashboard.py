@@ -17,7 +17,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from studies.schema import OPTUNA_JOURNAL
+from studies.exports.schema import OPTUNA_JOURNAL
 
 optuna_dashboard = pytest.importorskip("optuna_dashboard", reason="the optional `optuna` extra is not installed")
 

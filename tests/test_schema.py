@@ -1,4 +1,4 @@
-"""studies/schema.py is the one owner of the results schema: results/README.md documents exactly its names
+"""studies/exports/schema.py is the one owner of the results schema: results/README.md documents exactly its names
 (both directions), and the module stays light enough for the dashboard (no torch, ray or streamlit)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from studies import schema
+from studies.exports import schema
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "results" / "README.md"
@@ -99,7 +99,7 @@ def test_paper_tables(name, columns):
 
 
 def test_schema_imports_no_torch_ray_or_streamlit():
-    code = ("import sys, studies.schema; heavy = [m for m in ('torch', 'ray', 'streamlit', 'optuna') "
+    code = ("import sys, studies.exports.schema; heavy = [m for m in ('torch', 'ray', 'streamlit', 'optuna') "
             "if m in sys.modules]; assert not heavy, heavy")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -1,4 +1,4 @@
-"""studies/callback.py without Ray running: trial events as Ray delivers them -> the export and the console."""
+"""studies/tuning/callback.py without Ray running: trial events as Ray delivers them -> the export and the console."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 from helpers import read_rows
 
 from salgl_core.config import ExperimentConfig
-from studies.callback import ExportCallback, error_message
-from studies.schema import EPOCH_COLUMNS
+from studies.exports.schema import EPOCH_COLUMNS
+from studies.tuning.callback import ExportCallback, error_message
 
 
 def _trial(trial_id: str, num_scenes: int, seed: int = 0, last_result: dict | None = None, error_file=None,

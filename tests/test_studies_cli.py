@@ -12,9 +12,12 @@ import ray
 
 from salgl_core.config import ConfigError
 from salgl_core.data import DataError
-from studies import cli, graph_depth, momentum, runner, scene_count
+from studies import graph_depth, momentum, scene_count
 from studies import tune as tune_study
-from studies.spec import StudyError
+from studies.design import cli
+from studies.design.spec import StudyError
+from studies.script import run_script
+from studies.tuning import resume
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +56,7 @@ def test_bad_configuration_fails_before_ray_starts(tmp_path, module, argv, error
 
 def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
     argv = ["--dataset", "coco", "--data-root", str(tmp_path / "missing"), "--results-dir", str(tmp_path)]
-    assert runner.run_script(scene_count.SPEC, argv) == 2
+    assert run_script(scene_count.SPEC, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and str(tmp_path / "missing") in err[0]
     assert not ray.is_initialized()
@@ -76,9 +79,9 @@ def test_set_values_are_json_or_bare_strings():
 def test_resume_command_and_saved_args(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = _args(scene_count, Path("rel"), "--address", "auto")
-    cmd = cli.resume_command(args, scene_count.SPEC, "r1")
+    cmd = resume.resume_command(args, scene_count.SPEC, "r1")
     assert cmd.endswith(f"--resume --name r1 --storage-path {tmp_path / 'rel' / 'ray'} --address auto")
-    saved = cli.saved_args(args, name="r1", gpus_per_trial=0.0)
+    saved = resume.saved_args(args, name="r1", gpus_per_trial=0.0)
     assert saved["results_dir"] == str(tmp_path / "rel" / "results") and saved["name"] == "r1"
     assert saved["gpus_per_trial"] == 0.0 and saved["seeds"] is None
 
@@ -100,7 +103,7 @@ def test_help_imports_neither_torch_ray_nor_optuna(script):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     imported = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
-    assert "studies.cli" in imported and "salgl_core.presets" in imported
+    assert "studies.design.cli" in imported and "salgl_core.presets" in imported
     assert not imported & {"torch", "ray", "optuna", "numpy"}, sorted(imported & {"torch", "ray", "optuna", "numpy"})
     assert out.stdout.startswith(f"usage: python studies/{script}.py ")
 
@@ -149,6 +152,6 @@ def test_the_overhead_benchmarks_trainable_takes_what_the_real_one_takes():
     import inspect
 
     from studies.bench_overhead import sleeping_trial
-    from studies.trainable import train_trial
+    from studies.tuning.trainable import train_trial
 
     assert list(inspect.signature(sleeping_trial(1.0)).parameters) == list(inspect.signature(train_trial).parameters)

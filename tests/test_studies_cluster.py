@@ -1,4 +1,4 @@
-"""studies/cluster.py, storage.py and monitor.py: trials sized to the cluster, a Ray dashboard that stays local
+"""studies/tuning/cluster.py, storage.py and monitor.py: trials sized to the cluster, a Ray dashboard that stays local
 unless asked, an --address where nothing answers failing in seconds, Ray's experiment folder on a path or a
 URI, what --resume finds where, the trials' readable names (all without a Ray runtime), and token
 authentication of the Ray a study starts, from a fresh HOME (in a subprocess)."""
@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 from ray_cli import free_port
 
-from studies import cli, cluster, monitor, scene_count, storage
+from studies import scene_count
 from studies import tune as tune_study
-from studies.runner import run_script
-from studies.spec import StudyError
+from studies.design.spec import StudyError
+from studies.script import run_script
+from studies.tuning import cluster, monitor, resume, storage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,15 +118,15 @@ def test_resume_says_which_runs_it_found_where(tmp_path):
     parse = scene_count.get_args_parser().parse_args
     args = parse(["--resume", "--name", "gone", "--storage-path", str(elsewhere)])
     with pytest.raises(StudyError) as e:
-        cli.restore_args(args, scene_count.SPEC)
+        resume.restore_args(args, scene_count.SPEC)
     msg = str(e.value)
     assert f"nothing to resume at {elsewhere}/scene_count/gone" in msg and "--storage-path" in msg
     assert f"{elsewhere}/scene_count: other-run" in msg and f"{storage.DEFAULT_STORAGE}/scene_count" in msg
     with pytest.raises(StudyError, match="--resume needs --name RUN; runs of scene_count found in .*other-run"):
-        cli.restore_args(parse(["--resume", "--storage-path", str(elsewhere)]), scene_count.SPEC)
+        resume.restore_args(parse(["--resume", "--storage-path", str(elsewhere)]), scene_count.SPEC)
     uri = parse(["--storage-path", "s3://bucket/salgl"])
-    assert "--storage-path s3://bucket/salgl" in cli.resume_command(uri, scene_count.SPEC, "r")
-    assert "--storage-path" not in cli.resume_command(parse([]), scene_count.SPEC, "r")
+    assert "--storage-path s3://bucket/salgl" in resume.resume_command(uri, scene_count.SPEC, "r")
+    assert "--storage-path" not in resume.resume_command(parse([]), scene_count.SPEC, "r")
 
 
 def test_trial_names():
@@ -140,7 +141,8 @@ def test_trial_names():
 
 _LOCAL_START = """
 import json, os, sys, urllib.error, urllib.request
-from studies import cluster, scene_count
+from studies import scene_count
+from studies.tuning import cluster
 args = scene_count.get_args_parser().parse_args(["--dashboard-port", sys.argv[1]])
 assert cluster.start_ray(args)
 import ray
@@ -178,7 +180,7 @@ def test_a_studys_local_ray_keeps_token_authentication_on(tmp_path):
 def test_token_auth_on_makes_a_token_once_and_says_when_it_cannot(tmp_path):
     """For the Ray clusters a study's tools start without ray.init (the overhead benchmark's simulated cluster):
     RAY_AUTH_MODE=token and a token from Ray's own CLI, kept when one exists."""
-    code = ("import os; from studies.cluster import token_auth_on; token_auth_on(); "
+    code = ("import os; from studies.tuning.cluster import token_auth_on; token_auth_on(); "
             "print(os.environ['RAY_AUTH_MODE'], open(os.path.expanduser('~/.ray/auth_token')).read().strip())")
     env = _fresh_env(tmp_path)
     first, second = (subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
@@ -187,6 +189,6 @@ def test_token_auth_on_makes_a_token_once_and_says_when_it_cannot(tmp_path):
     mode, token = first.stdout.split()
     assert mode == "token" and len(token) == 64 and second.stdout == first.stdout  # the same token, kept
     bad = {**env, "RAY_AUTH_TOKEN_PATH": str(tmp_path / "no" / "such" / "token")}
-    code = "from studies.cluster import token_auth_on; token_auth_on()"
+    code = "from studies.tuning.cluster import token_auth_on; token_auth_on()"
     out = subprocess.run([sys.executable, "-c", code], env=bad, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "could not make a Ray auth token at " + str(tmp_path) in out.stderr

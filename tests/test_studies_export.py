@@ -1,4 +1,4 @@
-"""studies/export.py: the run folder written event by event, resumed without duplicates, study.json built
+"""studies/exports/writer.py: the run folder written event by event, resumed without duplicates, study.json built
 from a plan, and portable paths."""
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from helpers import header, read_rows
 from salgl_core.config import ExperimentConfig
 from studies import scene_count
 from studies import tune as tune_study
-from studies.export import REPO, StudyExport, gpu_name, portable_config, portable_path, provenance, study_json
-from studies.plan import make_plan
-from studies.schema import EPOCH_COLUMNS, SEARCH_STUDY_KEYS, STUDY_KEYS, TRIAL_COLUMNS
+from studies.design.paths import REPO
+from studies.exports.files import portable_config, portable_path
+from studies.exports.schema import EPOCH_COLUMNS, SEARCH_STUDY_KEYS, STUDY_KEYS, TRIAL_COLUMNS
+from studies.exports.writer import StudyExport, gpu_name, provenance
+from studies.tuning.plan import make_plan, study_json
 
 
 def _metrics(epoch: int, **extra) -> dict:

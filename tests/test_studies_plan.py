@@ -1,4 +1,4 @@
-"""studies/plan.py: the base config (preset < --smoke < flags < --set), GridPlan and SearchPlan."""
+"""studies/tuning/plan.py: the base config (preset < --smoke < flags < --set), GridPlan and SearchPlan."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from salgl_core.config import ConfigError
 from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, recipe_config, synthetic_preset
 from studies import graph_depth, mechanism, momentum, scene_count, visibility
 from studies import tune as tune_study
-from studies.plan import GridPlan, SearchPlan, base_config, make_plan
-from studies.spec import ARM, StudyError, arm_config
+from studies.design.spec import ARM, StudyError, arm_config
+from studies.tuning.plan import GridPlan, SearchPlan, base_config, make_plan
 
 COCO = recipe_config("paper-coco-r101-448")
 SYNTHETIC = recipe_config("synthetic")

@@ -1,4 +1,4 @@
-"""studies/predictions.py without Ray running: a trial's validation predictions from the worker's final Tune
+"""studies/exports/predictions.py without Ray running: a trial's validation predictions from the worker's final Tune
 checkpoint to the export's predictions/ folder, and what the callback does when they are missing."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from helpers import read_rows
 from ray import tune
 
 from salgl_core.config import ExperimentConfig
-from studies.bootstrap import mean_average_precision
-from studies.callback import ExportCallback
-from studies.predictions import TRANSFER_FILE, export_trial, write_transfer
+from studies.analysis.bootstrap import mean_average_precision
+from studies.exports.predictions import TRANSFER_FILE, export_trial, write_transfer
+from studies.tuning.callback import ExportCallback
 
 
 def _predictions(seed: int, ids: list) -> dict[str, np.ndarray]:

@@ -1,5 +1,5 @@
 """Ctrl-C as a user sees it: our resume line once, none of Ray Tune's contradicting advice, warnings or hints
-(studies/quiet.py). Unit tests of the filters against the messages Ray 2.60 emits and checks that Ray still
+(studies/tuning/quiet.py). Unit tests of the filters against the messages Ray 2.60 emits and checks that Ray still
 emits them where the filters look; a real interrupt and resume of a study in a subprocess, with what it
 prints, is test_studies_resume.py."""
 
@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from studies import quiet
+from studies.tuning import quiet
 
 # Ray's own texts (ray/tune/tune.py, analysis/experiment_analysis.py, experimental/output.py, 2.60).
 RESTORE_ADVICE = ("Experiment has been interrupted, but the most recent state was saved.\n"

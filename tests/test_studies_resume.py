@@ -1,7 +1,7 @@
 """Interrupt and resume, as a user would: `python studies/scene_count.py` in a subprocess, stopped with Ctrl-C
 (SIGINT) and later killed outright (SIGKILL), then finished with the printed --resume command. Every trial
 must end up in trials.csv exactly once, and trials finished before a crash are not run again. What the user
-sees on the way: our resume line once, none of Ray Tune's contradicting advice (studies/quiet.py; its unit
+sees on the way: our resume line once, none of Ray Tune's contradicting advice (studies/tuning/quiet.py; its unit
 tests are in test_studies_quiet.py)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from optuna.storages.journal import JournalFileBackend
 from ray.tune import ExperimentAnalysis
 from ray_cli import short_temp_dir
 
-from studies import quiet, workspace
+from studies.tuning import quiet, workspace
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""studies/runner.py end to end, real Ray and real Optuna: smoke studies against the schema, GPU allocation on a
+"""studies/tuning/runner.py end to end, real Ray and real Optuna: smoke studies against the schema, GPU allocation on a
 cluster that declares two GPUs, and trials that fail (ERROR), diverge (DIVERGED) or crash (retried) while the
 study goes on."""
 
@@ -27,9 +27,11 @@ from salgl_core.config import ExperimentConfig
 from salgl_core.data import build_datasets
 from salgl_core.metrics import mean_average_precision
 from salgl_core.presets import SMOKE, synthetic_preset
-from studies import analyze, mechanism, momentum, scene_count
+from studies import mechanism, momentum, scene_count
 from studies import tune as tune_study
-from studies.schema import (
+from studies.analysis import analyze
+from studies.analysis.summary import format_table
+from studies.exports.schema import (
     ANALYSIS_KEYS,
     COMPARISON_COLUMNS,
     EPOCH_COLUMNS,
@@ -38,8 +40,7 @@ from studies.schema import (
     STUDY_KEYS,
     TRIAL_COLUMNS,
 )
-from studies.search import ray_temp_dir
-from studies.summary import format_table
+from studies.tuning.internals import ray_temp_dir
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""studies/search.py: the searcher and scheduler of each plan, crash-safe resumption of the Optuna study, and
+"""studies/tuning/search.py: the searcher and scheduler of each plan, crash-safe resumption of the Optuna study, and
 the Ray/Optuna internals it relies on (a clear failure here when a new version changes them)."""
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ import pytest
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from studies import scene_count, search
+from studies import scene_count
 from studies import tune as tune_study
-from studies.plan import make_plan
-from studies.spec import StudyError
+from studies.design.spec import StudyError
+from studies.tuning import internals, search
+from studies.tuning.plan import make_plan
 
 
 def _plan(module, tmp: Path, *argv: str):
@@ -23,7 +24,7 @@ def _plan(module, tmp: Path, *argv: str):
 
 
 def test_the_internals_this_module_uses_are_still_there():
-    search.check_internals()  # RuntimeError naming what changed, and the versions last checked
+    internals.check_internals()  # RuntimeError naming what changed, and the versions last checked
 
 
 def test_a_changed_internal_is_named(monkeypatch):
@@ -35,13 +36,13 @@ def test_a_changed_internal_is_named(monkeypatch):
 
     monkeypatch.setattr(OptunaSearch, "__init__", without_completed_trials)
     with pytest.raises(RuntimeError, match=r"internals that changed .*OptunaSearch\._completed_trials \(a set\)"):
-        search.check_internals()
+        internals.check_internals()
 
 
 def test_each_plan_gets_its_sampler_and_scheduler(tmp_path):
     searcher, scheduler = search.build_search(_plan(scene_count, tmp_path, "--values", "1", "4", "--seeds", "0", "1"),
                                               0, tmp_path / "grid.log")
-    assert isinstance(scheduler, FIFOScheduler) and isinstance(searcher, search.ResumableOptunaSearch)
+    assert isinstance(scheduler, FIFOScheduler) and isinstance(searcher, internals.ResumableOptunaSearch)
     assert {tuple(sorted(searcher.suggest(str(i)).items())) for i in range(4)} == {
         (("num_scenes", k), ("seed", s)) for k in (1, 4) for s in (0, 1)}  # the whole grid, once each
     searcher, scheduler = search.build_search(_plan(tune_study, tmp_path), 0, tmp_path / "tpe.log")
@@ -54,7 +55,7 @@ def test_each_plan_gets_its_sampler_and_scheduler(tmp_path):
 
 def test_the_grid_sampler_does_not_stop_an_ask_tell_study():
     """Optuna's own GridSampler calls study.stop() when the grid is used up, which raises outside optimize()."""
-    study = optuna.create_study(sampler=search.GridSampler({"x": [1]}, seed=0))
+    study = optuna.create_study(sampler=internals.GridSampler({"x": [1]}, seed=0))
     trial = study.ask()
     trial.suggest_categorical("x", [1])
     study.tell(trial, 1.0)

@@ -1,4 +1,4 @@
-"""studies/summary.py: the closing summary's result lines (per-value means, the best configuration, where to
+"""studies/analysis/summary.py: the closing summary's result lines (per-value means, the best configuration, where to
 look next), from an export's rows as trials.csv gives them back."""
 
 from __future__ import annotations
@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 from salgl_core.config import ExperimentConfig
-from studies import summary
 from studies import tune as tune_study
-from studies.export import REPO, StudyExport
-from studies.schema import REPORTED_METRIC
+from studies.analysis import summary
+from studies.design.paths import REPO
+from studies.exports.schema import REPORTED_METRIC
+from studies.exports.writer import StudyExport
 
 
 def _row(tid: str, status: str, value: float | None, **config) -> dict:

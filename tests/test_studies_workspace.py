@@ -1,5 +1,5 @@
 """Where a study's files go (runs/ by default, git-ignored) and what its Ray folder keeps once it has finished
-(studies/workspace.py, the output flags of studies/cli.py)."""
+(studies/tuning/workspace.py, the output flags of studies/design/cli.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from studies import cli, scene_count, workspace
-from studies.export import REPO
+from studies import scene_count
+from studies.design import cli
+from studies.design.paths import REPO
+from studies.tuning import resume, workspace
 
 
 def _experiment(exp: Path) -> dict[str, int]:
@@ -19,7 +21,7 @@ def _experiment(exp: Path) -> dict[str, int]:
     sizes = {}
     exp.mkdir(parents=True)
     (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trials": []}))
-    (exp / cli.STUDY_ARGS).write_text("{}")
+    (exp / resume.STUDY_ARGS).write_text("{}")
     for i, tid in enumerate(("a", "b")):
         trial = exp / f"train_trial_{tid}_{i}_num_scenes=4,seed=0"
         (trial / "checkpoint_000002").mkdir(parents=True)
@@ -49,7 +51,7 @@ def test_a_finished_study_drops_its_checkpoints_and_keeps_the_rest(tmp_path):
         assert {p.name for p in trial.iterdir()} >= {"result.json", "progress.csv", "params.json"}
     assert (exp / "train_trial_a_0_num_scenes=4,seed=0" / "checkpoint_notes").is_dir()
     assert (exp / "train_trial_b_1_num_scenes=4,seed=0" / "checkpoint_000003").is_file()
-    assert (exp / cli.STUDY_ARGS).is_file() and workspace.checkpoint_dirs(exp) == []
+    assert (exp / resume.STUDY_ARGS).is_file() and workspace.checkpoint_dirs(exp) == []
     assert workspace.drop_checkpoints(exp) == 0  # twice is harmless
 
 
@@ -80,8 +82,8 @@ def test_study_folders_are_git_ignored(folder):
 
 def test_keep_checkpoints_is_taken_from_the_resume_command_line(tmp_path):
     args = argparse.Namespace(storage_path=str(cli.DEFAULT_STORAGE), address=None, keep_checkpoints=True)
-    cmd = cli.resume_command(args, scene_count.SPEC, "r")
+    cmd = resume.resume_command(args, scene_count.SPEC, "r")
     assert cmd.endswith("--resume --name r --keep-checkpoints")
-    assert "keep_checkpoints" in cli.RUNTIME_FLAGS  # so the resumed run keeps what this command asks
+    assert "keep_checkpoints" in resume.RUNTIME_FLAGS  # so the resumed run keeps what this command asks
     args.keep_checkpoints = False
-    assert "--keep-checkpoints" not in cli.resume_command(args, scene_count.SPEC, "r")
+    assert "--keep-checkpoints" not in resume.resume_command(args, scene_count.SPEC, "r")

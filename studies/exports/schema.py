@@ -1,6 +1,6 @@
 """The results schema (results/<study>/<run>/): file names, columns, JSON keys, units, schema_version.
 
-The one owner of these names: the exporter (studies/export.py), the dashboard's reader
+The one owner of these names: the exporter (studies/exports/writer.py), the dashboard's reader
 (dashboards/files.py) and the test fixtures import them, and tests/test_schema.py checks
 results/README.md against them. Imports neither torch, ray nor streamlit (the config module is plain
 Python), so the dashboard stays light.
@@ -9,7 +9,7 @@ Python), so the dashboard stays light.
 from __future__ import annotations
 
 from salgl_core.config import ExperimentConfig
-from studies.spec import ARM
+from studies.design.spec import ARM
 
 SCHEMA_VERSION = 1
 
@@ -130,7 +130,7 @@ PAPER_REPRO_COLUMNS = ("dataset", "backbone", "resolution", "who", "mAP", "sourc
 PAPER_CURVE_COLUMNS = ("epoch", "best_ema_mAP", "best_regular_mAP", "loss_cls", "loss_sample_entropy",
                        "loss_batch_entropy", "epoch_seconds", "lr", "source")
 
-# --- Predictions and analysis (written by studies/analyze.py; documented at the end of results/README.md) ---
+# --- Predictions and analysis (written by studies/analysis/analyze.py; documented at the end of results/README.md) ---
 # predictions/<trial_id>.npz: the reported model's validation scores; predictions/targets.npz once per run.
 PREDICTIONS_DIR = "predictions"
 TARGETS_FILE = "targets.npz"
@@ -161,7 +161,8 @@ ANALYSIS_KEYS: dict[str, str] = {
                    "p_sign_flip, sd_seed, no_test, notes",
     "search": "joint search only: {best, paper, importances: {fanova, ped_anova}}",
     "budget": "ablation only: is the budget on the flat part of the learning curve? {epochs, window, threshold, "
-              "trials, gains, gain, flat, verdict} for the reference arm (studies/budget.py); null for a joint search",
+              "trials, gains, gain, flat, verdict} for the reference arm (studies/analysis/budget.py); null for a "
+              "joint search",
     "notes": "what could not be computed and why; every file or row that could not be used, with the next step",
 }
 COMPARISON_COLUMNS = ("axis", "value", "n", "n_reference", "paired", "mean", "mean_reference", "diff", "ci_low",

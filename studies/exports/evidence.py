@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from studies import schema
+from studies.exports import schema
 
 # What to do about a damaged file. A finished trial is not run again by --resume (Ray keeps no checkpoint
 # of a finished study), so a lost predictions file comes back only from a copy or by re-running the seed.
@@ -347,7 +347,7 @@ def comparison_trials(arm: list[dict[str, Any]], reference: list[dict[str, Any]]
     Input: each side's FINISHED trials, usable or not, and the study's seeds (`design`, study.json `seeds`).
     Every arm of a one-axis study runs the same seeds, so the comparison is paired on the seeds both sides
     have a usable trial for: an unusable trial, or a seed one side did not finish, takes that seed out of both
-    sides, and every trial kept has its image-level evidence: the test's size is the one studies.stats
+    sides, and every trial kept has its image-level evidence: the test's size is the one studies.analysis.stats
     calibrates. Without a design (an export that records no seeds) unequal seed sets stay unpaired (Welch),
     and an unusable trial leaves its own side. `unplaced`: unusable trials whose arm cannot be read, named
     where a seed has no trial."""

@@ -1,22 +1,18 @@
-"""The study scripts' command line: the parser, `--set FIELD=VALUE`, and what `--resume` restores.
+"""The study scripts' command line: the parser, `--set FIELD=VALUE`, `--values` as the axis field's type.
 
 Every study script has the same flags (the one-axis ablations `--values`, the joint search
 `--num-samples` and ASHA's two); the common config fields get the flags `python -m salgl_core.train`
-generates. `--resume` takes what the run was started with from its Ray folder (study_args.json) and
-only how to run it now (cluster, dashboard) from the new command line.
+generates. What `--resume` restores is in studies/tuning/resume.py.
 
 Light on purpose: no torch, Ray or Optuna at import, so `--help` and argument errors answer at once;
-`run_script` imports the runner (and with it Ray) only once the arguments parse.
+studies/script.py imports the runner (and with it Ray) only once the arguments parse.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
 from salgl_core.cli import (
@@ -28,19 +24,9 @@ from salgl_core.cli import (
 )
 from salgl_core.config import DATASETS, field_type
 from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, Recipe
-from studies.export import REPO
-from studies.spec import StudyError, StudySpec
-from studies.storage import DEFAULT_STORAGE, Folder, is_default, runs_found, storage_root
+from studies.design.paths import DEFAULT_RESULTS, DEFAULT_STORAGE
+from studies.design.spec import StudyError, StudySpec
 
-# Users' runs go to the git-ignored runs/; results/ holds the committed examples (`make results` writes
-# them there with --results-dir results) and the paper's tables.
-DEFAULT_RESULTS = REPO / "runs"
-# The file in a run's Ray folder that holds the arguments it was started with (what --resume reuses).
-STUDY_ARGS = "study_args.json"
-
-# Flags that only say how to run, not what: the ones --resume takes from the new command line.
-RUNTIME_FLAGS = ("address", "dashboard_host", "dashboard_port", "no_dashboard", "ray_temp_dir", "verbose",
-                 "keep_checkpoints")
 # Config fields with a flag of their own (--data-root sets data_root, ...).
 CONFIG_FLAGS = ("dataset", "data_root", "train_images", "train_annotations", "val_images", "val_annotations",
                 "cache_dir", "backbone", "backbone_weights", "image_size", "epochs", "batch_size", "lr",
@@ -155,21 +141,13 @@ def get_args_parser(spec: StudySpec, argv: list[str] | None = None) -> argparse.
     return p
 
 
-def run_script(spec: StudySpec, argv: list[str] | None = None) -> int:
-    """Entry point of a study script. --help and argument errors answer from this light module; the
-    runner, and with it Ray, Optuna and torch, is imported only once the arguments parse."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = get_args_parser(spec, argv).parse_args(argv)
-    try:  # the mistakes this light module can see answer before the heavy imports, in well under a second
-        parse_set(args.set)
-        for raw in (getattr(args, "values", None) or ()) if spec.arms is None else ():
+def check_args(args: argparse.Namespace, spec: StudySpec) -> None:
+    """The mistakes visible in the arguments alone (a malformed --set, a --values item of the wrong type or
+    outside the axis field's range); StudyError naming the flag, the field and what it takes."""
+    parse_set(args.set)
+    if spec.arms is None and spec.axis:
+        for raw in getattr(args, "values", None) or ():
             axis_value(spec.axis, raw)
-    except StudyError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from studies import runner
-
-    return runner.run_script(spec, argv)
 
 
 def axis_value(axis: str, raw: str) -> Any:
@@ -201,42 +179,3 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             value = raw  # a bare string such as a path
         out[key.strip()] = value
     return out
-
-
-def saved_args(args: argparse.Namespace, **resolved: Any) -> dict[str, Any]:
-    """What study_args.json keeps of a new run: its flags, with what was decided at start (`resolved`:
-    run name, resources) and absolute output folders, so --resume from anywhere runs the same study."""
-    return {**vars(args), **resolved, "results_dir": str(Path(args.results_dir).resolve()),
-            "storage_path": storage_root(args.storage_path)}
-
-
-def restore_args(args: argparse.Namespace, spec: StudySpec) -> argparse.Namespace:
-    """The arguments of the run `--resume --name RUN` continues; StudyError if there is no such run."""
-    from ray import tune
-
-    if not args.name:
-        raise StudyError(f"--resume needs --name RUN; runs of {spec.study} found in "
-                         f"{runs_found(args.storage_path, spec.study)}")
-    exp_dir = Folder(args.storage_path) / spec.study / args.name
-    if not exp_dir.has_file(STUDY_ARGS) or not tune.Tuner.can_restore(str(exp_dir)):
-        # Typically the run was started with another --storage-path (or on another cluster, whose shared
-        # storage this machine does not see): say what is where.
-        raise StudyError(f"nothing to resume at {exp_dir}: no run {args.name} of {spec.study} was started there "
-                         f"(check --name, and pass the --storage-path the run was started with). Runs of "
-                         f"{spec.study} found in {runs_found(args.storage_path, spec.study)}")
-    stored = json.loads(exp_dir.read_text(STUDY_ARGS))
-    # What the run was started with wins, except how to run it now (which cluster, dashboard, output).
-    return argparse.Namespace(**{**vars(args), **stored, **{k: getattr(args, k) for k in RUNTIME_FLAGS},
-                                 "resume": True, "overwrite": False})
-
-
-def resume_command(args: argparse.Namespace, spec: StudySpec, run: str) -> str:
-    """The command line that finishes this run after an interrupt or a crash."""
-    cmd = [sys.executable, spec.script, "--resume", "--name", run]
-    if not is_default(args.storage_path):
-        cmd += ["--storage-path", storage_root(args.storage_path)]
-    if args.address:
-        cmd += ["--address", args.address]
-    if getattr(args, "keep_checkpoints", False):  # a runtime flag: --resume takes it from its own command line
-        cmd += ["--keep-checkpoints"]
-    return shlex.join(cmd)

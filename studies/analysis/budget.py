@@ -13,7 +13,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from studies import schema
+from studies.exports import schema
 
 WINDOW = 3  # epochs
 THRESHOLD = 0.5  # mAP points

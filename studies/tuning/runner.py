@@ -3,8 +3,8 @@ and `run_script`, the entry point of every study script.
 
 Order of a run: restore the arguments (--resume) -> plan -> check data and model -> start or join Ray ->
 size the trials to the cluster -> write study.json -> Tuner (new, or restored) -> final status and
-summary -> a FINISHED run's trial checkpoints deleted (studies.workspace). Everything a user can get
-wrong fails before Ray starts. Ray's own console noise is silenced in studies.quiet.
+summary -> a FINISHED run's trial checkpoints deleted (studies.tuning.workspace). Everything a user can get
+wrong fails before Ray starts. Ray's own console noise is silenced in studies.tuning.quiet.
 """
 
 from __future__ import annotations
@@ -22,18 +22,21 @@ import ray
 from ray import tune
 
 from salgl_core.config import ConfigError
-from studies import cli, quiet, summary
-from studies.callback import ExportCallback, start_session
-from studies.cluster import check_join_address, cluster_info, resources, start_ray, tune_env
-from studies.export import StudyExport, portable_path, study_json
-from studies.monitor import named_trainable
-from studies.plan import GridPlan, Plan, check_inputs, make_plan
-from studies.schema import OPTUNA_JOURNAL, STUDY_JSON
-from studies.search import build_search
-from studies.spec import METRIC, MODE, StudyError, StudySpec
-from studies.storage import Folder, check_cluster_storage, is_uri
-from studies.trainable import train_trial
-from studies.workspace import finish_ray_folder
+from studies.analysis import summary
+from studies.analysis.analyze import analyze_run, write_analysis
+from studies.design.spec import METRIC, MODE, StudyError, StudySpec
+from studies.exports.files import portable_path
+from studies.exports.schema import OPTUNA_JOURNAL, STUDY_JSON
+from studies.exports.writer import StudyExport
+from studies.tuning import quiet, resume
+from studies.tuning.callback import ExportCallback, start_session
+from studies.tuning.cluster import check_join_address, cluster_info, resources, start_ray, tune_env
+from studies.tuning.monitor import named_trainable
+from studies.tuning.plan import GridPlan, Plan, check_inputs, make_plan, study_json
+from studies.tuning.search import build_search
+from studies.tuning.storage import Folder, check_cluster_storage, is_uri
+from studies.tuning.trainable import train_trial
+from studies.tuning.workspace import finish_ray_folder
 
 
 @dataclasses.dataclass
@@ -49,7 +52,7 @@ def main(args: argparse.Namespace, spec: StudySpec) -> Outcome:
     t0 = time.time()
     quiet.install()  # before Tuner.restore, which logs one of the warnings it silences
     if args.resume:
-        args = cli.restore_args(args, spec)
+        args = resume.restore_args(args, spec)
     plan = make_plan(args, spec)
     if not args.resume and (plan.run_dir.exists() or Folder(plan.exp_dir).exists()):
         if not args.overwrite:
@@ -75,7 +78,7 @@ def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float
     g, c, concurrent = resources(args, cluster, plan.num_samples)
     tune_env(concurrent)
     base = plan.trial_base(g)
-    resume_cmd = cli.resume_command(args, plan.spec, plan.run)
+    resume_cmd = resume.resume_command(args, plan.spec, plan.run)
     meta = study_json(plan, base_config=base, class_names=class_names, cluster=cluster, gpus_per_trial=g,
                       cpus_per_trial=c, max_concurrent=concurrent, started=t0)
     # The base config travels with the trainable, so a trial's config (what Ray shows and names folders
@@ -102,7 +105,7 @@ def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float
         tuner = tune.Tuner.restore(str(plan.exp_dir), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
     else:
-        Folder(plan.exp_dir).write_text(cli.STUDY_ARGS, json.dumps(cli.saved_args(
+        Folder(plan.exp_dir).write_text(resume.STUDY_ARGS, json.dumps(resume.saved_args(
             args, name=plan.run, gpus_per_trial=g, cpus_per_trial=c), indent=2) + "\n")
         tuner = _new_tuner(args, plan, meta, trainable)
     try:
@@ -129,7 +132,7 @@ def _new_tuner(args: argparse.Namespace, plan: Plan, meta: dict[str, Any], train
     callback = ExportCallback(str(plan.run_dir), meta, plan.paper_config, plan.num_samples, plan.spec.axis)
     return tune.Tuner(
         trainable,
-        # A fresh actor per trial by default: Ray records an actor's name (the trial's, studies.monitor)
+        # A fresh actor per trial by default: Ray records an actor's name (the trial's, studies.tuning.monitor)
         # when the actor starts, so a reused one would show an earlier trial's name in the dashboard. That
         # costs a worker start per trial (`python -m studies.bench_overhead` measures it); --reuse-actors
         # saves it and names the workers after the study.
@@ -148,10 +151,13 @@ def _new_tuner(args: argparse.Namespace, plan: Plan, meta: dict[str, Any], train
 
 
 def analyze_export(ex: StudyExport) -> dict[str, Any] | None:
-    """The run's analysis.json and comparisons.csv (StudyExport.analyze), or None, said in one line, if that
+    """The run's analysis.json and comparisons.csv (intervals, verdicts against the paper's configuration, a
+    search's parameter importances), or None, said in one line, if that
     fails: the study's own results stand without it, and `python -m studies.analyze` can redo it."""
     try:
-        return ex.analyze()
+        result = analyze_run(ex.dir)
+        write_analysis(ex.dir, result)
+        return result
     except Exception as e:  # whatever went wrong in the statistics, the study's status and files stay
         print(f"warning: the analysis failed ({type(e).__name__}: {e}); the export is complete, retry with "
               f"`python -m studies.analyze {portable_path(ex.dir)}`", flush=True)
@@ -189,13 +195,13 @@ def print_summary(plan: Plan, ex: StudyExport, status: str, resume_cmd: str, con
         print(f"\ninterrupted; finish it with:\n  {resume_cmd}", flush=True)
 
 
-def run_script(spec: StudySpec, argv: list[str] | None = None) -> int:
-    """Entry point of a study script: one clear line for a user error, exit code 2; 130 if interrupted."""
+def run_cli(args: argparse.Namespace, spec: StudySpec) -> int:
+    """`main` for a study script's parsed arguments: one clear line for a user error, exit code 2; 130 if
+    interrupted."""
     from salgl_core.backbone import BackboneWeightsError
     from salgl_core.data import DataError
     from salgl_core.embeddings import LabelEmbeddingError
 
-    args = cli.get_args_parser(spec).parse_args(argv)
     try:
         outcome = main(args, spec)
     except (ConfigError, DataError, StudyError, BackboneWeightsError, LabelEmbeddingError) as e:

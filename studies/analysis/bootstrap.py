@@ -18,7 +18,7 @@ between it and the class's previous positive, times the (images x replicates) we
 costs O(N C) multiply-adds in compiled code plus O(positives) numpy work, and no per-replicate sort.
 On COCO val2014 (40,504 images x 80 classes, ~120k positives) that is ~12 ms per replicate on a free
 CPU core, so 10-20 s per trial for 1000 replicates; memory stays under ~0.5 GB (one trial ranked at a
-time, replicates in chunks). `python -m studies.bootstrap` prints the figures on this machine.
+time, replicates in chunks). `python -m studies.analysis.bootstrap` prints the figures on this machine.
 
 Equivalence: weighted AP equals metrics' AP on the resampled rows `scores[np.sort(idx)]`: copies of an
 image are tied with identical labels, so their order is immaterial, and other ties keep the reverse index

@@ -1,7 +1,7 @@
 """The Ray trainable: one SALGL training run in a Ray worker, a report and a checkpoint per epoch.
 
 This is all a worker imports of the studies (besides salgl_core), so it stays small. The trial runs in
-its own working directory, so every path in its config is absolute (see studies.plan.base_config).
+its own working directory, so every path in its config is absolute (see studies.tuning.plan.base_config).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 from ray import tune
 
 from salgl_core.config import ExperimentConfig
-from studies.monitor import placement, publish, trial_name
-from studies.predictions import write_transfer
-from studies.spec import METRIC, arm_config
+from studies.design.spec import METRIC, arm_config
+from studies.exports.predictions import write_transfer
+from studies.tuning.monitor import placement, publish, trial_name
 
 
 def _epoch_metrics(m: dict[str, Any]) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def train_trial(config: dict[str, Any], base_config: dict[str, Any], threads: in
                 monitor: dict[str, Any] | None = None, arms: dict[str, dict[str, Any]] | None = None) -> None:
     """Ray trainable: one SALGL training run; a report (and a checkpoint) per epoch, then a final report.
     `config` holds what the searcher chose (axis value, seed, ...); `base_config` everything else;
-    `monitor` ({study, run, axis}) names the trial in the Ray metrics it publishes (studies.monitor);
+    `monitor` ({study, run, axis}) names the trial in the Ray metrics it publishes (studies.tuning.monitor);
     `arms` ({arm: overrides}, a study of named arms) turns the chosen arm into config fields.
     Every report says where the trial runs (node id and IP, GPU ids): a retry may run elsewhere."""
     import torch
@@ -82,7 +82,7 @@ def _train(cfg: ExperimentConfig, out: Path, where: dict[str, str], tags: dict[s
     else:
         final = _epoch_metrics(res.epochs[-1]) if res.epochs else {}
         # The final report's checkpoint also carries the reported model's validation predictions, the way
-        # they reach the driver from any node (studies.predictions); checkpoint.pt stays in it, so a retry of
+        # they reach the driver from any node (studies.exports.predictions); checkpoint.pt stays in it, so a retry of
         # a trial that had finished resumes after its last epoch.
         _report_with_checkpoint(out / CHECKPOINT, {
             **final, "final": True, "trial_status": "FINISHED", "error": "", **where, "trial_started": started,

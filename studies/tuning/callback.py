@@ -13,11 +13,11 @@ from typing import Any
 
 from ray import tune
 
-from studies.export import StudyExport
-from studies.predictions import export_trial
-from studies.schema import TERMINAL_TRIAL_STATUSES
-from studies.spec import ARM, METRIC, arm_config
-from studies.summary import reference_label
+from studies.analysis.summary import reference_label
+from studies.design.spec import ARM, METRIC, arm_config
+from studies.exports.predictions import export_trial
+from studies.exports.schema import TERMINAL_TRIAL_STATUSES
+from studies.exports.writer import StudyExport
 
 # run folder -> (wall seconds of earlier sessions of the run, this driver's start time). The export's
 # wall time counts from the driver's start, Ray's start and data generation included.
@@ -38,7 +38,7 @@ def error_message(trial: Any) -> str:
 
 
 def _node(result: dict[str, Any]) -> str:
-    """'node 10.0.0.5 (1a2b3c4d)' from a trial's result (studies.monitor.placement)."""
+    """'node 10.0.0.5 (1a2b3c4d)' from a trial's result (studies.tuning.monitor.placement)."""
     return f"node {result.get('node_ip', '?')} ({str(result.get('node_id', ''))[:8]})"
 
 

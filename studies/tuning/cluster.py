@@ -19,8 +19,8 @@ from typing import Any
 
 import ray
 
-from studies.search import enable_token_auth, ray_temp_dir
-from studies.spec import StudyError
+from studies.design.spec import StudyError
+from studies.tuning.internals import enable_token_auth, ray_temp_dir
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # How long joining a cluster may take to find out that nothing answers at its address (Ray itself waits

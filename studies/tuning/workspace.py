@@ -8,7 +8,7 @@ and each trial's last checkpoint (model, EMA model and optimiser: megabytes per 
 preset, hundreds on ResNet-101). Those checkpoints serve `--resume` only: once every trial has ended,
 nothing reads them, so by default they are deleted then (`--keep-checkpoints` keeps them). An
 unfinished run keeps them, its resume needs them. What stays is kilobytes per trial. Only a local
-folder is cleaned; a URI --storage-path (studies.storage) keeps everything.
+folder is cleaned; a URI --storage-path (studies.tuning.storage) keeps everything.
 """
 
 from __future__ import annotations

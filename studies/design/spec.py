@@ -45,7 +45,7 @@ class StudySpec:
     arms: Arms | None = None
     reference_arm: str | None = None
     # Three seeds, the same for every value, so each comparison with the paper's configuration is paired by
-    # seed and has a seed-level test (with two, studies.stats can only fall back to a conservative one).
+    # seed and has a seed-level test (with two, studies.analysis.stats can only fall back to a conservative one).
     default_seeds: tuple[int, ...] = (0, 1, 2)
     default_samples: int = 16
 

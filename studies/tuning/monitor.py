@@ -6,8 +6,8 @@ trial alike. `named_trainable` gives the trials a class of their own, `SalglTria
 the trial is (`scene_count K=4 seed=1`): Ray records an actor's repr when the actor starts and shows it
 as the actor's name (`repr_name` in ray.util.state) and in its tasks' names (`scene_count K=4
 seed=1.train`). It is recorded once per actor, so trials reuse no actors unless asked (--reuse-actors).
-The class is built with `wrap_function`, the (developer-API) helper Tune itself turns functions into
-trainables with.
+The class is built with the (developer-API) helper Tune itself turns functions into trainables with
+(studies/tuning/internals.py).
 
 `publish` runs in the trial's worker after every epoch and sets Ray metrics (ray.util.metrics gauges),
 which each node's metrics agent exports for Prometheus as `ray_salgl_trial_*`, tagged with the study,
@@ -22,7 +22,8 @@ from typing import Any
 
 import ray
 
-from studies.spec import ARM
+from studies.design.spec import ARM
+from studies.tuning.internals import trainable_class
 
 TRAINABLE_CLASS = "SalglTrial"
 # The swept fields' usual symbols (the paper's K and T; mu is ours), for short trial names.
@@ -59,13 +60,11 @@ def named_trainable(fn: Callable[[dict[str, Any]], Any], study: str, axis: str |
     """The function trainable `fn` (one `config` argument, as `tune.with_parameters` returns it) as a Tune
     trainable class named SalglTrial whose actors carry the trial's readable name; with `per_trial` off
     (actors reused by several trials) the study's: `scene_count <run> worker`."""
-    from ray.tune.trainable.function_trainable import wrap_function
 
-    def __repr__(self: Any) -> str:
-        return trial_name(study, axis, self.config, self.trial_id) if per_trial else f"{study} {run} worker"
+    def describe(actor: Any) -> str:
+        return trial_name(study, axis, actor.config, actor.trial_id) if per_trial else f"{study} {run} worker"
 
-    # Built here, not at import: it subclasses the class Tune makes around this study's function.
-    return type(TRAINABLE_CLASS, (wrap_function(fn),), {"__repr__": __repr__, "_name": TRAINABLE_CLASS})
+    return trainable_class(fn, TRAINABLE_CLASS, describe)
 
 
 def placement() -> dict[str, str]:

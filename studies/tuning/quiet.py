@@ -17,55 +17,24 @@ things Ray Tune 2.60 prints in the driver only mislead:
   not exist. `install` turns Ray's default loggers off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS) and the
   runner passes `logger_callbacks()` instead: the CSV and JSON loggers, and TensorBoard's only when
   TensorBoard is installed. The hint then appears exactly when it can be followed.
+
+The filters, the logger names and the texts they match are in studies/tuning/internals.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
-import os
-from collections.abc import Callable
 
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback
 
-TUNE_LOGGER = "ray.tune.tune"
-ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
-
-
-def is_restore_advice(message: str) -> bool:
-    """Ray's "... has been interrupted ... Resume experiment with: Tuner.restore(...)" warning."""
-    return "has been interrupted" in message and ".restore(" in message
-
-
-def is_missing_results_warning(message: str) -> bool:
-    """Ray's "Failed to fetch metrics for N trial(s)" warning when every trial it lists merely has no
-    result.json / progress.csv yet (it had not reported when the study stopped)."""
-    if not message.startswith("Failed to fetch metrics"):
-        return False
-    items = [ln for ln in message.splitlines()[1:] if ln.startswith("- ")]
-    return bool(items) and all("FileNotFoundError" in ln and "were not found" in ln for ln in items)
-
-
-class _DropFilter(logging.Filter):
-    """Drops the records whose message `drop` matches; attached to the logger that emits them."""
-
-    def __init__(self, drop: Callable[[str], bool]) -> None:
-        super().__init__()
-        self.drop = drop
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not self.drop(record.getMessage())
+from studies.tuning.internals import silence_ray_advice
 
 
 def install() -> None:
-    """Attach the filters to Ray's loggers and turn off Ray's default logger callbacks. Idempotent; call it
-    in the driver before the Tuner is created or restored (restoring logs the missing-results warning)."""
-    for name, drop in ((TUNE_LOGGER, is_restore_advice), (ANALYSIS_LOGGER, is_missing_results_warning)):
-        log = logging.getLogger(name)
-        if not any(isinstance(f, _DropFilter) and f.drop is drop for f in log.filters):
-            log.addFilter(_DropFilter(drop))
-    # Ray reads it when Tuner.fit builds its callbacks: the logger callbacks are then logger_callbacks().
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    """Silence Ray's misleading advice and turn off its default logger callbacks (the runner passes
+    `logger_callbacks()`). Idempotent; call it in the driver before the Tuner is created or restored
+    (restoring logs the missing-results warning)."""
+    silence_ray_advice()
 
 
 def tensorboard_installed() -> bool:

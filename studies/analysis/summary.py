@@ -12,9 +12,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from studies.evidence import number
-from studies.export import REPO, portable_path
-from studies.schema import OPTUNA_JOURNAL, REPORTED_METRIC
+from studies.design.paths import REPO
+from studies.exports.evidence import number
+from studies.exports.files import portable_path
+from studies.exports.schema import OPTUNA_JOURNAL, REPORTED_METRIC
 
 REPORTED_NAME = "best EMA mAP (the paper's reported number)"
 # Trials whose configuration can be called the best: an ERROR or DIVERGED trial is not one to recommend,

@@ -1,37 +1,52 @@
-"""The searcher and scheduler of a plan (Optuna sampler in Ray's OptunaSearch, FIFO or ASHA), and the one
-module that touches Ray's and Optuna's private attributes.
+"""The one module that touches Ray's and Optuna's internals: private attributes, a developer-API helper,
+Ray's logger names and message texts, and the module paths older experiments were pickled under.
 
-Resuming a crashed study needs a few internals that neither library exposes publicly: OptunaSearch's
-`_ot_study`, `_ot_trials` and `_completed_trials`, an Optuna trial's `_trial_id`, and `ray.init`'s
-`_temp_dir`; a simulated cluster (the overhead benchmark, the multi-node tests) needs Ray's default temp dir
-and its token-mode switch. They are used here and nowhere else; `check_internals` says clearly which one a new
-version of Ray or Optuna has changed (tests/test_studies_search.py runs it).
+- Resuming a crashed study: OptunaSearch's `_ot_study`, `_ot_trials` and `_completed_trials`, an Optuna
+  trial's `_trial_id` (`ResumableOptunaSearch`); Optuna's GridSampler without its `study.stop()`; Ray's
+  Repeater with the repeat index turned into a seed (`SeededRepeater`, Repeater's TRIAL_INDEX key).
+- Ray: `ray.init`'s `_temp_dir`; Ray's default temp dir and its token-mode switch (a simulated cluster: the
+  overhead benchmark, the multi-node tests).
+- The trials' actor class (`trainable_class`): `wrap_function`, the developer-API helper Tune turns a
+  function into a trainable with, and its `_name`.
+- Ray Tune's console texts a study silences (`silence_ray_advice`): the logger names and message texts
+  of Ray Tune 2.60 (studies/tuning/quiet.py says why).
+- Pickles of older runs (`legacy_modules`): Ray pickles the searcher and the callback with the experiment,
+  under the module paths they had when the run started.
+
+`check_internals` says clearly which of these a new version of Ray or Optuna has changed
+(tests/test_studies_internals.py runs it).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
-from pathlib import Path
+import logging
+import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 import ray
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from ray._common import utils as ray_utils
 from ray._private.authentication import authentication_token_setup as ray_auth
 from ray._raylet import AuthenticationTokenLoader
-from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Repeater, Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.repeater import TRIAL_INDEX
+from ray.tune.trainable.function_trainable import wrap_function
 
-from studies.plan import GridPlan, Plan, SearchPlan
-from studies.spec import METRIC, MODE
+from studies.design.spec import METRIC, MODE
 
 # The versions these internals were last checked against (pinned in pyproject.toml).
 CHECKED_WITH = {"ray": "2.60.0", "optuna": "5.0.0"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# resumable search
 
 
 class GridSampler(optuna.samplers.GridSampler):
@@ -95,25 +110,8 @@ class SeededRepeater(Repeater):
         return config
 
 
-def build_search(plan: Plan, searcher_seed: int, journal: Path) -> tuple[Searcher, TrialScheduler]:
-    """The searcher (its Optuna study persisted in the `journal` file) and the scheduler of a new run."""
-    if isinstance(plan, GridPlan):
-        sampler: optuna.samplers.BaseSampler = GridSampler(plan.grid(), seed=searcher_seed)
-        scheduler: TrialScheduler = FIFOScheduler()
-    elif isinstance(plan, SearchPlan):
-        # Random points before TPE models the space, counted in configurations (Optuna sees one per repeat group).
-        startup = max(2, min(10, plan.num_samples // plan.repeats // 4))
-        sampler = optuna.samplers.TPESampler(seed=searcher_seed, n_startup_trials=startup)
-        scheduler = AsyncHyperBandScheduler(**plan.asha, stop_last_trials=False) if plan.asha else FIFOScheduler()
-    else:
-        raise TypeError(f"no searcher for {type(plan).__name__}")
-    storage = JournalStorage(JournalFileBackend(str(journal)))
-    searcher = ResumableOptunaSearch(space=plan.space, metric=METRIC, mode=MODE, sampler=sampler, storage=storage,
-                                     study_name=f"{plan.spec.study}/{plan.run}", points_to_evaluate=plan.points or None)
-    if isinstance(plan, SearchPlan) and plan.repeats > 1:
-        # Ray saves the wrapper's state (its groups) with the experiment and restores it on --resume.
-        return SeededRepeater(searcher, plan.seeds), scheduler
-    return searcher, scheduler
+# ---------------------------------------------------------------------------------------------------
+# Ray's session folder and token auth
 
 
 def ray_temp_dir(path: str | None) -> dict[str, Any]:
@@ -134,6 +132,87 @@ def enable_token_auth() -> None:
     the token loader forgets what it found before (a token made since)."""
     ray_auth._enable_token_auth()
     AuthenticationTokenLoader.instance().reset_cache()
+
+# ---------------------------------------------------------------------------------------------------
+# the trials' actor class
+
+
+def trainable_class(fn: Callable[[dict[str, Any]], Any], name: str, describe: Callable[[Any], str]) -> type:
+    """The function trainable `fn` (one `config` argument, as `tune.with_parameters` returns it) as a Tune
+    trainable class called `name` whose repr is `describe(actor)`: Ray records an actor's repr when it starts
+    and shows it as the actor's name in its dashboard."""
+
+    def __repr__(self: Any) -> str:
+        return describe(self)
+
+    # Built here, not at import: it subclasses the class Tune makes around this study's function.
+    return type(name, (wrap_function(fn),), {"__repr__": __repr__, "_name": name})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ray Tune's console texts (studies/tuning/quiet.py says why each is silenced)
+
+
+TUNE_LOGGER = "ray.tune.tune"
+ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
+
+
+def is_restore_advice(message: str) -> bool:
+    """Ray's "... has been interrupted ... Resume experiment with: Tuner.restore(...)" warning."""
+    return "has been interrupted" in message and ".restore(" in message
+
+
+def is_missing_results_warning(message: str) -> bool:
+    """Ray's "Failed to fetch metrics for N trial(s)" warning when every trial it lists merely has no
+    result.json / progress.csv yet (it had not reported when the study stopped)."""
+    if not message.startswith("Failed to fetch metrics"):
+        return False
+    items = [ln for ln in message.splitlines()[1:] if ln.startswith("- ")]
+    return bool(items) and all("FileNotFoundError" in ln and "were not found" in ln for ln in items)
+
+
+class _DropFilter(logging.Filter):
+    """Drops the records whose message `drop` matches; attached to the logger that emits them."""
+
+    def __init__(self, drop: Callable[[str], bool]) -> None:
+        super().__init__()
+        self.drop = drop
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.drop(record.getMessage())
+
+
+def silence_ray_advice() -> None:
+    """Attach the filters to Ray's loggers and turn off Ray's default logger callbacks. Idempotent."""
+    for name, drop in ((TUNE_LOGGER, is_restore_advice), (ANALYSIS_LOGGER, is_missing_results_warning)):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropFilter) and f.drop is drop for f in log.filters):
+            log.addFilter(_DropFilter(drop))
+    # Ray reads it when Tuner.fit builds its callbacks: the logger callbacks are then logger_callbacks().
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+
+
+# ---------------------------------------------------------------------------------------------------
+# pickles of runs started before studies/ was split into subpackages
+
+# Old module path -> where its pickled classes and functions live now (ExportCallback, the searcher classes,
+# StudyExport inside the callback's state, the trial function and the trial-name helper).
+LEGACY_MODULES = {
+    "studies.search": "studies.tuning.internals",
+    "studies.callback": "studies.tuning.callback",
+    "studies.export": "studies.exports.writer",
+    "studies.trainable": "studies.tuning.trainable",
+    "studies.monitor": "studies.tuning.monitor",
+    "studies.spec": "studies.design.spec",
+}
+
+
+def legacy_modules() -> None:
+    """Make the old module paths import as their new modules, so that Tuner.restore can unpickle a run
+    started before the move. Only names no module has taken are set; call it in the driver before a restore."""
+    for old, new in LEGACY_MODULES.items():
+        if old not in sys.modules:
+            sys.modules[old] = importlib.import_module(new)
 
 
 def check_internals() -> None:
@@ -169,10 +248,19 @@ def check_internals() -> None:
                 missing.append("optuna.trial.Trial(study, trial_id) for a stored trial")
         except Exception as e:  # any change in the constructor's contract
             missing.append(f"optuna.trial.Trial(study, trial_id): {e}")
+    try:
+        cls = trainable_class(lambda config: None, "Probe", lambda actor: "probe")
+        if cls.__name__ != "Probe" or not hasattr(cls, "_name"):
+            missing.append("ray.tune.trainable.function_trainable.wrap_function (a class with _name)")
+    except Exception as e:  # any change in the helper's contract
+        missing.append(f"ray.tune.trainable.function_trainable.wrap_function: {e}")
+    for name in (TUNE_LOGGER, ANALYSIS_LOGGER):  # Ray's loggers are named after their modules
+        if importlib.util.find_spec(name) is None:
+            missing.append(f"the module (and logger) {name}")
     if missing:
         versions = ", ".join(f"{k} {v}" for k, v in CHECKED_WITH.items())
         raise RuntimeError(
-            f"studies/search.py relies on Ray/Optuna internals that changed ({ray.__version__=}, "
+            f"studies/tuning/search.py relies on Ray/Optuna internals that changed ({ray.__version__=}, "
             f"{optuna.__version__=}; last checked with {versions}): {'; '.join(missing)}. Adapt "
             "ResumableOptunaSearch, ray_temp_dir, default_temp_dir or enable_token_auth to the new versions or pin "
             "the checked ones.")

@@ -23,9 +23,13 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from salgl_core.config import DATA_PATH_FIELDS, ExperimentConfig
 from salgl_core.presets import choose_recipe, get_recipe, recipe_config
-from studies.cli import CONFIG_FLAGS, axis_value, parse_set, study_preset
-from studies.spec import ARM, StudyError, StudySpec
-from studies.storage import experiment_dir
+from studies.design.cli import CONFIG_FLAGS, axis_value, parse_set, study_preset
+from studies.design.paths import REPO
+from studies.design.spec import ARM, METRIC, MODE, StudyError, StudySpec
+from studies.exports.files import portable_config, utc_now
+from studies.exports.schema import OPTUNA_JOURNAL, PREDICTIONS_DIR, REPORTED_METRIC, SCHEMA_VERSION
+from studies.exports.writer import provenance
+from studies.tuning.storage import experiment_dir
 
 
 @dataclasses.dataclass
@@ -35,7 +39,7 @@ class Plan(abc.ABC):
     spec: StudySpec
     run: str
     run_dir: Path  # the export: <results-dir>/<study>/<run>
-    exp_dir: str  # Ray's experiment folder, <storage-path>/<study>/<run>: a path or a URI (studies.storage)
+    exp_dir: str  # Ray's experiment folder, <storage-path>/<study>/<run>: a path or a URI (studies.tuning.storage)
     base: dict[str, Any]
     seeds: list[int]
     explicit_device: bool  # --set device=...: keep it whatever the cluster has
@@ -72,7 +76,7 @@ class GridPlan(Plan):
     """A one-axis ablation: Optuna's GridSampler over (value x seed), FIFO: every trial runs to the end."""
 
     values: list[Any] = dataclasses.field(default_factory=list)
-    # A study of named arms: {arm: config overrides}, resolved from the base config (studies.spec.ARM).
+    # A study of named arms: {arm: config overrides}, resolved from the base config (studies.design.spec.ARM).
     arms: dict[str, dict[str, Any]] | None = None
 
     sampler: ClassVar[str] = "GridSampler"
@@ -103,7 +107,7 @@ class SearchPlan(Plan):
     paper_point: dict[str, Any] = dataclasses.field(default_factory=dict)
     asha: dict[str, Any] | None = None
     # Seeds per sampled configuration (--repeats): repeat i trains with seeds[i] and the searcher is told the
-    # mean (studies.search); num_samples counts trials, repeats included.
+    # mean (studies.tuning.search); num_samples counts trials, repeats included.
     repeats: int = 1
 
     sampler: ClassVar[str] = "TPESampler"
@@ -324,3 +328,26 @@ def space_json(space: dict[str, BaseDistribution]) -> dict[str, Any]:
         elif isinstance(d, FloatDistribution):
             out[name] = {"type": "loguniform" if d.log else "uniform", "low": d.low, "high": d.high}
     return out
+
+
+def study_json(plan: Plan, *, base_config: dict[str, Any], class_names: list[str], cluster: dict[str, Any],
+               gpus_per_trial: float, cpus_per_trial: float, max_concurrent: int, started: float,
+               repo: Path = REPO) -> dict[str, Any]:
+    """study.json of a new run (schema.STUDY_KEYS, plus schema.SEARCH_STUDY_KEYS for a joint search):
+    what the plan runs, from which base config, on which cluster. The counters and `status` are what a
+    run that has not started yet has; `StudyExport` keeps them up to date."""
+    from salgl_core.metrics import metric_protocol  # torch: only the driver builds study.json
+
+    return {
+        "schema_version": SCHEMA_VERSION, "study": plan.spec.study, "run": plan.run, **plan.study_keys(),
+        "sampler": plan.sampler, "scheduler": plan.scheduler, "metric": METRIC, "mode": MODE,
+        "metric_protocol": metric_protocol(base_config["cp_cr_rule"]), "reported_metric": REPORTED_METRIC,
+        "recipe": base_config["recipe"], "dataset": base_config["dataset"],
+        "backbone": base_config["backbone"], "image_size": base_config["image_size"],
+        "base_config": portable_config(base_config, repo), "paper_config": plan.paper_config, "seeds": plan.seeds,
+        "class_names": class_names, "status": "RUNNING", "started": utc_now(started), "finished": None,
+        "n_trials": plan.num_samples, "n_finished": 0, "trial_seconds_total": 0.0, "wall_seconds": 0.0,
+        "max_concurrent": max_concurrent, "resources_per_trial": {"gpu": gpus_per_trial, "cpu": cpus_per_trial},
+        "provenance": provenance(repo, cluster), "optuna_storage": OPTUNA_JOURNAL, "device": "cpu",
+        "predictions": PREDICTIONS_DIR,
+    }

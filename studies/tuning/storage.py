@@ -16,14 +16,12 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from studies.export import REPO
-from studies.spec import StudyError
+from studies.design.paths import DEFAULT_STORAGE
+from studies.design.spec import StudyError
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
-# Ray's experiment folder when --storage-path is not given: on this machine only (git-ignored).
-DEFAULT_STORAGE = REPO / ".ray_results"
 CLUSTER_HELP = "see 'Running on a Ray cluster' in README.md"
 
 

@@ -10,14 +10,14 @@ hand-worked cases and simulated studies):
   seeds, and the finite validation set. With seeds matched (the same seed set in both arms) the seed
   part is the paired variance s_d^2 / n of the per-seed differences (n - 1 degrees of freedom); with
   unequal seed sets it is Welch's s_a^2/n_a + s_r^2/n_r (Student's pooled variance when one arm has a
-  single seed). The image part comes from the joint bootstrap over validation images (studies.bootstrap:
+  single seed). The image part comes from the joint bootstrap over validation images (studies.analysis.bootstrap:
   the same image resamples for every trial, so arm and reference stay paired image by image). s_d^2,
   measured on one validation set, already holds each trial's own image noise but not the part common to
   all seeds (an arm better on some images than others), so the image part added is that common part:
   the mean bootstrap covariance between different seeds' differences. The sum is unbiased for Var(D)
   over both seeds and validation sets (derivation in `image_variance`).
 - Interval and test: t = D / se, se^2 = se_seeds^2 + se_images^2. Its null distribution depends on the
-  unknown share of the seed part (a Behrens-Fisher problem); studies.critical gives critical values
+  unknown share of the seed part (a Behrens-Fisher problem); studies.analysis.critical gives critical values
   calibrated so the test has size alpha whatever that share (from 3 seeds; with 2, a conservative
   fiducial stand-in). The interval is D +- h_0.05 * se and p the alpha at which |t| is critical, so
   p < 0.05 exactly when the interval excludes 0; with no image part it is exactly the paired t-test
@@ -50,7 +50,7 @@ import numpy as np
 from scipy import optimize, special
 from scipy import stats as st
 
-from studies import critical as crit
+from studies.analysis import critical as crit
 
 ALPHA = 0.05
 POWER = 0.8
@@ -64,7 +64,7 @@ METHODS = {
                   "unpaired (Welch)",
     "difference_ci": "D +- h * se, se^2 = se_seeds^2 (seed-to-seed spread) + se_images^2 (what the joint "
                      "image bootstrap adds: the validation-set noise seeds cannot average away); h calibrated "
-                     "for size 0.05 whatever the seed share (studies.critical)",
+                     "for size 0.05 whatever the seed share (studies.analysis.critical)",
     "p": "two-sided p of t = D / se against the same calibrated null: with no image part, the paired t-test "
          "(Welch's with unequal seeds)",
     "p_holm": "Holm's step-down adjustment over the arms compared with the reference; an arm without a test "
@@ -182,7 +182,7 @@ def detectable(se_images: float, se_seeds: float, df: float, alpha: float, power
     """Smallest true difference the level-alpha test detects with `power`, planning as if the estimates were
     exact: D / se is then about (noncentral) t with Satterthwaite's nu = df (se / se_seeds)^4 degrees of
     freedom, exact when either part is 0 (the paired t-test's power; the normal). Planning skips the
-    calibrated critical values (studies.critical), which are a little stricter at few seeds."""
+    calibrated critical values (studies.analysis.critical), which are a little stricter at few seeds."""
     se = math.hypot(se_images, se_seeds)
     if se == 0:
         return 0.0

@@ -1,98 +1,41 @@
-"""The study export, results/<study>/<run>/ (schema: studies/schema.py), written while a study runs.
+"""The study export, results/<study>/<run>/ (schema: studies/exports/schema.py), written while a study runs.
 
-`study_json` builds a run's study.json from its plan; `StudyExport` holds the run's rows in memory and
-rewrites study.json, trials.csv and epochs.csv atomically after every change, so the dashboard can
-follow a running study and a crash never leaves half a table. On --resume it reloads what is on disk
-first: rows are keyed by trial id (and epoch), so every trial appears exactly once however often it was
-restarted. Exports are portable: paths inside the repository are stored relative to it, machine-local
-folders (schema.MACHINE_LOCAL_FIELDS) not at all. Plain Python, no Ray: the Ray callback in
-`studies.callback` only forwards events here (and writes predictions/ with `studies.predictions`). At the
-end of a study `StudyExport.analyze` writes analysis.json and comparisons.csv (`studies.analyze`).
+`StudyExport` holds the run's rows in memory and rewrites study.json, trials.csv and epochs.csv atomically
+after every change, so the dashboard can follow a running study and a crash never leaves half a table. On
+--resume it reloads what is on disk first: rows are keyed by trial id (and epoch), so every trial appears
+exactly once however often it was restarted. Exports are portable (studies/exports/files.py). Plain
+Python, no Ray: the Ray callback (studies/tuning/callback.py) only forwards events here; the runner builds
+study.json (studies/tuning/plan.py) and has the analysis written at the end (studies/analysis/analyze.py).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 import os
 import platform
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from salgl_core.io import atomic_write_text
-from studies.schema import (
+from studies.design.spec import ARM
+from studies.exports.files import portable_config, read_csv, utc_now, write_csv, write_json
+from studies.exports.schema import (
     CONFIG_COLUMNS,
     EPOCH_COLUMNS,
     EPOCHS_CSV,
     FINAL_METRICS,
-    MACHINE_LOCAL_FIELDS,
-    OPTUNA_JOURNAL,
     PREDICTIONS_DIR,
-    REPORTED_METRIC,
     SCENES_DIR,
-    SCHEMA_VERSION,
     STUDY_JSON,
     TERMINAL_TRIAL_STATUSES,
     TRIAL_COLUMNS,
     TRIALS_CSV,
 )
-from studies.spec import ARM, METRIC, MODE
 
-if TYPE_CHECKING:
-    from studies.plan import Plan
-
-# The repository whose paths the export stores relative to it.
-REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "torchvision", "numpy", "ray", "optuna", "pandas", "pillow", "pycocotools", "salgl")
-
-
-def utc_now(timestamp: float | None = None) -> str:
-    t = datetime.now(UTC) if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _finite(v: Any) -> Any:
-    """JSON has no NaN/inf: write them as null."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    return v
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n")
-
-
-def _cell(v: Any) -> Any:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return ""
-    return v
-
-
-def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([_cell(r.get(c)) for c in columns])
-    atomic_write_text(path, buf.getvalue())
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _float(v: Any) -> float:
@@ -149,52 +92,6 @@ def provenance(repo: Path, ray_cluster: dict[str, Any]) -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": bool(status) if commit else None,
             "python": platform.python_version(), "packages": packages, "platform": platform.platform(),
             "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "gpus": gpus, "ray_cluster": ray_cluster}
-
-
-# ---------------------------------------------------------------------------------------------------
-# portable paths
-
-
-def portable_path(path: str | Path, repo: Path = REPO) -> str:
-    """A path as an export shows it: relative to the repository when inside it, else as it is (a path
-    the user gave, such as a data root, names their data and stays)."""
-    p = Path(path)
-    if p.is_absolute():
-        try:
-            return p.resolve().relative_to(repo.resolve()).as_posix() or "."
-        except ValueError:
-            pass
-    return str(path)
-
-
-def portable_config(flat: dict[str, Any], repo: Path = REPO) -> dict[str, Any]:
-    """A flat config as the export stores it: machine-local folders left out, absolute paths inside the
-    repository made relative to it. The trials themselves still get the absolute paths."""
-    return {k: portable_path(v, repo) if isinstance(v, str) and os.path.isabs(v) else v
-            for k, v in flat.items() if k not in MACHINE_LOCAL_FIELDS}
-
-
-def study_json(plan: Plan, *, base_config: dict[str, Any], class_names: list[str], cluster: dict[str, Any],
-               gpus_per_trial: float, cpus_per_trial: float, max_concurrent: int, started: float,
-               repo: Path = REPO) -> dict[str, Any]:
-    """study.json of a new run (schema.STUDY_KEYS, plus schema.SEARCH_STUDY_KEYS for a joint search):
-    what the plan runs, from which base config, on which cluster. The counters and `status` are what a
-    run that has not started yet has; `StudyExport` keeps them up to date."""
-    from salgl_core.metrics import metric_protocol  # torch: only the driver builds study.json
-
-    return {
-        "schema_version": SCHEMA_VERSION, "study": plan.spec.study, "run": plan.run, **plan.study_keys(),
-        "sampler": plan.sampler, "scheduler": plan.scheduler, "metric": METRIC, "mode": MODE,
-        "metric_protocol": metric_protocol(base_config["cp_cr_rule"]), "reported_metric": REPORTED_METRIC,
-        "recipe": base_config["recipe"], "dataset": base_config["dataset"],
-        "backbone": base_config["backbone"], "image_size": base_config["image_size"],
-        "base_config": portable_config(base_config, repo), "paper_config": plan.paper_config, "seeds": plan.seeds,
-        "class_names": class_names, "status": "RUNNING", "started": utc_now(started), "finished": None,
-        "n_trials": plan.num_samples, "n_finished": 0, "trial_seconds_total": 0.0, "wall_seconds": 0.0,
-        "max_concurrent": max_concurrent, "resources_per_trial": {"gpu": gpus_per_trial, "cpu": cpus_per_trial},
-        "provenance": provenance(repo, cluster), "optuna_storage": OPTUNA_JOURNAL, "device": "cpu",
-        "predictions": PREDICTIONS_DIR,
-    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -313,16 +210,6 @@ class StudyExport:
         self.meta.update(status=status, finished=utc_now())
         self.write_all()
 
-    def analyze(self) -> dict[str, Any]:
-        """analysis.json and comparisons.csv of the run as it stands (studies.analyze: intervals, verdicts
-        against the paper's configuration, a search's parameter importances); returns the analysis."""
-        from studies import analyze  # scipy: only at the end of a study
-
-        analysis = analyze.analyze_run(self.dir)
-        analyze.write_analysis(self.dir, analysis)
-        return analysis
-
-    # -- files ----------------------------------------------------------------------------------------
     def _note_device(self, device: str) -> None:
         if device and device != "cpu":
             self.meta["device"] = device

@@ -1,0 +1,1 @@
+"""The Ray Tune / Optuna layer: plan, searcher, trainable, callback, cluster, storage, runner."""
