@@ -63,6 +63,11 @@ class ExportCallback(tune.Callback):
         meta = self.export.meta if self.export is not None else self.meta
         return int(meta.get("provenance", {}).get("ray_cluster", {}).get("nodes") or 1) > 1
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray pickles the callback with every experiment snapshot: plain data only, the export is reopened in
+        # `setup` (so the pickle names no class but this one).
+        return {**self.__dict__, "export": None}
+
     def setup(self, **info: Any) -> None:
         self.export = StudyExport.open(self.run_dir, self.meta, SESSIONS.get(self.run_dir))
         self._pruned = False

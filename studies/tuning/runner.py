@@ -28,7 +28,7 @@ from studies.design.spec import METRIC, MODE, StudyError, StudySpec
 from studies.exports.files import portable_path
 from studies.exports.schema import OPTUNA_JOURNAL, STUDY_JSON
 from studies.exports.writer import StudyExport
-from studies.tuning import quiet, resume
+from studies.tuning import internals, quiet, resume
 from studies.tuning.callback import ExportCallback, start_session
 from studies.tuning.cluster import check_join_address, cluster_info, resources, start_ray, tune_env
 from studies.tuning.monitor import named_trainable
@@ -102,6 +102,7 @@ def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float
         ex = StudyExport.open(plan.run_dir, meta, session)
         ex.meta.update(provenance=meta["provenance"], max_concurrent=concurrent)
         ex.write_all()
+        internals.legacy_modules()  # a run started before studies/ had subpackages pickled the old paths
         tuner = tune.Tuner.restore(str(plan.exp_dir), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
     else:
