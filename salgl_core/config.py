@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from salgl_core.io import atomic_write_text
-from salgl_core.registry import backbones, datasets
+from salgl_core.registry import backbones, datasets, recipes
 
 BACKBONES = backbones.names()
 DATASETS = datasets.names()
@@ -134,9 +134,8 @@ def _is_label_embedding(v: Any) -> bool:
 
 
 def _is_recipe(v: Any) -> bool:
-    from salgl_core.presets import RECIPES  # presets imports this module: look the names up at use
-
-    return v in RECIPES
+    # presets.py declares the names when it is imported (salgl_core/__init__.py does, before any config is built).
+    return v in recipes
 
 
 def _is_device(v: Any) -> bool:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from salgl_core.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from salgl_core.config import ExperimentConfig, ModelConfig
+from salgl_core.device import describe_device, resolve_device
 from salgl_core.ema import ModelEMA
 from salgl_core.features import attach_feature_cache
 from salgl_core.io import atomic_write_text
@@ -66,21 +67,6 @@ class FitResult:
     # [N, C], image_ids [N] (the dataset's ids, else row numbers). None if no epoch ran or a checkpoint from
     # before they were kept was resumed after its best epoch.
     predictions: dict[str, np.ndarray] | None = field(default=None, repr=False)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for but CUDA is not available; use --device cpu")
-    return torch.device(name)
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        idx = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
-    return "cpu"
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -233,19 +219,102 @@ def _summary_line(m: dict[str, Any]) -> str:
             f"{m['images_per_second']:.0f} img/s" + (f"  skipped {m['skipped_images']}" if m["skipped_images"] else ""))
 
 
+@dataclass
+class _Run:
+    """What fit() trains and with what: built once from the config, then stepped epoch by epoch."""
+
+    cfg: ExperimentConfig
+    device: torch.device
+    device_name: str  # describe_device(device), what each epoch's row records
+    bundle: Any  # a DatasetBundle; with feature_cache, its datasets read the cached backbone output
+    class_names: list[str]
+    model: SALGL
+    ema: ModelEMA
+    criterion: SALGLLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator  # the training loader's shuffle order
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+    @property
+    def true_scenes(self) -> np.ndarray | None:
+        return getattr(self.bundle, "val_true_scenes", None)
+
+
+@dataclass
+class _Progress:
+    """The epochs done so far (all of them, resumed ones included) and the best EMA epoch among them."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    # The best EMA epoch's validation scores (FitResult.predictions). They travel in the checkpoint, so they
+    # survive a resume after that epoch and are always the scores of the epoch its history calls best.
+    best_scores: dict[str, Any] | None = None
+    start_epoch: int = 1
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        return max(self.history, key=lambda m: m["mAP_ema"]) if self.history else None
+
+
 def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
         on_epoch: Callable[[dict[str, Any]], None] | None = None, resume: bool = False, progress: bool = False,
         log: Callable[[str], None] | None = print, data: Any | None = None, save_best: bool = True) -> FitResult:
     """Train SALGL with `cfg`; see the module docstring. Returns the history and the final scene report."""
-    from salgl_core.data import build_datasets, build_loader
-
     out = Path(out_dir).resolve() if out_dir is not None else None
     log = log or (lambda _: None)
+    run = _build_run(cfg, data, log)
+    done = _start(run, out, resume, log)
+    stopped_early = False
+    avg = None  # the last epoch's EMA predictions, for the final scene report
+    for epoch in range(done.start_epoch, cfg.train.epochs + 1):
+        t0 = time.perf_counter()
+        row = _train_epoch(run, epoch, progress)
+        e0 = time.perf_counter()
+        row, avg = _evaluate_epoch(run, row)
+        _keep_if_best(run, done, row, avg, out if save_best else None)
+        _finish_row(run, done, row, avg, t0, e0)
+        done.history.append(row)
+        if out is not None:
+            _save_epoch(run, done, epoch, out)
+        log(_summary_line(row))
+        if on_epoch is not None:
+            on_epoch(row)
+        if _should_stop_early(cfg, done, epoch, log):
+            stopped_early = True
+            break
+    return _fit_result(run, done, avg, stopped_early)
+
+
+def _build_run(cfg: ExperimentConfig, data: Any | None, log: Callable[[str], None]) -> _Run:
+    """Seed, then build the data, the model and its EMA, the loss, the optimizer, the loaders, the schedule and
+    the grad scaler, in this order: it fixes what each takes from the seeded random streams."""
+    from salgl_core.data import build_datasets
+
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     bundle = data if data is not None else build_datasets(cfg.data)
     class_names = list(bundle.class_names)
+    model, bundle = _build_model(cfg, bundle, class_names, device, log)
+    ema = ModelEMA(model, cfg.train.ema_decay, cfg.model.comat_ema, warmup=cfg.train.ema_warmup)
+    criterion = SALGLLoss(cfg.model)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # not a frozen backbone (freeze_backbone)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                  betas=(0.9, 0.999), eps=1e-8)
+    generator = torch.Generator()
+    train_loader, val_loader = _build_loaders(cfg, bundle, generator)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.train.lr,
+                                                    total_steps=cfg.train.epochs * len(train_loader),
+                                                    pct_start=cfg.train.pct_start)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.train.amp == "fp16")
+    return _Run(cfg, device, describe_device(device), bundle, class_names, model, ema, criterion, optimizer,
+                scheduler, scaler, generator, train_loader, val_loader)
 
+
+def _build_model(cfg: ExperimentConfig, bundle: Any, class_names: list[str], device: torch.device,
+                 log: Callable[[str], None]) -> tuple[SALGL, Any]:
+    """The model on `device`, and the bundle it trains on (with feature_cache: its frozen backbone's cached output)."""
     # The dataset and its class order let shipped label vectors ('bert', 'glove') be checked row by row.
     # backbone_weights 'synthetic-pretrained' becomes the cached file here (pretrained once; salgl_core/pretrain.py).
     model = build_model(resolve_backbone_weights(cfg, log), len(class_names), cfg.data.dataset, class_names).to(device)
@@ -253,113 +322,135 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
         model = model.to(memory_format=torch.channels_last)
     if cfg.train.feature_cache:  # train on the frozen backbone's cached output (salgl_core/features.py)
         bundle = attach_feature_cache(cfg, model, bundle, device, log)
-    ema = ModelEMA(model, cfg.train.ema_decay, cfg.model.comat_ema, warmup=cfg.train.ema_warmup)
-    criterion = SALGLLoss(cfg.model)
-    trainable = [p for p in model.parameters() if p.requires_grad]  # not a frozen backbone (freeze_backbone)
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                  betas=(0.9, 0.999), eps=1e-8)
+    return model, bundle
 
-    generator = torch.Generator()
+
+def _build_loaders(cfg: ExperimentConfig, bundle: Any, generator: torch.Generator) -> tuple[DataLoader, DataLoader]:
+    from salgl_core.data import build_loader
+
     # Cached features are rows of a memory map: cheaper to read in-process than to start workers for.
     nw = 0 if cfg.train.feature_cache else cfg.data.num_workers
     train_loader = build_loader(bundle.train, cfg.train.batch_size, True, nw, cfg.train.drop_last, generator=generator)
     val_loader = build_loader(bundle.val, cfg.train.batch_size, False, nw)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
+    if len(train_loader) == 0:
         raise ValueError(f"the training set has {len(bundle.train)} images, fewer than one batch of "
                          f"{cfg.train.batch_size}; lower --batch-size or pass --no-drop-last")
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.train.lr,
-                                                    total_steps=cfg.train.epochs * steps_per_epoch,
-                                                    pct_start=cfg.train.pct_start)
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.train.amp == "fp16")
+    return train_loader, val_loader
 
-    history: list[dict[str, Any]] = []
-    # The best EMA epoch's validation scores (FitResult.predictions). They travel in the checkpoint, so they
-    # survive a resume after that epoch and are always the scores of the epoch its history calls best.
-    best_scores: dict[str, Any] | None = None
-    start_epoch = 1
+
+def _start(run: _Run, out: Path | None, resume: bool, log: Callable[[str], None]) -> _Progress:
+    """With `resume`, restore the run from out/checkpoint.pt (if there is one) and return what it had done;
+    the config is saved to out/config.json either way."""
+    done = _Progress()
+    if out is None:
+        return done
+    out.mkdir(parents=True, exist_ok=True)
+    if resume and (out / CHECKPOINT).is_file():
+        state = load_checkpoint(out / CHECKPOINT)
+        run.model.load_state_dict(state["model"])
+        run.ema.load_state_dict(state["ema"])  # also reads older checkpoints (the bare EMA model's state)
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"] and run.scaler.is_enabled():  # a run saved without fp16 has an empty scaler state
+            run.scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"])
+        done.history = list(state["history"])
+        done.best_scores = state.get("best_scores")  # absent from checkpoints written before it was kept
+        done.start_epoch = int(state["epoch"]) + 1
+        log(f"resumed from {out / CHECKPOINT} after epoch {state['epoch']}")
+    run.cfg.save(out / "config.json")
+    return done
+
+
+def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
+    """Train one epoch; the start of the epoch's row: its number, learning rate and training metrics."""
+    cfg = run.cfg
+    run.generator.manual_seed(cfg.train.seed * 100_003 + epoch)  # epoch e's data order depends on (seed, e) alone
+    lr = run.optimizer.param_groups[0]["lr"]
+    train_m = train_one_epoch(run.model, run.ema, run.criterion, run.train_loader, run.optimizer, run.scheduler,
+                              run.scaler, cfg, run.device, epoch, progress)
+    return {"epoch": epoch, "epochs": cfg.train.epochs, "lr": lr, **{k: v for k, v in train_m.items() if k != "steps"}}
+
+
+def _evaluate_epoch(run: _Run, m: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Evaluate the live and the EMA model on the validation set: the row `m` with both models' metrics, and the
+    EMA model's predictions."""
+    cfg, epoch = run.cfg, m["epoch"]
+    # Evaluation in float32, as the official evaluate.py (AMP only speeds up training).
+    live = predict(run.model, run.val_loader, run.device, "none", cfg.train.channels_last)
+    avg = predict(run.ema.module, run.val_loader, run.device, "none", cfg.train.channels_last)
+    for name, pred in (("model", live), ("EMA model", avg)):
+        if not np.isfinite(pred["scores"]).all():
+            raise DivergedError(epoch, epoch * len(run.train_loader), {f"{name} validation scores": math.nan})
+    ignore = live["ignore"] if live["ignore"].any() else None
+    t, rule = cfg.train, cfg.train.cp_cr_rule
+    m_live = evaluate(live["scores"], live["targets"], ignore, t.threshold, t.top_k, rule)
+    m_ema = evaluate(avg["scores"], avg["targets"], ignore, t.threshold, t.top_k, rule)
+    m = {**m, **m_live}
+    m.update(mAP_ema=m_ema["mAP"], mAP_ema_present=m_ema["mAP_present"], CF1_ema=m_ema["CF1"], OF1_ema=m_ema["OF1"])
+    return m, avg
+
+
+def _keep_if_best(run: _Run, done: _Progress, m: dict[str, Any], avg: dict[str, np.ndarray],
+                  out: Path | None) -> None:
+    """If epoch `m` has the best EMA mAP so far, keep its EMA validation scores and, with `out`, the EMA model
+    in out/best_ema.pt."""
+    best = done.best
+    if best is not None and not m["mAP_ema"] > best["mAP_ema"]:  # ties (and NaN) keep the earlier epoch
+        return
+    epoch = m["epoch"]
+    done.best_scores = {"epoch": epoch, "scores": torch.from_numpy(avg["scores"]),
+                        "index": torch.from_numpy(avg["index"])}
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume and (out / CHECKPOINT).is_file():
-            state = load_checkpoint(out / CHECKPOINT)
-            model.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])  # also reads older checkpoints (the bare EMA model's state)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if state["scaler"] and scaler.is_enabled():  # a run saved without fp16 has an empty scaler state
-                scaler.load_state_dict(state["scaler"])
-            restore_rng(state["rng"])
-            history = list(state["history"])
-            best_scores = state.get("best_scores")  # absent from checkpoints written before it was kept
-            start_epoch = int(state["epoch"]) + 1
-            log(f"resumed from {out / CHECKPOINT} after epoch {state['epoch']}")
-        cfg.save(out / "config.json")
+        save_checkpoint(out / BEST_EMA, {"model": run.ema.module.state_dict(), "epoch": epoch,
+                                         "config": run.cfg.to_flat(), "class_names": run.class_names})
 
-    dev_name = describe_device(device)
-    true_scenes = getattr(bundle, "val_true_scenes", None)
-    cl = cfg.train.channels_last
-    best = max(history, key=lambda m: m["mAP_ema"]) if history else None
-    stopped_early = False
-    avg = None
-    for epoch in range(start_epoch, cfg.train.epochs + 1):
-        t0 = time.perf_counter()
-        generator.manual_seed(cfg.train.seed * 100_003 + epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        train_m = train_one_epoch(model, ema, criterion, train_loader, optimizer, scheduler, scaler, cfg, device,
-                                  epoch, progress)
-        e0 = time.perf_counter()
-        # Evaluation in float32, as the official evaluate.py (AMP only speeds up training).
-        live = predict(model, val_loader, device, "none", cl)
-        avg = predict(ema.module, val_loader, device, "none", cl)
-        for name, pred in (("model", live), ("EMA model", avg)):
-            if not np.isfinite(pred["scores"]).all():
-                raise DivergedError(epoch, epoch * steps_per_epoch, {f"{name} validation scores": math.nan})
-        ignore = live["ignore"] if live["ignore"].any() else None
-        rule = cfg.train.cp_cr_rule
-        m_live = evaluate(live["scores"], live["targets"], ignore, cfg.train.threshold, cfg.train.top_k, rule)
-        m_ema = evaluate(avg["scores"], avg["targets"], ignore, cfg.train.threshold, cfg.train.top_k, rule)
-        k = cfg.model.num_scenes
-        usage = np.bincount(avg["scenes"].astype(np.int64), minlength=k)[:k] / max(len(avg["scenes"]), 1)
-        m: dict[str, Any] = {"epoch": epoch, "epochs": cfg.train.epochs, "lr": lr}
-        m.update({k2: v for k2, v in train_m.items() if k2 != "steps"})
-        m.update(m_live)
-        m.update(mAP_ema=m_ema["mAP"], mAP_ema_present=m_ema["mAP_present"], CF1_ema=m_ema["CF1"],
-                 OF1_ema=m_ema["OF1"])
-        if best is None or m["mAP_ema"] > best["mAP_ema"]:
-            best = m
-            best_scores = {"epoch": epoch, "scores": torch.from_numpy(avg["scores"]),
-                           "index": torch.from_numpy(avg["index"])}
-            if out is not None and save_best:
-                save_checkpoint(out / BEST_EMA, {"model": ema.module.state_dict(), "epoch": epoch,
-                                                 "config": cfg.to_flat(), "class_names": class_names})
-        m.update(best_mAP=max([h["mAP"] for h in history] + [m["mAP"]]), best_mAP_ema=best["mAP_ema"],
-                 best_epoch=best["epoch"], eval_seconds=time.perf_counter() - e0,
-                 seconds=time.perf_counter() - t0, scene_usage=usage.tolist(),
-                 scene_nmi=float(nmi(avg["scenes"], true_scenes[avg["index"]])) if true_scenes is not None else None,
-                 device=dev_name)
-        history.append(m)
-        if out is not None:
-            save_checkpoint(out / CHECKPOINT, {
-                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                "rng": capture_rng(), "history": history, "config": cfg.to_flat(), "class_names": class_names,
-                "best_scores": best_scores})
-            _write_epochs_csv(out / "epochs.csv", history)
-        log(_summary_line(m))
-        if on_epoch is not None:
-            on_epoch(m)
-        patience = cfg.train.early_stop_patience
-        if patience and epoch - best["epoch"] > patience:
-            stopped_early = True
-            log(f"early stop: EMA mAP has not improved for {patience} epochs (best {best['mAP_ema']:.2f} at "
-                f"epoch {best['epoch']})")
-            break
 
-    final = avg if avg is not None else predict(ema.module, val_loader, device, "none", cl)
-    ts = true_scenes[final["index"]] if true_scenes is not None else None
-    report = scene_report(ema.module, final["scenes"], class_names, ts)
-    kept = best_scores is not None and best is not None and best_scores["epoch"] == best["epoch"]
-    return FitResult(epochs=history, best_epoch=int(best["epoch"]) if best else 0,
+def _finish_row(run: _Run, done: _Progress, m: dict[str, Any], avg: dict[str, np.ndarray], t0: float,
+                e0: float) -> None:
+    """Complete epoch `m`'s row (not yet in the history): the bests so far, timings, the EMA model's scene usage
+    and, on synthetic data, its agreement with the true scenes."""
+    rows = [*done.history, m]
+    best = max(rows, key=lambda r: r["mAP_ema"])
+    k = run.cfg.model.num_scenes
+    usage = np.bincount(avg["scenes"].astype(np.int64), minlength=k)[:k] / max(len(avg["scenes"]), 1)
+    ts = run.true_scenes
+    m.update(best_mAP=max(r["mAP"] for r in rows), best_mAP_ema=best["mAP_ema"], best_epoch=best["epoch"],
+             eval_seconds=time.perf_counter() - e0, seconds=time.perf_counter() - t0, scene_usage=usage.tolist(),
+             scene_nmi=float(nmi(avg["scenes"], ts[avg["index"]])) if ts is not None else None,
+             device=run.device_name)
+
+
+def _save_epoch(run: _Run, done: _Progress, epoch: int, out: Path) -> None:
+    """The checkpoint a resume continues from (RNG states included) and epochs.csv, after every epoch."""
+    save_checkpoint(out / CHECKPOINT, {
+        "model": run.model.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "epoch": epoch,
+        "rng": capture_rng(), "history": done.history, "config": run.cfg.to_flat(), "class_names": run.class_names,
+        "best_scores": done.best_scores})
+    _write_epochs_csv(out / "epochs.csv", done.history)
+
+
+def _should_stop_early(cfg: ExperimentConfig, done: _Progress, epoch: int, log: Callable[[str], None]) -> bool:
+    patience = cfg.train.early_stop_patience
+    best = done.best
+    if not patience or epoch - best["epoch"] <= patience:
+        return False
+    log(f"early stop: EMA mAP has not improved for {patience} epochs (best {best['mAP_ema']:.2f} at "
+        f"epoch {best['epoch']})")
+    return True
+
+
+def _fit_result(run: _Run, done: _Progress, avg: dict[str, np.ndarray] | None, stopped_early: bool) -> FitResult:
+    """The history, the best EMA epoch and its predictions, and the scene report of the last EMA model."""
+    final = avg if avg is not None else predict(run.ema.module, run.val_loader, run.device, "none",
+                                                run.cfg.train.channels_last)
+    ts = run.true_scenes[final["index"]] if run.true_scenes is not None else None
+    report = scene_report(run.ema.module, final["scenes"], run.class_names, ts)
+    best, kept = done.best, done.best_scores
+    keep = kept is not None and best is not None and kept["epoch"] == best["epoch"]
+    return FitResult(epochs=done.history, best_epoch=int(best["epoch"]) if best else 0,
                      best_mAP_ema=float(best["mAP_ema"]) if best else math.nan, stopped_early=stopped_early,
-                     scene_report=report, class_names=class_names, device=dev_name, model=model,
-                     ema_model=ema.module, predictions=best_predictions(bundle.val, best_scores) if kept else None)
+                     scene_report=report, class_names=run.class_names, device=run.device_name,
+                     model=run.model, ema_model=run.ema.module,
+                     predictions=best_predictions(run.bundle.val, kept) if keep else None)

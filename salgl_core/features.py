@@ -54,8 +54,11 @@ from salgl_core.config import ConfigError, DataConfig, ExperimentConfig
 from salgl_core.data.bundle import DatasetBundle
 from salgl_core.data.errors import DataError
 from salgl_core.data.images import NO_SCENE, MultiLabelDataset, SkippedImage
+from salgl_core.data.synthetic import cache_root
 from salgl_core.data.transforms import eval_transform
+from salgl_core.device import resolve_device
 from salgl_core.io import atomic_write_text, publish_dir
+from salgl_core.pretrain import resolve_backbone_weights
 
 # Part of the key: bump it when what is stored changes (layout, how the features are computed).
 VERSION = 1
@@ -82,13 +85,6 @@ class FeatureCache:
     @property
     def valid(self) -> Path:
         return self.root / VALID
-
-
-def cache_root(cfg: DataConfig) -> Path:
-    """Where the caches go: next to the synthetic data (cfg.cache_dir, else $SALGL_CACHE, else <repo>/.cache)."""
-    from salgl_core.data.synthetic import default_cache_dir
-
-    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -315,8 +311,6 @@ def build_feature_cache(cfg: ExperimentConfig, log: Callable[[str], None] | None
     a mismatch would only mean fit() builds its own."""
     from salgl_core.backbone import build_backbone
     from salgl_core.data import build_datasets
-    from salgl_core.engine import resolve_device
-    from salgl_core.pretrain import resolve_backbone_weights
 
     if not cfg.model.freeze_backbone:
         raise ConfigError("build_feature_cache needs ModelConfig.freeze_backbone = True (and is meant for "

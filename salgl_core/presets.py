@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from salgl_core.config import DATASETS, ConfigError, ExperimentConfig
+from salgl_core.registry import recipes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +141,8 @@ _RECIPES = (
            }, paper=False),
 )
 RECIPES: dict[str, Recipe] = {r.name: r for r in _RECIPES}
+for _recipe in _RECIPES:  # the names the config's `recipe` field accepts
+    recipes.declare(_recipe.name, _recipe.summary)
 SYNTHETIC = "synthetic"
 
 

@@ -43,6 +43,7 @@ from torch import nn
 from salgl_core.backbone import SYNTHETIC_PRETRAINED, build_backbone
 from salgl_core.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig
 from salgl_core.data.errors import DataError
+from salgl_core.data.synthetic import cache_root
 from salgl_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SYNTHETIC_NATIVE_SIZE
 from salgl_core.io import atomic_write_bytes, atomic_write_text, publish_dir
 
@@ -168,8 +169,6 @@ def pretrained_small_cnn(cfg: DataConfig, settings: PretrainSettings = DEFAULT_S
                          log: Callable[[str], None] | None = None) -> Path:
     """The weights file of the small CNN pretrained for `cfg`'s synthetic world: reused from the cache, or
     trained now (about 80 s on 2 idle CPU cores at the default settings) and renamed into place."""
-    from salgl_core.features import cache_root
-
     key = pretrain_key(cfg, settings)
     name = "pretrained-small_cnn-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     root = cache_root(cfg)

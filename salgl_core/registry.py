@@ -13,6 +13,11 @@ Two halves, because the names must be known without importing torch (the config,
 `backbones.get("resnet18")` imports that module on first use and returns the builder. Adding a
 backbone or a dataset is one builder function in its module plus its name and description here;
 `register` refuses a name that is not declared here, and a test checks every declared name has a builder.
+
+Recipes are names only (no builder), declared by their one owner, salgl_core/presets.py, when it is
+imported: `recipes.declare(name, summary)`. The config validates its `recipe` field against `recipes`
+without importing presets (presets imports the config); `salgl_core/__init__.py` imports presets, so
+the names are declared whenever any salgl_core module is in use.
 """
 
 from __future__ import annotations
@@ -46,6 +51,13 @@ class Registry:
     def describe(self) -> str:
         """One line for help texts: `name (description), ...`."""
         return ", ".join(f"{n} ({d})" for n, d in self._descriptions.items())
+
+    def declare(self, name: str, description: str) -> None:
+        """Add a name at run time, for a kind whose names belong to another module (recipes: presets.py)."""
+        old = self._descriptions.get(name)
+        if old is not None and old != description:
+            raise ValueError(f"{self.kind} {name!r} is already declared: {old}")
+        self._descriptions[name] = description
 
     def register(self, name: str) -> Callable[[F], F]:
         """Decorator: `fn` builds `name`. The name must be declared; one builder per name."""
@@ -90,3 +102,6 @@ datasets = Registry("dataset", "salgl_core.data", {
     "voc2007": "PASCAL VOC 2007",
     "nuswide": "NUS-WIDE, 81 concepts",
 })
+
+# Declared by salgl_core/presets.py, the recipes' one owner, when it is imported.
+recipes = Registry("recipe", None, {})

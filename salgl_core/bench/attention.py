@@ -18,7 +18,7 @@ import torch
 
 from salgl_core.attention import LowRankBilinearAttention
 from salgl_core.config import BACKBONES, ModelConfig
-from salgl_core.engine import resolve_device
+from salgl_core.device import resolve_device
 from salgl_core.losses import SALGLLoss
 from salgl_core.model import build_model
 

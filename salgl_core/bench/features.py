@@ -36,8 +36,9 @@ from salgl_core.bench.attention import _device_info
 from salgl_core.bench.train import _step_fn
 from salgl_core.config import ExperimentConfig
 from salgl_core.data import build_datasets, build_loader
+from salgl_core.device import resolve_device
 from salgl_core.ema import ModelEMA
-from salgl_core.engine import fit, predict, resolve_device
+from salgl_core.engine import fit, predict
 from salgl_core.features import FeatureDataset, build_caches, build_feature_cache
 from salgl_core.losses import SALGLLoss
 from salgl_core.model import build_model

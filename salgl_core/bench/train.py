@@ -33,8 +33,8 @@ from salgl_core.config import BACKBONES, DataConfig, ModelConfig, available_cpus
 from salgl_core.data import build_loader
 from salgl_core.data.images import MultiLabelDataset
 from salgl_core.data.transforms import train_transform
+from salgl_core.device import resolve_device
 from salgl_core.ema import ModelEMA
-from salgl_core.engine import resolve_device
 from salgl_core.losses import SALGLLoss
 from salgl_core.model import build_model
 from salgl_core.presets import RECIPES, recipe_config

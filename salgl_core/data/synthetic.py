@@ -124,6 +124,12 @@ def default_cache_dir() -> Path:
     return Path(__file__).resolve().parents[2] / ".cache" / "synthetic"
 
 
+def cache_root(cfg: DataConfig) -> Path:
+    """Where the synthetic data goes, and next to it the feature caches (features.py) and pretrained small-CNN
+    weights (pretrain.py): cfg.cache_dir, else $SALGL_CACHE, else <repo>/.cache/synthetic."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+
+
 def synthetic_params(cfg: DataConfig) -> dict[str, int | float]:
     """Everything the generated content depends on: the cache key, and the json's info.params."""
     return {"version": VERSION, "size": SIZE, "train": cfg.synthetic_train_images, "val": cfg.synthetic_val_images,
@@ -388,7 +394,7 @@ def generate_synthetic(cfg: DataConfig) -> SyntheticPaths:
     """Generate (or reuse from the cache) the synthetic dataset for `cfg`; returns its paths."""
     params = synthetic_params(cfg)
     name = folder_name(params)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    cache = cache_root(cfg)
     final = cache / name
     paths = _paths(final)
     if final.exists():
