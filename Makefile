@@ -24,20 +24,21 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "$(FAST)" $(PYTEST_ARGS)
 
+# ruff, then the import contracts of pyproject.toml ([tool.importlinter]: layers, no upward import).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # The main job: a scene-count ablation on the embedded synthetic data, on CPU.
 study: $(STAMP)
 	$(PY) studies/scene_count.py
 
-# Regenerate the committed example exports (one default run of each study but the joint search).
+# Regenerate the committed example exports: one default run of each named study but the joint search
+# (python -m studies.catalog --examples lists them), and the committed zero-code ablation.
 results: $(STAMP)
-	$(PY) studies/scene_count.py --name default --overwrite --results-dir results
-	$(PY) studies/graph_depth.py --name default --overwrite --results-dir results
-	$(PY) studies/momentum.py --name default --overwrite --results-dir results
-	$(PY) studies/mechanism.py --name default --overwrite --results-dir results
-	$(PY) studies/visibility.py --name default --overwrite --results-dir results
+	for s in $$($(PY) -m studies.catalog --examples); do \
+		$(PY) studies/$$s.py --name default --overwrite --results-dir results || exit 1; done
+	$(PY) -m studies.ablate sample_entropy_weight --values 0 1 4 --name default --overwrite --results-dir results
 
 dashboard: $(STAMP)
 	$(VENV)/bin/streamlit run dashboards/app.py --server.address 127.0.0.1

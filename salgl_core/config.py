@@ -22,6 +22,7 @@ label embeddings, fp16 AMP). The paper's configurations are named recipes applie
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import json
 import math
@@ -123,10 +124,14 @@ BOOL = Satisfies(lambda v: isinstance(v, bool), "true or false")
 PATH = Satisfies(_non_empty_str, "a path")  # DATA_PATH_FIELDS are the fields with this check
 
 
-def _f(default: Any, help: str, check: Check | None = None) -> Any:
+def _f(default: Any, help: str, check: Check | None = None, *, symbol: str | None = None, label: str | None = None,
+       note: str = "") -> Any:
     """A config field: its default, its command-line help text and the rule its values must satisfy
-    (booleans: none needed). The CLI and the validation are generated from these."""
-    return field(default=default, metadata={"help": help, "check": check})
+    (booleans: none needed). The CLI and the validation are generated from these. A field swept by studies may
+    carry its usual symbol (ASCII, for trial names: K, T, mu), a label for charts and a note (markdown) that
+    the dashboard shows beside a study of it."""
+    return field(default=default, metadata={"help": help, "check": check, "symbol": symbol, "label": label,
+                                            "note": note})
 
 
 def _is_label_embedding(v: Any) -> bool:
@@ -170,9 +175,9 @@ class ModelConfig(_Validated):
     backbone: str = _f("resnet101", f"Feature extractor (official: resnet101): {backbones.describe()}.", OneOf(BACKBONES))
     backbone_weights: str | None = _f("IMAGENET1K_V1", "torchvision weights name ('IMAGENET1K_V1', 'DEFAULT') read from the torch hub cache only (never downloaded), a local .pth file, or none (random init). For efficientnet_lite0 any value means the bundled ImageNet weights. For small_cnn on synthetic data, 'synthetic-pretrained' = the small CNN pretrained once as a plain multi-label classifier on a disjoint synthetic split of the same world (salgl_core/pretrain.py; cached by key).", Satisfies(_non_empty_str, "a torchvision weights name such as 'IMAGENET1K_V1' or a path to a .pth file"))
     freeze_backbone: bool = _f(False, "Ours: keep the backbone's weights fixed (no gradient, excluded from the optimizer, kept in eval mode so BatchNorm statistics do not move); everything after it trains. Needed by feature_cache.")
-    num_scenes: int = _f(4, 'K, the number of latent scenes (official default 4; 1 = one global co-occurrence matrix, no scene awareness).', Range(1))
-    gnn_steps: int = _f(3, 'T, gated-GNN propagation steps (official 3); 0 removes the graph and the concatenation before the head.', Range(0))
-    comat_momentum: float = _f(1.0, "Ours, not the paper's: each training batch does M_k <- mu * M_k + batch counts. 1.0 is the official running sum.", Range(0, 1))
+    num_scenes: int = _f(4, 'K, the number of latent scenes (official default 4; 1 = one global co-occurrence matrix, no scene awareness).', Range(1), symbol="K", label="number of scenes K")
+    gnn_steps: int = _f(3, 'T, gated-GNN propagation steps (official 3); 0 removes the graph and the concatenation before the head.', Range(0), symbol="T", label="graph propagation steps T")
+    comat_momentum: float = _f(1.0, "Ours, not the paper's: each training batch does M_k <- mu * M_k + batch counts. 1.0 is the official running sum.", Range(0, 1), symbol="mu", label="co-occurrence momentum μ (ours, not the paper's)", note="**comat_momentum is our knob, not the paper's.** The paper (and the official code) keeps each scene's co-occurrence counts as a plain running sum over the whole run, i.e. μ = 1; smaller μ makes M_k ← μ·M_k + batch counts forget old batches. The paper has no ablation of it.")
     soft_assignment: bool = _f(False, 'Soft scene assignment: counts weighted by scene probability and the adjacency mixes all K matrices (official --soft); off = argmax scene.')
     outmess: bool = _f(False, 'Gated GNN uses in- and out-messages [A h; A^T h] (official --outmess; off in the official argparse, on in the UNOFF configs).')
     normalize_adjacency: bool = _f(False, 'Divide each adjacency row by its sum (official --normalize; off in the official argparse, on in the UNOFF configs).')
@@ -264,6 +269,9 @@ class FieldSpec:
     check: Check
     default: Any
     help: str
+    symbol: str | None = None  # the field's usual symbol (ASCII): trial names, console lines
+    label: str | None = None  # how a chart's axis names it (default: the field's name)
+    note: str = ""  # markdown the dashboard shows beside a study of this field
 
 
 @functools.cache
@@ -278,7 +286,8 @@ def _specs(cls: type) -> dict[str, FieldSpec]:
         check = f.metadata["check"] or (BOOL if base is bool else None)
         if check is None:
             raise TypeError(f"config field {cls.__name__}.{f.name} declares no check")
-        out[f.name] = FieldSpec(base, optional, check, f.default, f.metadata["help"])
+        m = f.metadata
+        out[f.name] = FieldSpec(base, optional, check, f.default, m["help"], m["symbol"], m["label"], m["note"])
     return out
 
 
@@ -297,11 +306,21 @@ FIELD_OWNER = _field_owner()
 DATA_PATH_FIELDS = tuple(name for name, s in _specs(DataConfig).items() if s.check is PATH)
 
 
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, FIELD_OWNER, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def field_spec(name: str) -> FieldSpec:
     """Type, None-ness, rule, default and help of the flat config field `name`."""
     if name not in FIELD_OWNER:
-        raise ConfigError(f"unknown config field {name!r}; known fields: {sorted(FIELD_OWNER)}")
+        raise ConfigError(f"unknown config field {name!r}{_did_you_mean(name)}; known fields: {sorted(FIELD_OWNER)}")
     return _specs(_SECTIONS[FIELD_OWNER[name]])[name]
+
+
+def field_label(name: str) -> str:
+    """How a chart or table names the field `name` when a study sweeps it (its label, else its name)."""
+    return field_spec(name).label or name
 
 
 def field_type(name: str) -> type:

@@ -40,4 +40,4 @@ def run_script(spec: StudySpec, argv: list[str] | None = None) -> int:
         return 2
     from studies.tuning import runner
 
-    return runner.run_cli(args, spec)
+    return runner.run_cli(lambda: runner.main(args, spec))

@@ -53,8 +53,16 @@ def arms(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+# What the dashboard shows above the study's results (study.json `note`).
+NOTE = ("**When are scenes found?** Learned scenes on data whose backgrounds show the true scene more or "
+         "less often (synthetic_scene_visibility), against the global graph (the floor, the reference) and "
+         "the true scenes (the ceiling), both at the default visibility 0.6. The verdicts compare each arm "
+         "with global@0.6, so for learned@0 and learned@1 they mix a change of data (backgrounds only: the "
+         "labels and objects are the same image for image) with the change of method; the chart below "
+         "sets them against the bands.")
+
 SPEC = StudySpec(
-    study="visibility", script=__file__, axis=ARM, values=ARMS, arms=arms, reference_arm=ARMS[0],
+    study="visibility", script=__file__, note=NOTE, axis=ARM, values=ARMS, arms=arms, reference_arm=ARMS[0],
     description="When does SALGL discover scenes? Learned scenes (K = the true number) on synthetic data whose "
                 "backgrounds show the true scene with probability 0, 0.6 (the default) or 1, against the global "
                 "graph (the floor, the reference) and the true scenes (the ceiling; the oracle also sees them at "

@@ -22,7 +22,7 @@ from salgl_core.cli import (
     recipes_epilog,
     shown_recipe,
 )
-from salgl_core.config import DATASETS, field_type
+from salgl_core.config import DATASETS, field_spec
 from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, Recipe
 from studies.design.paths import DEFAULT_RESULTS, DEFAULT_STORAGE
 from studies.design.spec import StudyError, StudySpec
@@ -53,7 +53,7 @@ def get_args_parser(spec: StudySpec, argv: list[str] | None = None) -> argparse.
     where = (f"recipe {recipe.name}" if recipe.paper else
              "the synthetic preset with the studies' sizing, used without --dataset/--recipe")
     p = argparse.ArgumentParser(
-        prog=f"python studies/{spec.study}.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=spec.prog(), formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill(f"{spec.description} {HOW_THE_PRESET_IS_CHOSEN}", 100),
         epilog=textwrap.fill("With no arguments: the embedded synthetic dataset, the small CNN, CPU-sized. With "
                              "--dataset coco and no other overrides: recipe paper-coco-r101-448, one GPU per trial. "
@@ -75,9 +75,11 @@ def get_args_parser(spec: StudySpec, argv: list[str] | None = None) -> argparse.
                        help=f"the arms to run (default: all of {' '.join(spec.values)}); the reference arm "
                             f"{spec.reference_arm} is always added")
     elif spec.axis:
+        f = field_spec(spec.axis)
+        default = f"default: {' '.join(map(str, spec.values))}" if spec.values else "required for a new run"
         s.add_argument("--values", nargs="+", metavar="V",
-                       help=f"the {spec.axis} values to sweep (default: {' '.join(map(str, spec.values))}); "
-                            f"the value of {recipe.reference} ({shown[spec.axis]}) is always added")
+                       help=f"the {spec.axis} values to sweep ({default}), each {f.check.expected(f.type)}; the "
+                            f"value of {recipe.reference} ({shown[spec.axis]}) is always added. {spec.axis}: {f.help}")
     else:
         s.add_argument("--num-samples", type=int, default=None, metavar="N",
                        help=f"trials to sample (default: {spec.default_samples}; {recipe.reference} is the first)")
@@ -151,19 +153,20 @@ def check_args(args: argparse.Namespace, spec: StudySpec) -> None:
 
 
 def axis_value(axis: str, raw: str) -> Any:
-    """One `--values` item as the axis field's type; StudyError naming the field otherwise."""
-    kind = field_type(axis)
-    if kind is bool:
-        if raw.lower() in ("true", "false"):
-            return raw.lower() == "true"
-    elif kind in (int, float):
+    """One `--values` item as the axis field's type, within its range; StudyError naming the field and what it
+    takes otherwise."""
+    f = field_spec(axis)
+    value: Any = raw
+    if f.type is bool:
+        value = {"true": True, "false": False}.get(raw.lower(), raw)
+    elif f.type in (int, float):
         try:
-            return kind(raw)
+            value = f.type(raw)
         except ValueError:
             pass
-    else:
-        return raw
-    raise StudyError(f"--values {raw!r} is invalid: {axis} takes {kind.__name__} values")
+    if value is raw and f.type is not str or not f.check.ok(value, f.type):
+        raise StudyError(f"--values {raw!r} is invalid: {axis} takes {f.check.expected(f.type)}")
+    return value
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

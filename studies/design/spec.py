@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from optuna.distributions import BaseDistribution
+from typing import Any
 
 # What the searcher optimises and the scheduler compares: the EMA model's mAP of the epoch just ended.
 # (The number reported per trial is its best epoch's, schema.REPORTED_METRIC.)
@@ -19,7 +16,8 @@ METRIC, MODE = "mAP_ema", "max"
 # (salgl_core.presets; base["recipe"]), K = 6 on COCO, the synthetic preset's values on synthetic data.
 
 # base flat config, seeds -> (Optuna distributions, the recipe's point in that space)
-SearchSpace = Callable[[dict[str, Any], list[int]], tuple[dict[str, "BaseDistribution"], dict[str, Any]]]
+# (The distributions are optuna.distributions objects, built by the study script that defines the space.)
+SearchSpace = Callable[[dict[str, Any], list[int]], tuple[dict[str, Any], dict[str, Any]]]
 # A study of named arms (studies/mechanism.py) sweeps this pseudo-axis: each value names a set of config
 # overrides, resolved from the base config (base flat config -> {arm: overrides}, in the arms' order).
 ARM = "arm"
@@ -48,6 +46,17 @@ class StudySpec:
     # seed and has a seed-level test (with two, studies.analysis.stats can only fall back to a conservative one).
     default_seeds: tuple[int, ...] = (0, 1, 2)
     default_samples: int = 16
+    # What the dashboard shows above the study's results (markdown; written to study.json as `note`).
+    note: str = ""
+    # How the study is started after `python` when not by its own script: `-m studies.ablate FIELD`.
+    launch: tuple[str, ...] = ()
+
+    def command(self) -> tuple[str, ...]:
+        """What follows `python` to start (or, with --resume, finish) this study."""
+        return self.launch or (self.script,)
+
+    def prog(self) -> str:
+        return "python " + " ".join(self.launch or (f"studies/{self.study}.py",))
 
 
 def arm_config(config: dict[str, Any], arms: dict[str, dict[str, Any]] | None) -> dict[str, Any]:

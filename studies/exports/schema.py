@@ -94,6 +94,8 @@ STUDY_KEYS: dict[str, str] = {
     "predictions": "the trials' validation predictions folder (predictions), relative to the run folder: the "
                    "analysis treats a missing one as damage; absent in exports written before it existed",
     "device": "cpu or the GPU name the trials ran on",
+    "note": "what the dashboard shows above the study's results (markdown, from its StudySpec; may be empty); "
+            "absent in exports written before it existed",
 }
 # Keys only a joint search writes.
 SEARCH_STUDY_KEYS: dict[str, str] = {

@@ -22,12 +22,11 @@ from typing import Any
 
 import ray
 
+from salgl_core.config import field_spec
 from studies.design.spec import ARM
 from studies.tuning.internals import trainable_class
 
 TRAINABLE_CLASS = "SalglTrial"
-# The swept fields' usual symbols (the paper's K and T; mu is ours), for short trial names.
-AXIS_SYMBOLS = {"num_scenes": "K", "gnn_steps": "T", "comat_momentum": "mu"}
 # epoch metric -> (Ray metric name, description); Ray's exporter prefixes the names with `ray_`.
 PROGRESS = {
     "epoch": ("salgl_trial_epoch", "epochs the trial has finished"),
@@ -47,7 +46,7 @@ def trial_name(study: str, axis: str | None, config: dict[str, Any], trial_id: s
     if axis == ARM and ARM in config:  # a study of named arms: the arm's name says it
         parts.append(str(config[ARM]))
     elif axis and axis in config:
-        parts.append(f"{AXIS_SYMBOLS.get(axis, axis)}={config[axis]}")
+        parts.append(f"{field_spec(axis).symbol or axis}={config[axis]}")  # the usual symbol: K=4
     elif trial_id:
         parts.append(trial_id)
     if "seed" in config:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from salgl_core.config import DATA_PATH_FIELDS, ExperimentConfig
+from salgl_core.config import DATA_PATH_FIELDS, ExperimentConfig, field_spec
 from salgl_core.presets import choose_recipe, get_recipe, recipe_config
 from studies.design.cli import CONFIG_FLAGS, axis_value, parse_set, study_preset
 from studies.design.paths import REPO
@@ -166,6 +166,8 @@ def _grid(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], seeds
         values = [paper_value, next(v for v in spec.values if v != paper_value)]
     else:
         values = list(spec.values)
+    if not values:
+        raise StudyError(f"--values is required: the {axis} values to sweep")
     if len(set(values)) != len(values):
         raise StudyError(f"--values {values} repeats a value")
     for v in values:
@@ -330,6 +332,13 @@ def space_json(space: dict[str, BaseDistribution]) -> dict[str, Any]:
     return out
 
 
+def study_note(spec: StudySpec) -> str:
+    """What the dashboard shows above the study: its spec's note, else its axis field's (config metadata)."""
+    if spec.note or spec.axis in (None, ARM):
+        return spec.note
+    return field_spec(spec.axis).note
+
+
 def study_json(plan: Plan, *, base_config: dict[str, Any], class_names: list[str], cluster: dict[str, Any],
                gpus_per_trial: float, cpus_per_trial: float, max_concurrent: int, started: float,
                repo: Path = REPO) -> dict[str, Any]:
@@ -349,5 +358,5 @@ def study_json(plan: Plan, *, base_config: dict[str, Any], class_names: list[str
         "n_trials": plan.num_samples, "n_finished": 0, "trial_seconds_total": 0.0, "wall_seconds": 0.0,
         "max_concurrent": max_concurrent, "resources_per_trial": {"gpu": gpus_per_trial, "cpu": cpus_per_trial},
         "provenance": provenance(repo, cluster), "optuna_storage": OPTUNA_JOURNAL, "device": "cpu",
-        "predictions": PREDICTIONS_DIR,
+        "predictions": PREDICTIONS_DIR, "note": study_note(plan.spec),
     }

@@ -49,7 +49,7 @@ def restore_args(args: argparse.Namespace, spec: StudySpec) -> argparse.Namespac
 
 def resume_command(args: argparse.Namespace, spec: StudySpec, run: str) -> str:
     """The command line that finishes this run after an interrupt or a crash."""
-    cmd = [sys.executable, spec.script, "--resume", "--name", run]
+    cmd = [sys.executable, *spec.command(), "--resume", "--name", run]
     if not is_default(args.storage_path):
         cmd += ["--storage-path", storage_root(args.storage_path)]
     if args.address:

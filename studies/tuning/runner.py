@@ -15,6 +15,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,15 +197,15 @@ def print_summary(plan: Plan, ex: StudyExport, status: str, resume_cmd: str, con
         print(f"\ninterrupted; finish it with:\n  {resume_cmd}", flush=True)
 
 
-def run_cli(args: argparse.Namespace, spec: StudySpec) -> int:
-    """`main` for a study script's parsed arguments: one clear line for a user error, exit code 2; 130 if
-    interrupted."""
+def run_cli(run: Callable[[], Outcome]) -> int:
+    """A study script's `run()` (its `main` with the parsed arguments) as an exit code: one clear line for a
+    user error, exit code 2; 130 if interrupted."""
     from salgl_core.backbone import BackboneWeightsError
     from salgl_core.data import DataError
     from salgl_core.embeddings import LabelEmbeddingError
 
     try:
-        outcome = main(args, spec)
+        outcome = run()
     except (ConfigError, DataError, StudyError, BackboneWeightsError, LabelEmbeddingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
