@@ -11,7 +11,6 @@ wrote before (and refuses any other non-empty folder).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -24,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from dashboards import demo_stats
-from dashboards.views_scenes import contingency_nmi
+from dashboards.shaping.scenes import contingency_nmi
 from salgl_core.config import ExperimentConfig
 from salgl_core.presets import synthetic_preset
+from studies.exports.files import read_csv, write_csv, write_json
 from studies.exports.schema import (
     EPOCH_COLUMNS,
     EPOCHS_CSV,
@@ -65,19 +65,6 @@ def config_fields(overrides: dict[str, Any]) -> dict[str, Any]:
     """The flat config of a trial; `seed` and `device` are README columns of their own."""
     flat = ExperimentConfig.from_flat(overrides).to_flat()
     return {k: v for k, v in flat.items() if k not in ("seed", "device")}
-
-
-def _cell(v: Any) -> Any:
-    return "" if v is None else v
-
-
-def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(columns)
-        for r in rows:
-            w.writerow([_cell(r.get(c)) for c in columns])
 
 
 def epoch_rows(trial_id: str, final: float, epochs: int, seconds: float) -> list[dict[str, Any]]:
@@ -161,13 +148,12 @@ def write_run(root: Path, study: str, run: str, meta: dict[str, Any], trials: li
               epochs: list[dict[str, Any]], scenes: dict[str, dict[str, Any]]) -> Path:
     d = root / study / run
     d.mkdir(parents=True, exist_ok=True)
-    (d / STUDY_JSON).write_text(json.dumps(meta, indent=2))
-    config = [k for k in trials[0] if k not in (*TRIAL_KEY_COLUMNS, *TRIAL_RESULT_COLUMNS)]
-    write_csv(d / TRIALS_CSV, [*TRIAL_KEY_COLUMNS, *config, *TRIAL_RESULT_COLUMNS], trials)
+    write_json(d / STUDY_JSON, meta)
+    config = tuple(k for k in trials[0] if k not in (*TRIAL_KEY_COLUMNS, *TRIAL_RESULT_COLUMNS))
+    write_csv(d / TRIALS_CSV, (*TRIAL_KEY_COLUMNS, *config, *TRIAL_RESULT_COLUMNS), trials)
     write_csv(d / EPOCHS_CSV, EPOCH_COLUMNS, epochs)
     for tid, s in scenes.items():
-        (d / SCENES_DIR).mkdir(exist_ok=True)
-        (d / SCENES_DIR / f"{tid}.json").write_text(json.dumps(s))
+        write_json(d / SCENES_DIR / f"{tid}.json", s)
     return d
 
 
@@ -274,9 +260,8 @@ def write_damaged_trials(root: Path, run: str = "2025-05-28_0900") -> Path:
                       "FINISHED", start_time(run), 8, 8, 480.0, "cpu", {"num_scenes": 4})
     trials[1]["best_mAP_ema"] = "n/a"
     d = write_run(root, "scene_count", run, meta, trials, epochs, {})
-    with open(d / TRIALS_CSV, newline="") as f:
-        rows = list(csv.reader(f))
-    write_csv(d / TRIALS_CSV, rows[0], [dict(zip(rows[0], r, strict=True)) for r in rows[1:5]])
+    rows = read_csv(d / TRIALS_CSV)
+    write_csv(d / TRIALS_CSV, tuple(rows[0]), rows[:4])
     return d
 
 
@@ -285,7 +270,7 @@ def write_invalid_study_json(root: Path, run: str = "2025-06-02_0900") -> Path:
     d = root / "scene_count" / run
     d.mkdir(parents=True, exist_ok=True)
     (d / STUDY_JSON).write_text('{"schema_version": 1, "study": "scene_count", "status": ')
-    write_csv(d / TRIALS_CSV, ["trial_id", "status"], [{"trial_id": "x", "status": "FINISHED"}])
+    write_csv(d / TRIALS_CSV, ("trial_id", "status"), [{"trial_id": "x", "status": "FINISHED"}])
     return d
 
 

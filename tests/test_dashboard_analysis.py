@@ -1,4 +1,5 @@
-"""dashboards/analysis.py: analysis.json when it matches the export, else studies.analysis.analyze's analysis computed here."""
+"""dashboards/data/analysis.py: analysis.json when it matches the export, else studies.analysis.analyze's analysis
+computed here; dashboards/shaping/stats.py lists what it could not compute."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dashboards import analysis as A
 from dashboards import demo
-from dashboards.files import read_trials
+from dashboards.data import analysis as A
+from dashboards.data.files import read_trials
+from dashboards.shaping.stats import collect_notes
 from studies.analysis.analyze import analyze_run
 
 RUN = "scene_count/2025-06-03_0900"
@@ -47,7 +49,7 @@ def test_a_matching_analysis_json_is_read_as_written(results):
     res = A.load_analysis(d, "num_scenes")
     assert res.source == "file" and res.problem is None and not res.absent
     assert res.data == json.loads((d / "analysis.json").read_text())
-    assert res.command == f"python -m studies.analyze {d}" and res.notes == []
+    assert res.command == f"python -m studies.analyze {d}" and collect_notes(res.data) == []
 
 
 def test_without_analysis_json_the_same_analysis_is_computed_here(results):
@@ -68,7 +70,7 @@ def test_an_export_without_predictions_says_what_cannot_be_computed(results):
     res = A.load_analysis(d, "num_scenes")
     assert res.source == "computed" and res.data["bootstrap"]["trials_with_predictions"] == 0
     assert any(n.startswith("no predictions/targets.npz: the trials saved no predictions, so the intervals are "
-                            "over seeds only") for n in res.notes)
+                            "over seeds only") for n in collect_notes(res.data))
     assert all(c["interval"] == "seeds" for c in res.data["comparisons"])
 
 
@@ -115,8 +117,9 @@ def test_a_damaged_targets_file_is_named_and_no_comparison_is_tested(results):
     (d / "analysis.json").unlink()
     (d / "predictions" / "targets.npz").write_bytes(b"not a zip file")
     res = A.load_analysis(d, "num_scenes")
+    notes = collect_notes(res.data)
     assert res.source == "computed"
-    assert any(n.startswith("predictions/targets.npz unreadable (not an .npz archive)") for n in res.notes), res.notes
+    assert any(n.startswith("predictions/targets.npz unreadable (not an .npz archive)") for n in notes), notes
     assert all(c["p"] is None and c["holm"].startswith("in the family of 2 as p = 1, untested: no test")
                for c in res.data["comparisons"])
 

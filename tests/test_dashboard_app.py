@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dashboards import files, paths, views_scenes
+from dashboards.data import files, paths
+from dashboards.data.paper import load_paper_tables
+from dashboards.data.runs import load_run
 from dashboards.demo import (
     synthetic_final,
     write_damaged_epochs,
@@ -22,9 +24,8 @@ from dashboards.demo import (
     write_synthetic_scene_count,
     write_tune,
 )
-from dashboards.paper import load_paper_tables
-from dashboards.runs import load_run
-from dashboards.texts import REPORTED_CARD, REPORTED_LABEL
+from dashboards.shaping import scenes
+from dashboards.shaping.texts import REPORTED_CARD, REPORTED_LABEL
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +155,7 @@ def test_synthetic_scenes_and_trial_table(monkeypatch, results):
     # The learned NMI beside both ends of its scale on the same images: random assignment and the oracle.
     metrics = [(m.label, m.value) for m in at.metric]
     i = metrics.index(("NMI, learned vs true scene", f"{scene['true_scene_nmi']:.3f}"))
-    random_nmi = views_scenes.random_assignment_nmis(np.array(scene["contingency"])).mean()
+    random_nmi = scenes.random_assignment_nmis(np.array(scene["contingency"])).mean()
     assert metrics[i + 1] == ("random assignment (same images)", f"{random_nmi:.3f}") and random_nmi < 0.05
     assert metrics[i + 2] == ("oracle (learned = true scenes)", "1")
     assert "Random assignment: the mean over 200 seeded shuffles" in texts(at.caption)

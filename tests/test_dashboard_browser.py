@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dashboards import charts, charts_stats
-from dashboards import views_stats as S
+from dashboards.charts import figures
+from dashboards.charts import stats as chart_stats
 from dashboards.demo import write_all
-from dashboards.texts import REPORTED_CARD, REPORTED_CARD_NOTE, REPORTED_LABEL
+from dashboards.shaping import stats as S
+from dashboards.shaping.texts import REPORTED_CARD, REPORTED_CARD_NOTE, REPORTED_LABEL
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -146,7 +147,7 @@ def test_the_demo_opens_on_a_healthy_ablation_chart_in_chromium(tmp_path):
     chart = img[max(top, 0):bottom, max(left, 0):right]
     assert chart.size and bottom - top > 300
     assert len(np.unique(chart.reshape(-1, 3), axis=0)) > 200
-    for color in (charts.SEED_COLORS[0], charts.SEED_COLORS[1], charts.MEAN_COLOR, charts.PAPER_COLOR):
+    for color in (figures.SEED_COLORS[0], figures.SEED_COLORS[1], figures.MEAN_COLOR, figures.PAPER_COLOR):
         assert near(chart, color) > 30, f"colour {color} missing from the rendered chart"
 
     # The verdict table above the charts: every arm, the reference starred, each verdict as analysis.json says.
@@ -160,7 +161,7 @@ def test_the_demo_opens_on_a_healthy_ablation_chart_in_chromium(tmp_path):
     left, top = int(round(forest_box["x"])), int(round(forest_box["y"]))
     forest = img[top:top + int(round(forest_box["height"])), left:left + int(round(forest_box["width"]))]
     assert forest.size and forest_box["height"] > 200 and abs(forest_box["y"] - box["y"]) < 5
-    assert near(forest, charts.PAPER_COLOR) > 100, "the reference's zero line is missing from the forest plot"
-    for kind in {S.verdict_kind(c) for c in analysis["comparisons"]}:
-        color = charts_stats.VERDICT_COLORS[kind]
+    assert near(forest, figures.PAPER_COLOR) > 100, "the reference's zero line is missing from the forest plot"
+    for kind in {S.comparison_kind(c) for c in analysis["comparisons"]}:
+        color = chart_stats.VERDICT_COLORS[kind]
         assert near(forest, color) > 30, f"{kind} ({color}) missing from the rendered forest plot"

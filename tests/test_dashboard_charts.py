@@ -1,4 +1,4 @@
-"""dashboards/charts.py: the figures hold the exported numbers and the reference lines the views promise."""
+"""dashboards/charts/figures.py: the figures hold the exported numbers and the reference lines the views promise."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboards import charts as C
-from dashboards import charts_stats as CS
 from dashboards import demo
-from dashboards import views_stats as S
-from dashboards.files import load_scene
-from dashboards.paper import load_paper_tables, paper_reference, reproduction_refs
-from dashboards.runs import load_run
-from dashboards.views import ablation_summary, search_params, search_points
+from dashboards.charts import figures as C
+from dashboards.charts import stats as CS
+from dashboards.data.files import load_scene
+from dashboards.data.paper import load_paper_tables, paper_reference, reproduction_refs
+from dashboards.data.runs import load_run
+from dashboards.shaping import stats as S
+from dashboards.shaping.trials import ablation_summary, search_params, search_points
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_forest_figure_holds_each_difference_and_interval_coloured_by_verdict(an
             assert tr.marker.color == CS.VERDICT_COLORS[tr.name]
     for c in a["comparisons"]:
         kind, x, lo, hi, ci, verdict = got[str(c["value"])]
-        assert kind == S.verdict_kind(c) and x == c["diff"]
+        assert kind == S.comparison_kind(c) and x == c["diff"]
         assert (lo, hi) == pytest.approx((c["ci_low"], c["ci_high"]))
         assert ci == f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]" and verdict == c["verdict"].replace("; ", "<br>")
     assert {tr.name for tr in fig.data} == {"worse", "better"}

@@ -1,4 +1,4 @@
-"""dashboards/files.py: reading and validating the results files, and the clear messages for bad ones."""
+"""dashboards/data/files.py: reading and validating the results files, and the clear messages for bad ones."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dashboards import files as F
+from dashboards.data import files as F
 from studies.exports.schema import EPOCH_COLUMNS, SCHEMA_VERSION, TRIAL_REQUIRED
 
 

@@ -1,10 +1,10 @@
-"""dashboards/fmt.py: numbers, axis values and durations as the views print them."""
+"""dashboards/shaping/fmt.py: numbers, axis values and durations as the views print them."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from dashboards.fmt import fmt_num, fmt_seconds, fmt_value, is_missing
+from dashboards.shaping.fmt import fmt_num, fmt_seconds, fmt_value, is_missing
 
 
 def test_formatters():

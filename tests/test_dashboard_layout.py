@@ -1,4 +1,5 @@
-"""The dashboard's layering (DESIGN.md): its modules load without torch, ray, optuna or streamlit."""
+"""The dashboard's layering: ui -> charts -> shaping -> data, imports downward only; only ui/ and app.py import
+streamlit; nothing loads torch, ray or optuna."""
 
 from __future__ import annotations
 
@@ -13,29 +14,95 @@ import pytest
 from dashboards import demo
 
 REPO = Path(__file__).resolve().parents[1]
-# The allow-list of streamlit: app.py (the pages) and the app_*.py layout modules it lays its sections out
-# with (app_stats: the statistics sections; app_widgets: the shared table and guard). Every other module
-# shapes data without streamlit, so tests and scripts can call it.
-LAYOUT_MODULES = sorted(p.stem for p in (REPO / "dashboards").glob("app*.py"))
-MODULES = sorted(p.stem for p in (REPO / "dashboards").glob("*.py") if p.stem not in ("__init__", *LAYOUT_MODULES))
+DASH = REPO / "dashboards"
+# Each layer may import the layers after it, never those before it (data imports none of the others).
+LAYERS = ("ui", "charts", "shaping", "data")
+# The only modules that may import streamlit: the entry point and the ui layer.
+STREAMLIT_OK = ("dashboards.app", "dashboards.ui")
+# Never imported by the dashboard, not even inside a function: the training stack and the Ray layer of the studies
+# (studies.exports.writer may touch torch). Optuna is imported inside demo_stats's journal writer only.
+FORBIDDEN = ("torch", "torchvision", "ray", "studies.tuning", "studies.exports.writer")
+SALGL_CORE_OK = ("salgl_core.config", "salgl_core.presets")
 HEAVY = ("torch", "torchvision", "ray", "optuna", "streamlit")
 
 
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    return names | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+def _name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+PATHS = {_name(p): p for p in sorted(DASH.rglob("*.py"))}
+# What a test or script may import without streamlit: everything but the ui layer and the entry point (which runs
+# the page when imported).
+PLAIN = sorted(m for m in PATHS if not m.startswith(STREAMLIT_OK))
+
+
+def _under(name: str, prefixes: tuple[str, ...] | str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in ((prefixes,) if isinstance(prefixes, str) else prefixes))
+
+
+def _imports(module: str) -> set[str]:
+    """Every module `module` imports, anywhere in it (inside functions and TYPE_CHECKING blocks too), relative
+    imports resolved; `from a import b` counts as both a and a.b."""
+    path = PATHS[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = set()
+    for n in ast.walk(ast.parse(path.read_text())):
+        if isinstance(n, ast.Import):
+            out |= {a.name for a in n.names}
+        elif isinstance(n, ast.ImportFrom):
+            base = n.module or ""
+            if n.level:
+                anchor = package.split(".")[: len(package.split(".")) - (n.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            out |= {base} | {f"{base}.{a.name}" for a in n.names}
+    return out
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "dashboards" and parts[1] in LAYERS else None
+
+
+def test_the_layout_is_four_layers_and_an_entry_point():
+    assert {m for m in PATHS if m.count(".") == 1} == {"dashboards.app", "dashboards.demo", "dashboards.demo_stats",
+                                                       *(f"dashboards.{layer}" for layer in LAYERS)}
+    for layer in LAYERS:
+        init = DASH / layer / "__init__.py"
+        tree = ast.parse(init.read_text())
+        doc = ast.get_docstring(tree)
+        assert doc and len(doc.splitlines()) == 1, f"{layer}/__init__.py: a one-line docstring"
+        assert len(tree.body) == 1, f"{layer}/__init__.py re-exports nothing"
+    # Streamlit runs every module of a pages/ folder beside app.py as a page of its own (multipage apps).
+    assert not (DASH / "pages").exists()
+
+
+def test_only_the_ui_layer_and_app_import_streamlit():
+    importers = {m for m in PATHS if any(_under(i, "streamlit") for i in _imports(m))}
+    assert importers, "the check found no streamlit import at all"
+    assert {m for m in importers if not _under(m, STREAMLIT_OK)} == set()
+    assert "dashboards.app" in importers or "dashboards.ui.page" in importers
+
+
+def test_imports_go_downward_only():
+    for m in PATHS:
+        imports = _imports(m)
+        assert not [i for i in imports if _under(i, FORBIDDEN)], m
+        assert not [i for i in imports if _under(i, "salgl_core") and not _under(i, SALGL_CORE_OK)], m
+        own = _layer(m)
+        if own is None:
+            continue
+        above = LAYERS[: LAYERS.index(own)]
+        assert not [i for i in imports if _layer(i) in above], f"{m} imports a layer above {own}"
+        assert not [i for i in imports if _under(i, ("dashboards.demo", "dashboards.demo_stats", "dashboards.app"))], m
 
 
 def test_dashboard_modules_import_no_training_or_ui_stack():
-    """Only app.py and app_*.py may import streamlit; nothing may pull in the training stack (plotly is fine in
-    charts; studies.analysis.analyze imports optuna only inside the function a joint search calls)."""
-    assert {"files", "runs", "paper", "views", "views_scenes", "views_stats", "analysis", "texts", "fmt", "charts",
-            "charts_stats", "demo", "demo_stats"} <= set(MODULES)
-    assert LAYOUT_MODULES == ["app", "app_stats", "app_widgets"]
-    for m in MODULES:
-        assert not {i for i in _imports(REPO / "dashboards" / f"{m}.py") if i.split(".")[0] == "streamlit"}, m
-    code = (f"import importlib, json, sys\nfor m in {MODULES!r}: importlib.import_module('dashboards.' + m)\n"
+    """Outside ui/ and app.py nothing loads streamlit, nor the training stack (plotly is fine in charts;
+    studies.analysis.analyze imports optuna only inside the function a joint search calls)."""
+    assert {"dashboards.data.files", "dashboards.shaping.stats", "dashboards.charts.figures", "dashboards.demo",
+            "dashboards.demo_stats"} <= set(PLAIN)
+    code = (f"import importlib, json, sys\nfor m in {PLAIN!r}: importlib.import_module(m)\n"
             f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -43,11 +110,11 @@ def test_dashboard_modules_import_no_training_or_ui_stack():
 
 
 def test_modules_say_what_they_own_and_stay_small():
-    for path in sorted((REPO / "dashboards").glob("*.py")):
+    for name, path in PATHS.items():
         text = path.read_text()
         doc = ast.get_docstring(ast.parse(text))
-        assert doc and doc.splitlines()[0].strip(), f"{path.name} has no docstring saying what it owns"
-        assert len(text.splitlines()) <= 400, f"{path.name} has {len(text.splitlines())} lines (at most 400)"
+        assert doc and doc.splitlines()[0].strip(), f"{name} has no docstring saying what it owns"
+        assert len(text.splitlines()) <= 400, f"{name} has {len(text.splitlines())} lines (at most 400)"
 
 
 def test_demo_writes_every_case_from_the_command_line(tmp_path):

@@ -1,10 +1,10 @@
-"""dashboards/paper.py: the paper's tables in results/paper/ and the reference numbers looked up in them."""
+"""dashboards/data/paper.py: the paper's tables in results/paper/ and the reference numbers looked up in them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dashboards import paper as P
+from dashboards.data import paper as P
 from studies.exports.schema import PAPER_COCO_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]

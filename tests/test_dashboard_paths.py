@@ -1,11 +1,11 @@
-"""dashboards/paths.py: where the results root is, and paths shown without the repository's location."""
+"""dashboards/data/paths.py: where the results root is, and paths shown without the repository's location."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from dashboards import paths
+from dashboards.data import paths
 
 REPO = Path(__file__).resolve().parents[1]
 

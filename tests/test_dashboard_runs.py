@@ -1,4 +1,5 @@
-"""dashboards/runs.py: finding, loading and summarising study runs, on demo exports written into tmp_path."""
+"""dashboards/data/runs.py: finding, loading and summarising study runs, on demo exports written into tmp_path
+(the picker's line: dashboards/shaping/summaries.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from dashboards import demo
-from dashboards import runs as R
-from dashboards.files import LoadError
-from dashboards.paths import display_path
-from dashboards.views import ablation_summary
+from dashboards.data import runs as R
+from dashboards.data.files import LoadError
+from dashboards.data.paths import display_path
+from dashboards.shaping.summaries import run_label
+from dashboards.shaping.trials import ablation_summary
 
 
 def write(path: Path, text: str) -> Path:
@@ -36,21 +38,21 @@ def test_list_runs_newest_first_with_summaries(results):
     # The reported number: the best trial's best_mAP_ema, never another column under its name.
     assert sc.best_value == pytest.approx(demo.synthetic_final(4, 1) + 0.2)
     assert sc.best_trial["trial_id"] == "sc_4_1"
-    assert f"best EMA mAP {demo.synthetic_final(4, 1) + 0.2:.2f}" in sc.label()
-    assert sc.label().startswith(f"{display_path(results)} › scene_count/2025-06-03_0900 · FINISHED · 6/6 trials")
-    assert sc.label(folder=False).startswith("scene_count/2025-06-03_0900 · ")
+    assert f"best EMA mAP {demo.synthetic_final(4, 1) + 0.2:.2f}" in run_label(sc)
+    assert run_label(sc).startswith(f"{display_path(results)} › scene_count/2025-06-03_0900 · FINISHED · 6/6 trials")
+    assert run_label(sc, folder=False).startswith("scene_count/2025-06-03_0900 · ")
     assert sc.trial_seconds_total == 480.0 and sc.pretrain == "none (random init)"
     coco = by["graph_depth/2025-05-20_0900"]
     assert (coco.dataset, coco.backbone, coco.image_size, coco.pretrain) == ("coco", "resnet101", 448, "ImageNet-1k")
     assert coco.best_trial["trial_id"] == "gd_3_0"
-    assert "NVIDIA H100" in coco.label() and "2/2 trials" in coco.label() and "0:40:00" in coco.label()
+    assert "NVIDIA H100" in run_label(coco) and "2/2 trials" in run_label(coco) and "0:40:00" in run_label(coco)
     # The invalid study.json is skipped with a message naming the file and where JSON broke.
     (w,) = warnings
     assert "scene_count/2025-06-02_0900/study.json" in w and "line 1, column" in w and w.endswith("run skipped")
     # The RUNNING study is listed, with what it has exported so far.
     mo = by["momentum/2025-05-30_0900"]
     assert mo.status == "RUNNING" and mo.n_trials == 4 and mo.n_finished == 2 and mo.warnings == []
-    assert "file problems" not in mo.label() and "file problems" in by["scene_count/2025-05-28_0900"].label()
+    assert "file problems" not in run_label(mo) and "file problems" in run_label(by["scene_count/2025-05-28_0900"])
 
 
 def test_empty_missing_and_odd_results_roots(tmp_path):
@@ -253,6 +255,6 @@ def test_no_reported_metric_means_no_best_value(tmp_path):
     run = R.load_run(demo.write_synthetic_scene_count(tmp_path / "results"))
     run.trials["best_mAP_ema"] = float("nan")
     assert R.best_trial(run.trials) == (None, None)
-    assert R.summarize(run).best_value is None and "no result yet" in R.summarize(run).label()
+    assert R.summarize(run).best_value is None and "no result yet" in run_label(R.summarize(run))
     value, row = R.best_trial(run.trials, "best_mAP")
     assert value == demo.synthetic_final(4, 1) and row["trial_id"] == "sc_4_1"

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from test_dashboard_app import spec, start, texts, values
 
-from dashboards import demo, paths
-from dashboards import views_stats as S
-from dashboards.fmt import fmt_value
-from dashboards.texts import NO_PREDICTIONS
+from dashboards import demo
+from dashboards.data import paths
+from dashboards.shaping import stats as S
+from dashboards.shaping.fmt import fmt_value
+from dashboards.shaping.texts import NO_PREDICTIONS
 from studies.analysis.analyze import analyze_run
 from studies.analysis.stats import mean_ci
 from studies.exports.schema import ANALYSIS_JSON, PREDICTIONS_DIR
@@ -65,7 +66,7 @@ def assert_shows(at, analysis: dict) -> None:
     assert sorted(got) == sorted(fmt_value(c["value"]) for c in drawn)
     for c in drawn:
         kind, x, lo, hi = got[fmt_value(c["value"])]
-        assert (kind, x) == (S.verdict_kind(c), c["diff"])
+        assert (kind, x) == (S.comparison_kind(c), c["diff"])
         if c["ci_low"] is not None:
             assert (lo, hi) == pytest.approx((c["ci_low"], c["ci_high"]), abs=1e-9)
     ablation = traces(at, "ablation_chart")
@@ -92,7 +93,8 @@ def test_the_verdicts_and_intervals_are_analysis_json(monkeypatch, results):
     assert ("Verdicts on best EMA mAP (%): each arm against ★ num_scenes = 4, the synthetic preset's value (not the "
             "paper's configuration)") in md
     captions = texts(at.caption)
-    assert "From analysis.json (studies.analysis.analyze; 1000 resamples of 600 validation images, 6 trial(s)" in captions
+    assert ("From analysis.json (studies.analysis.analyze; 1000 resamples of 600 validation images, 6 trial(s)"
+            in captions)
     assert "Hover a trial for its image-bootstrap 95% interval." in captions
     assert "intervals hold the seed spread and the validation set's noise" in captions
     assert "synthetic preset's value" in traces(at, "ablation_chart")
@@ -105,9 +107,9 @@ def test_without_analysis_json_it_is_computed_here(monkeypatch, results):
     at = start(monkeypatch, results, SC)
     assert not at.error and not at.main.warning
     assert_shows(at, analyze_run(results / SC))
-    assert (f"Computed here by studies.analysis.analyze from trials.csv and predictions/ (this export has no analysis.json; "
-            f"1000 resamples of "
-            f"600 validation images, 6 trial(s) with predictions). `python -m studies.analyze "
+    assert (f"Computed here by studies.analysis.analyze from trials.csv and predictions/ (this export has no "
+            f"analysis.json; 1000 resamples of 600 validation images, 6 trial(s) with predictions). "
+            f"`python -m studies.analyze "
             f"{paths.display_path(results / SC)}` writes analysis.json.") in texts(at.caption)
 
 

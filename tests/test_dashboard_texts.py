@@ -1,15 +1,15 @@
-"""dashboards/texts.py: how the views name metrics and explain what they show."""
+"""dashboards/shaping/texts.py: how the views name metrics and explain what they show."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from dashboards import demo
-from dashboards import texts as T
-from dashboards.paths import display_path
-from dashboards.runs import Listing, list_runs
-from dashboards.views import METRICS
-from dashboards.views_scenes import NmiContext
+from dashboards.data.paths import display_path
+from dashboards.data.runs import Listing, list_runs
+from dashboards.shaping import texts as T
+from dashboards.shaping.scenes import NmiContext
+from dashboards.shaping.trials import METRICS
 from studies.exports.schema import REPORTED_METRIC
 
 
@@ -82,8 +82,8 @@ def test_statistics_wording_names_the_reference_as_study_json_does():
     assert "hold the seed spread and the validation set's noise; the validation set's noise only" in \
         T.forest_caption("K = 4", ["seeds+images", "images"])
     assert "No interval: one seed per arm and no predictions" in T.forest_caption("K = 4", ["–"])
-    assert T.analysis_source("file", False, "1000 resamples", "cmd") == "From analysis.json (studies.analysis.analyze; " \
-                                                                        "1000 resamples)."
+    assert T.analysis_source("file", False, "1000 resamples", "cmd") == (
+        "From analysis.json (studies.analysis.analyze; 1000 resamples).")
     assert "(see the warning above; " in T.analysis_source("computed", False, "x", "cmd")
     assert "from trials.csv (this export has no analysis.json; x). `cmd` writes" in T.analysis_source(
         "computed", True, "x", "cmd", predictions=False)
@@ -91,7 +91,7 @@ def test_statistics_wording_names_the_reference_as_study_json_does():
 
 
 def test_the_run_line_says_when_the_backbone_was_frozen():
-    from dashboards.texts import backbone_regime
+    from dashboards.shaping.texts import backbone_regime
 
     assert backbone_regime({}, "small_cnn") == "small_cnn"
     assert backbone_regime({"freeze_backbone": False, "feature_cache": True}, "resnet101") == "resnet101"

@@ -1,4 +1,4 @@
-"""dashboards/views.py: what each view shows, computed from demo exports written into tmp_path."""
+"""dashboards/shaping/trials.py: what each view shows, computed from demo exports written into tmp_path."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from dashboards import demo
-from dashboards import views as V
-from dashboards.paper import load_paper_tables
-from dashboards.runs import load_run
+from dashboards.data.paper import load_paper_tables
+from dashboards.data.runs import load_run
+from dashboards.shaping import trials as V
 from studies.exports.schema import REPORTED_METRIC, TRIAL_PLACEMENT_COLUMNS, TRIAL_RESULT_COLUMNS
 
 

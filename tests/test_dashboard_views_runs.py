@@ -1,4 +1,4 @@
-"""dashboards/views_runs.py: the run list, provenance and the comparison with the paper, on demo exports."""
+"""dashboards/shaping/summaries.py: the run list, provenance and the comparison with the paper, on demo exports."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import math
 import pytest
 
 from dashboards import demo
-from dashboards import views_runs as R
-from dashboards.paper import load_paper_tables
-from dashboards.paths import display_path
-from dashboards.runs import list_runs, load_run
+from dashboards.data.paper import load_paper_tables
+from dashboards.data.paths import display_path
+from dashboards.data.runs import list_runs, load_run
+from dashboards.shaping import summaries as R
 from studies.exports.schema import REPORTED_METRIC
 
 

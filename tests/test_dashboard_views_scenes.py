@@ -1,4 +1,4 @@
-"""dashboards/views_scenes.py: typical labels per scene, and the learned-vs-true NMI beside its baselines."""
+"""dashboards/shaping/scenes.py: typical labels per scene, and the learned-vs-true NMI beside its baselines."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from dashboards import demo
-from dashboards import views_scenes as S
-from dashboards.files import load_scene
-from dashboards.runs import load_run
+from dashboards.data.files import load_scene
+from dashboards.data.runs import load_run
+from dashboards.shaping import scenes as S
 
 
 def test_typical_labels(tmp_path):

@@ -1,4 +1,4 @@
-"""dashboards/views_stats.py: the statistics views show analysis.json's numbers, shaped, never recomputed."""
+"""dashboards/shaping/stats.py: the statistics views show analysis.json's numbers, shaped, never recomputed."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from dashboards import demo
-from dashboards import views_stats as S
-from dashboards.runs import load_run
-from dashboards.views import ablation_summary
+from dashboards.data.runs import load_run
+from dashboards.shaping import stats as S
+from dashboards.shaping.trials import ablation_summary
+from studies.analysis import stats
 from studies.exports.schema import REPORTED_METRIC
 
 
@@ -33,13 +34,17 @@ def comparison(**kw) -> dict:
 
 
 def test_verdict_kind_follows_the_numbers_as_the_verdict_does():
-    assert S.verdict_kind(comparison(diff=1.2, p_holm=0.01)) == "better"
-    assert S.verdict_kind(comparison(diff=-1.2, p_holm=0.049)) == "worse"
-    assert S.verdict_kind(comparison(diff=-1.2, p_holm=0.05)) == "no detectable difference"
-    assert S.verdict_kind(comparison(p_holm=0.03), alpha=0.01) == "no detectable difference"
-    assert S.verdict_kind(comparison(p_holm=None)) == "no test"
-    assert S.verdict_kind(comparison(n=0, p_holm=None)) == "no comparison"
-    assert S.verdict_kind(comparison(n_reference=0)) == "no comparison"
+    assert S.comparison_kind(comparison(diff=1.2, p_holm=0.01)) == "better"
+    assert S.comparison_kind(comparison(diff=-1.2, p_holm=0.049)) == "worse"
+    assert S.comparison_kind(comparison(diff=-1.2, p_holm=0.05)) == "no detectable difference"
+    assert S.comparison_kind(comparison(p_holm=0.03), alpha=0.01) == "no detectable difference"
+    assert S.comparison_kind(comparison(p_holm=None)) == "no test"
+    assert S.comparison_kind(comparison(n=0, p_holm=None)) == "no comparison"
+    assert S.comparison_kind(comparison(n_reference=0)) == "no comparison"
+    # The rule is the analysis's own (studies.analysis.stats.verdict_kind); every kind it returns has a colour.
+    assert S.verdict_kind is stats.verdict_kind
+    assert {stats.verdict_kind(n, 2, d, p) for n in (0, 2) for d in (-1.0, 1.0) for p in (None, 0.01, 0.5)} == set(
+        S.KINDS)
 
 
 def test_forest_points_are_the_comparisons(results):

@@ -1,4 +1,4 @@
-"""dashboards/views_visibility.py and charts_visibility.py: the visibility study's summary and figure."""
+"""dashboards/shaping/visibility.py and dashboards/charts/visibility.py: the visibility study's summary and figure."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from dashboards.charts_visibility import visibility_figure
-from dashboards.views_visibility import visibility_summary
+from dashboards.charts.visibility import visibility_figure
+from dashboards.shaping.visibility import visibility_summary
 from studies.analysis.stats import mean_ci
 
 

@@ -317,6 +317,20 @@ def add_power(c: dict, n_arms: int, typical_sd: float | None = None) -> None:
         c["seeds_for_target"] = seeds_needed(sd, se_img, c["paired"], alpha)
 
 
+def verdict_kind(n: int | None, n_reference: int | None, diff: float | None, p_holm: float | None,
+                 alpha: float = ALPHA) -> str:
+    """Which way `verdict` decides a comparison, in one word: better / worse (Holm p below alpha, by the sign of
+    diff), no detectable difference (tested, not significant), no test (no Holm p: no seed-level test), or no
+    comparison (an arm without usable finished trials)."""
+    if not n or not n_reference:
+        return "no comparison"
+    if p_holm is None or not math.isfinite(p_holm):
+        return "no test"
+    if p_holm < alpha:
+        return "better" if diff is not None and diff > 0 else "worse"
+    return "no detectable difference"
+
+
 def verdict(c: dict, p_holm: float | None, alpha: float = ALPHA) -> str:
     """The comparison in words: better / worse by X [lo, hi], or why no difference shows."""
     if not c["n"] or not c["n_reference"]:

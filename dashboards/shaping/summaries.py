@@ -1,5 +1,5 @@
-"""Shaping what spans runs or describes one: the run list, a run's provenance and settings, and our best
-results beside the paper's table. Plain data in, plain tables out (no streamlit).
+"""Shaping what spans runs or describes one: the run picker's lines and the run list, a run's provenance and
+settings, and our best results beside the paper's table. Plain data in, plain tables out (no streamlit).
 """
 
 from __future__ import annotations
@@ -10,15 +10,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dashboards.fmt import fmt_seconds
-from dashboards.paper import PaperTables, paper_reference
-from dashboards.runs import Run, RunSummary
+from dashboards.data.paper import PaperTables, paper_reference
+from dashboards.data.runs import Run, RunSummary
+from dashboards.shaping.fmt import fmt_num, fmt_seconds
 from studies.exports.schema import REPORTED_METRIC
 
 # The paper's COCO table as the views show it.
 PAPER_TABLE_COLUMNS = ["backbone", "resolution", "pretrain", "method", "mAP", "CP", "CR", "CF1", "OP", "OR", "OF1",
                        "CP_top3", "CR_top3", "CF1_top3", "OP_top3", "OR_top3", "OF1_top3"]
 
+
+def run_label(s: RunSummary, folder: bool = True) -> str:
+    """The run picker's line; `folder`: start with the results folder it came from."""
+    best = f"best EMA mAP {fmt_num(s.best_value)}" if s.best_value is not None else "no result yet"
+    return ((f"{s.where} › " if folder else "") + f"{s.key} · {s.status} · {s.trials_text()} trials · "
+            f"{best} · {s.device or '?'} · {fmt_seconds(s.trial_seconds_total)}"
+            + (" · ⚠ file problems" if s.warnings else ""))
 
 
 def runs_table(runs: Sequence[RunSummary]) -> pd.DataFrame:

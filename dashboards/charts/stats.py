@@ -1,5 +1,5 @@
 """Plotly figures of the statistics views: the forest plot of differences to the reference arm, a joint search's
-parameter importances and its parallel coordinates (no streamlit; values go in as plain lists, as in charts.py).
+parameter importances and its parallel coordinates (no streamlit; values go in as plain lists, as in figures.py).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboards.charts import LAYOUT, PAPER_COLOR, REF_COLOR, SEED_COLORS
-from dashboards.views_stats import KINDS, Dimension, interval_text
+from dashboards.charts.figures import LAYOUT, PAPER_COLOR, REF_COLOR, SEED_COLORS
+from dashboards.shaping.stats import KINDS, Dimension, interval_text
 
 VERDICT_COLORS = {"better": "#2ca02c", "worse": "#d62728", "no detectable difference": "#7f7f7f",
                   "no test": "#9467bd", "no comparison": "#bcbd22"}

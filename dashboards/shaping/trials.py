@@ -1,6 +1,6 @@
 """Shaping one loaded run for its views: ablation summary, search points, trial choices and the trial table.
-Plain data in, plain tables out (no streamlit). Scenes: views_scenes.py; the run list, provenance and the
-comparison with the paper: views_runs.py.
+Plain data in, plain tables out (no streamlit). Scenes: scenes.py; the run list, provenance and the comparison
+with the paper: summaries.py; the statistics: stats.py.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dashboards.files import PLACEMENT_COLUMNS
-from dashboards.fmt import fmt_value, is_missing
-from dashboards.paper import PAPER_METRIC, PaperRef, PaperTables, paper_reference, reproduction_refs
-from dashboards.runs import Run
+from dashboards.data.files import PLACEMENT_COLUMNS
+from dashboards.data.paper import PAPER_METRIC, PaperRef, PaperTables, paper_reference, reproduction_refs
+from dashboards.data.runs import Run
+from dashboards.shaping.fmt import fmt_value, is_missing
 from studies.analysis.stats import mean_ci
 from studies.exports.schema import REPORTED_METRIC, TRIAL_REQUIRED
 
@@ -56,8 +56,9 @@ class Ablation:
 
 def ablation_summary(trials: pd.DataFrame, axis: str, metric: str,
                      paper_config: dict[str, Any] | None = None, arms: list[str] | None = None) -> Ablation:
-    """Per axis value: mean, std (sample, over seeds), the mean's 95% Student t interval (studies.analysis.stats.mean_ci,
-    as analysis.json's arms; NaN under two seeds), n of the FINISHED trials, plus every trial as a point.
+    """Per axis value: mean, std (sample, over seeds), the mean's 95% Student t interval
+    (studies.analysis.stats.mean_ci, as analysis.json's arms; NaN under two seeds), n of the FINISHED trials, plus
+    every trial as a point.
 
     Values are sorted, except the arms of a study of named arms (`arms`, study.json's axis_values), which keep
     their order: a ladder from the floor to the ceiling.

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS_DIR = REPO_ROOT / "results"  # committed example exports; results/paper holds the paper's tables
 DEFAULT_RUNS_DIR = REPO_ROOT / "runs"        # git-ignored: users' study runs, runs/<study>/<run>/
 ENV_VAR = "SALGL_RESULTS_DIR"

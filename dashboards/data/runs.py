@@ -12,10 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from dashboards.files import LoadError, read_epochs, read_study_json, read_trials, stamp
-from dashboards.fmt import fmt_num, fmt_seconds
-from dashboards.paper import pretrain_name
-from dashboards.paths import display_path, shown
+from dashboards.data.files import LoadError, read_epochs, read_study_json, read_trials, stamp
+from dashboards.data.paper import pretrain_name
+from dashboards.data.paths import display_path, shown
 from studies.exports.schema import (
     EPOCH_COLUMNS,
     EPOCHS_CSV,
@@ -199,7 +198,7 @@ def trial_counts(run: Run, metric: str = REPORTED_METRIC) -> TrialCounts:
 
 @dataclass
 class RunSummary:
-    """One line of the run picker."""
+    """What the run picker shows of a run (dashboards.shaping.summaries.run_label words it)."""
 
     key: str
     path: Path
@@ -241,13 +240,6 @@ class RunSummary:
 
     def trials_text(self) -> str:
         return f"{self.n_finished}/{self.n_trials if self.n_trials is not None else '?'}"
-
-    def label(self, folder: bool = True) -> str:
-        """The picker's line; `folder`: start with the results folder it came from."""
-        best = f"best EMA mAP {fmt_num(self.best_value)}" if self.best_value is not None else "no result yet"
-        return ((f"{self.where} › " if folder else "") + f"{self.key} · {self.status} · {self.trials_text()} trials · "
-                f"{best} · {self.device or '?'} · {fmt_seconds(self.trial_seconds_total)}"
-                + (" · ⚠ file problems" if self.warnings else ""))
 
 
 def best_trial(trials: pd.DataFrame, metric: str = REPORTED_METRIC) -> tuple[float | None, dict[str, Any] | None]:

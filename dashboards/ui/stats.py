@@ -1,8 +1,9 @@
 """The dashboard's statistics sections (Streamlit layout only): the verdict table and the forest plot of an
 ablation, the importances and parallel coordinates of a joint search, and what the analysis could not compute.
 
-The numbers are analysis.json's (dashboards/analysis.py reads it, or computes it with studies.analysis.analyze where
-the export has none); views_stats.py shapes them, charts_stats.py draws them, texts.py words them.
+The numbers are analysis.json's (dashboards/data/analysis.py reads it, or computes it with
+studies.analysis.analyze where the export has none); dashboards/shaping/stats.py shapes them,
+dashboards/charts/stats.py draws them, dashboards/shaping/texts.py words them.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboards import analysis, charts_stats, texts, views_stats
-from dashboards.app_widgets import table
-from dashboards.fmt import fmt_value
-from dashboards.paths import shown
-from dashboards.runs import Run
+from dashboards.charts import stats as stats_figures
+from dashboards.data import analysis
+from dashboards.data.paths import shown
+from dashboards.data.runs import Run
+from dashboards.shaping import stats, texts
+from dashboards.shaping.fmt import fmt_value
+from dashboards.ui.widgets import table
 
 
 # Computed at most once per version of the files: on a full validation set the image bootstrap takes seconds per
@@ -39,14 +42,15 @@ def _source(res: analysis.RunAnalysis) -> None:
         st.warning(res.problem)
     if res.data is None:
         return
-    st.caption(texts.analysis_source(res.source, res.absent, views_stats.bootstrap_text(res.data), res.command,
-                                     views_stats.has_predictions(res.data)))
-    if not views_stats.has_predictions(res.data):
+    st.caption(texts.analysis_source(res.source, res.absent, stats.bootstrap_text(res.data), res.command,
+                                     stats.has_predictions(res.data)))
+    if not stats.has_predictions(res.data):
         st.info(texts.NO_PREDICTIONS)
-    if res.notes:
-        with st.expander(f"What the analysis could not compute ({len(res.notes)})",
-                         expanded=not views_stats.has_predictions(res.data)):
-            st.markdown("\n".join(f"- {n}" for n in res.notes))
+    notes = stats.collect_notes(res.data)
+    if notes:
+        with st.expander(f"What the analysis could not compute ({len(notes)})",
+                         expanded=not stats.has_predictions(res.data)):
+            st.markdown("\n".join(f"- {n}" for n in notes))
 
 
 def verdict_section(run: Run, res: analysis.RunAnalysis, metric: str) -> None:
@@ -61,10 +65,10 @@ def verdict_section(run: Run, res: analysis.RunAnalysis, metric: str) -> None:
     _source(res)
     if data.get("metric") != metric:
         st.caption(texts.metric_note(metric, str(data.get("metric"))))
-    verdicts = views_stats.verdict_table(data)
+    verdicts = stats.verdict_table(data)
     if len(verdicts):
         # A static table: it wraps the verdicts, which are sentences.
-        st.table(views_stats.verdict_display(verdicts))
+        st.table(stats.verdict_display(verdicts))
         st.caption(texts.VERDICT_CAPTION)
     budget = data.get("budget")
     if isinstance(budget, dict) and budget.get("verdict"):
@@ -77,14 +81,14 @@ def forest_chart(run: Run, res: analysis.RunAnalysis) -> None:
     data = res.data
     if data is None:
         return
-    points = views_stats.forest_points(data)
+    points = stats.forest_points(data)
     if not len(points):
         st.info(texts.NO_FOREST)
         return
     axis = run.axis or ""
     reference = (f"{axis} = {fmt_value(data.get('reference'))}, the "
                  f"{texts.reference_name(run.dataset == 'synthetic', run.arms is not None)}")
-    fig = charts_stats.forest_figure(points, axis)  # the axis's field name, as the verdict table heads it
+    fig = stats_figures.forest_figure(points, axis)  # the axis's field name, as the verdict table heads it
     st.plotly_chart(fig, width="stretch", key="forest_chart")
     st.caption(texts.forest_caption(reference, list(dict.fromkeys(points["interval"]))))
 
@@ -96,26 +100,26 @@ def search_section(run: Run, params: Sequence[str], metric: str, log_params: Seq
     if res.problem:
         st.warning(res.problem)
     data = res.data or {}
-    imp = views_stats.importances(data)
+    imp = stats.importances(data)
     left, right = st.columns([2, 3])
     with left:
         if len(imp):
-            st.plotly_chart(charts_stats.importance_figure(imp), width="stretch", key="importance_chart")
+            st.plotly_chart(stats_figures.importance_figure(imp), width="stretch", key="importance_chart")
             st.caption(texts.IMPORTANCE_CAPTION)
         else:
-            st.info(texts.no_importances(res.notes))
+            st.info(texts.no_importances(stats.collect_notes(res.data)))
     with right:
-        dims, _ = views_stats.parallel_dimensions(run.trials, params, metric, texts.short_metric_label(metric),
+        dims, _ = stats.parallel_dimensions(run.trials, params, metric, texts.short_metric_label(metric),
                                                   log_params)
         if dims:
-            st.plotly_chart(charts_stats.parallel_figure(dims), width="stretch", key="parallel_chart")
+            st.plotly_chart(stats_figures.parallel_figure(dims), width="stretch", key="parallel_chart")
             st.caption(texts.PARALLEL_CAPTION)
         else:
             st.info(f"No trial in {shown(run.path / 'trials.csv')} has a value for {texts.metric_label(metric)} and "
                     f"every searched parameter yet.")
     if data:
-        highlights = views_stats.search_highlights(data, params)
+        highlights = stats.search_highlights(data, params)
         if len(highlights):
             table(highlights, height="content")
-        st.caption(texts.analysis_source(res.source, res.absent, views_stats.bootstrap_text(data), res.command,
-                                         views_stats.has_predictions(data)))
+        st.caption(texts.analysis_source(res.source, res.absent, stats.bootstrap_text(data), res.command,
+                                         stats.has_predictions(data)))

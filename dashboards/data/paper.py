@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from dashboards.files import LoadError, read_csv_table, stamp
-from dashboards.paths import DEFAULT_RESULTS_DIR, display_path, shown
+from dashboards.data.files import LoadError, read_csv_table, stamp
+from dashboards.data.paths import DEFAULT_RESULTS_DIR, display_path, shown
 from studies.exports.schema import (
     PAPER_COCO_COLUMNS,
     PAPER_COCO_CSV,

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboards.charts import LAYOUT
+from dashboards.charts.figures import LAYOUT
 
 COLORS = {"learned": "#1f77b4", "oracle": "#2ca02c", "global": "#7f7f7f"}
 

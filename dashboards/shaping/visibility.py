@@ -1,5 +1,5 @@
 """The visibility study's view: learned-scene mAP and NMI against the data's scene visibility, with the
-oracle arm as the ceiling and the global-graph arm as the floor (pure pandas; charts_visibility draws it).
+oracle arm as the ceiling and the global-graph arm as the floor (pure pandas; charts/visibility.py draws it).
 
 A run qualifies when its learned-scene arms (scene_source learned, K > 1) span more than one
 `synthetic_scene_visibility`. Every arm is one row (its trials share a visibility); the chart draws the oracle

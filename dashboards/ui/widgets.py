@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboards.files import LoadError
-from dashboards.paths import shown
+from dashboards.data.files import LoadError
+from dashboards.data.paths import shown
 from studies.exports.schema import REPORTED_METRIC
 
 # How the trial and comparison tables head the columns people ask about (the data keeps the file's names).

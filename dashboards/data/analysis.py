@@ -10,16 +10,16 @@ that cannot compute (no predictions: no image-level intervals) its `notes` say.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from dashboards.files import LoadError, read_json, read_trials, stamp
-from dashboards.fmt import fmt_value
-from dashboards.paths import display_path, shown
+from dashboards.data.files import LoadError, read_json, read_trials, stamp
+from dashboards.data.paths import display_path, shown
 from studies.analysis.analyze import analyze_run
+from studies.exports.evidence import number
 from studies.exports.schema import (
     ANALYSIS_JSON,
     OPTUNA_JOURNAL,
@@ -38,14 +38,14 @@ ANALYSIS_REQUIRED = ("kind", "axis", "metric", "reference", "bootstrap", "trials
 class RunAnalysis:
     """What the statistics views show: `data` (analysis.json's content; None when it could not be had), where it
     came from (`source`: file, computed or none) and, when not from the file, why (`problem`: something is
-    wrong with the file or the computation; `absent`: the export simply has none)."""
+    wrong with the file or the computation; `absent`: the export simply has none). What the analysis could not
+    compute is in `data`'s notes (dashboards.shaping.stats.collect_notes lists them)."""
 
     data: dict[str, Any] | None
     source: str
     problem: str | None = None
     absent: bool = False
     command: str = ""  # the command that writes analysis.json for this run
-    notes: list[str] = field(default_factory=list)  # what the analysis could not compute, and why
 
 
 def analysis_stamp(run_dir: str | Path, journal: str | None = None) -> tuple:
@@ -70,11 +70,8 @@ def read_analysis(path: Path) -> dict[str, Any]:
 def _finished(rows: list[dict[str, Any]]) -> dict[str, float]:
     out = {}
     for r in rows:
-        try:
-            v = float(r.get("value"))
-        except (TypeError, ValueError):
-            continue
-        if r.get("status") == "FINISHED" and math.isfinite(v):
+        v = number(r.get("value"))
+        if r.get("status") == "FINISHED" and v is not None:
             out[str(r.get("trial_id"))] = v
     return out
 
@@ -121,7 +118,7 @@ def load_analysis(run_dir: str | Path, axis: str | None = None) -> RunAnalysis:
                            f"({', '.join(stale[:4])}{', ...' if len(stale) > 4 else ''}), e.g. trials that ended "
                            f"after it was written; computed here from the current files (`{command}` rewrites it)")
             else:
-                return RunAnalysis(data, "file", command=command, notes=collect_notes(data))
+                return RunAnalysis(data, "file", command=command)
         except LoadError as e:
             problem = f"{shown(e.path)}: {e.message}; computed here instead (`{command}` rewrites it)"
     try:
@@ -129,16 +126,5 @@ def load_analysis(run_dir: str | Path, axis: str | None = None) -> RunAnalysis:
     except Exception as e:  # noqa: BLE001 - the charts must still draw whatever the files hold
         why = f"the analysis could not be computed from {shown(run_dir, 3)}: {type(e).__name__}: {e}"
         return RunAnalysis(None, "none", f"{problem}; {why}" if problem else why, absent, command)
-    return RunAnalysis(data, "computed", problem, absent, command, collect_notes(data))
+    return RunAnalysis(data, "computed", problem, absent, command)
 
-
-def collect_notes(data: dict[str, Any]) -> list[str]:
-    """What the analysis could not compute: its notes, then the comparisons' own, each once with the arms it
-    concerns (three arms without predictions make one line, not three)."""
-    arms: dict[str, list[str]] = {}
-    for c in data.get("comparisons") or []:
-        for n in c.get("notes") or []:
-            arms.setdefault(str(n), []).append(fmt_value(c.get("value")))
-    notes = [str(n) for n in data.get("notes") or []]
-    notes += [f"{n} ({data.get('axis')} = {', '.join(v)})" for n, v in arms.items()]
-    return list(dict.fromkeys(notes))

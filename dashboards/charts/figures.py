@@ -13,10 +13,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboards.files import SceneData
-from dashboards.fmt import fmt_value
-from dashboards.paper import PaperRef
-from dashboards.views import Ablation
+from dashboards.data.files import SceneData
+from dashboards.data.paper import PaperRef
+from dashboards.shaping.fmt import fmt_value
+from dashboards.shaping.trials import Ablation
 
 SEED_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 MEAN_COLOR = "#d62728"

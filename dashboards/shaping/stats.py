@@ -13,34 +13,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dashboards.fmt import MISSING, fmt_value
-from dashboards.views import Ablation, same_value
+from dashboards.shaping.fmt import MISSING, fmt_value
+from dashboards.shaping.trials import Ablation, same_value
+from studies.analysis.stats import ALPHA, verdict_kind
+from studies.exports.evidence import number
 
-# How a comparison came out, from its numbers (as studies.analysis.stats.verdict decides), in the forest plot's order.
+# How a comparison came out (studies.analysis.stats.verdict_kind, the rule its verdict words), in the forest plot's
+# order.
 KINDS = ("better", "worse", "no detectable difference", "no test", "no comparison")
 REFERENCE_MARK = " ★"
 
 
 def _num(v: Any) -> float:
-    """A JSON number as a float; NaN for null (a missing cell)."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return f if math.isfinite(f) else math.nan
+    """A JSON number as a float; NaN for null (a missing cell), text or a non-finite number."""
+    x = number(v)
+    return math.nan if x is None else x
 
 
-def verdict_kind(c: dict[str, Any], alpha: float = 0.05) -> str:
-    """better / worse (Holm p below alpha), no detectable difference (tested, not significant), no test (no p:
-    one seed per arm, or no spread), no comparison (an arm without finished trials)."""
-    if not c.get("n") or not c.get("n_reference"):
-        return "no comparison"
-    p = _num(c.get("p_holm"))
-    if math.isnan(p):
-        return "no test"
-    if p < alpha:
-        return "better" if _num(c.get("diff")) > 0 else "worse"
-    return "no detectable difference"
+def comparison_kind(c: dict[str, Any], alpha: float = ALPHA) -> str:
+    """One of KINDS for an analysis.json comparison, decided by studies.analysis.stats.verdict_kind."""
+    return verdict_kind(c.get("n"), c.get("n_reference"), _num(c.get("diff")), _num(c.get("p_holm")), alpha)
 
 
 def interval_text(lo: Any, hi: Any, sign: bool = False) -> str:
@@ -59,7 +51,7 @@ def forest_points(analysis: dict[str, Any]) -> pd.DataFrame:
     alpha = _num(analysis.get("alpha"))
     rows = [{"value": c.get("value"), "label": fmt_value(c.get("value")), "diff": _num(c.get("diff")),
              "ci_low": _num(c.get("ci_low")), "ci_high": _num(c.get("ci_high")),
-             "kind": verdict_kind(c, 0.05 if math.isnan(alpha) else alpha), "verdict": str(c.get("verdict") or ""),
+             "kind": comparison_kind(c, ALPHA if math.isnan(alpha) else alpha), "verdict": str(c.get("verdict") or ""),
              "p_holm": _num(c.get("p_holm")), "p_improve": _num(c.get("p_improve")),
              "interval": c.get("interval") or MISSING, "n": c.get("n"), "n_reference": c.get("n_reference")}
             for c in analysis.get("comparisons") or []]
@@ -139,6 +131,20 @@ def bootstrap_text(analysis: dict[str, Any]) -> str:
         return "no image bootstrap (no predictions)"
     return (f"{b.get('resamples')} resamples of {b.get('images')} validation images, {b.get('trials_with_predictions')}"
             f" trial(s) with predictions")
+
+
+def collect_notes(data: dict[str, Any] | None) -> list[str]:
+    """What the analysis could not compute: its notes, then the comparisons' own, each once with the arms it
+    concerns (three arms without predictions make one line, not three); [] without an analysis."""
+    if not data:
+        return []
+    arms: dict[str, list[str]] = {}
+    for c in data.get("comparisons") or []:
+        for n in c.get("notes") or []:
+            arms.setdefault(str(n), []).append(fmt_value(c.get("value")))
+    notes = [str(n) for n in data.get("notes") or []]
+    notes += [f"{n} ({data.get('axis')} = {', '.join(v)})" for n, v in arms.items()]
+    return list(dict.fromkeys(notes))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards.fmt import fmt_num
-from dashboards.paper import PAPER_METRIC, PaperRef
-from dashboards.paths import display_path
-from dashboards.runs import Listing, Run, RunSummary
-from dashboards.views_scenes import RANDOM_PERMUTATIONS, NmiContext
+from dashboards.data.paper import PAPER_METRIC, PaperRef
+from dashboards.data.paths import display_path
+from dashboards.data.runs import Listing, Run, RunSummary
+from dashboards.shaping.fmt import fmt_num
+from dashboards.shaping.scenes import RANDOM_PERMUTATIONS, NmiContext
 from studies.exports.schema import REPORTED_METRIC
 
 # trials.csv column -> how a view names it. Every metric is in percent except the NMI.
@@ -232,8 +232,9 @@ def analysis_source(source: str, absent: bool, bootstrap: str, command: str, pre
     if source == "file":
         return f"From analysis.json (studies.analysis.analyze; {bootstrap})."
     why = "this export has no analysis.json" if absent else "see the warning above"
-    return (f"Computed here by studies.analysis.analyze from trials.csv{' and predictions/' if predictions else ''} ({why}; "
-            f"{bootstrap}). `{command}` writes analysis.json.")
+    inputs = "trials.csv and predictions/" if predictions else "trials.csv"
+    return (f"Computed here by studies.analysis.analyze from {inputs} ({why}; {bootstrap}). `{command}` writes "
+            f"analysis.json.")
 
 
 def metric_note(metric: str, analysed: str) -> str:

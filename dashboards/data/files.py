@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dashboards.paths import shown
+from dashboards.data.paths import shown
+from studies.exports.evidence import number
 from studies.exports.schema import (
     ARM_STUDY_KEYS,
     EPOCH_COLUMNS,
@@ -94,16 +94,12 @@ def stamp(*paths: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 def _to_number(v: str) -> float | int | None:
+    """An integer cell as an int (an int64 column keeps its type), else studies.exports.evidence.number's finite
+    float: 'nan' and 'inf' parse as floats but are no result (a mean or a chart over them would mislead)."""
     try:
         return int(v)
     except ValueError:
-        pass
-    try:
-        x = float(v)
-    except ValueError:
-        return None
-    # 'nan' and 'inf' parse as floats but are no result: a mean or a chart over them would mislead.
-    return x if math.isfinite(x) else None
+        return number(v)
 
 
 def _to_bool(v: str) -> bool | None:

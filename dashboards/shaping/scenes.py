@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dashboards.files import SceneData
+from dashboards.data.files import SceneData
 
 # Shuffles behind the random-assignment NMI: the mean over 200 has a standard error under 5 % of itself.
 RANDOM_PERMUTATIONS = 200

@@ -1,0 +1,1 @@
+"""Plotly figures of the views, built from dashboards.shaping's tables (no streamlit, so tests can call them)."""
