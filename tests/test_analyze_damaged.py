@@ -1,5 +1,5 @@
-"""The analysis of a damaged export (studies/exports/evidence.py, studies/analysis/analyze.py): a fuzz test over a copy of a real
-committed export (the mechanism study: 5 arms x 5 paired seeds, one arm detectably better) and a simulation
+"""The analysis of a damaged export (studies/exports/evidence.py, studies/analysis/analyze.py): a fuzz test over a
+copy of a real committed export (the mechanism study: 5 arms x 5 paired seeds, one arm detectably better) and a simulation
 of the fallback's false-positive rate.
 
 Each damage is applied alone to a fresh copy. The analysis must not crash, must name the damaged file and
@@ -363,6 +363,7 @@ def test_the_fallback_keeps_the_false_positive_rate_at_alpha():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["targets.npz truncated", "predictions file truncated", "infinite metric cell",
                                   "trials.csv row cut short", "identical arm"])
+@pytest.mark.slow
 def test_the_dashboard_shows_a_damaged_export_without_an_exception(name, monkeypatch, tmp_path):
     """The same damages through the dashboard (Streamlit's AppTest), with no analysis.json to fall back on: the
     page draws, and what the analysis says about the damage is on it."""

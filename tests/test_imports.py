@@ -38,6 +38,9 @@ def test_the_contracts_hold():
     ("studies/design/spec.py", "from studies.tuning import runner"),       # what a study is -> the Ray layer
     ("studies/exports/schema.py", "from studies.analysis import stats"),   # the export -> the statistics
     ("salgl_core/metrics.py", "import studies.exports.schema"),            # the library -> the studies
+    ("dashboards/data/files.py", "from dashboards.ui import widgets"),     # reading exports -> the pages
+    ("dashboards/shaping/trials.py", "import streamlit"),                  # only dashboards.ui imports it
+    ("studies/analysis/stats.py", "import torch"),                         # the statistics stay light
 ])
 def test_an_upward_import_breaks_them(tmp_path, module, upward):
     root = copy_packages(tmp_path)

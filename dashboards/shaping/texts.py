@@ -11,6 +11,7 @@ from dashboards.data.paths import display_path
 from dashboards.data.runs import Listing, Run, RunSummary
 from dashboards.shaping.fmt import fmt_num
 from dashboards.shaping.scenes import RANDOM_PERMUTATIONS, NmiContext
+from salgl_core.config import ConfigError, field_label, field_spec
 from studies.exports.schema import REPORTED_METRIC
 
 # trials.csv column -> how a view names it. Every metric is in percent except the NMI.
@@ -32,26 +33,30 @@ METRIC_HELP = ("The default is the paper's reported number: the EMA model's mAP 
                "the paper picks that epoch on the test set), the number the study's end summary prints too. "
                "best mAP: the plain (non-EMA) model at its best epoch. last-epoch: the final epoch's. "
                "CF1 / OF1: per-class / overall F1 at score >= 0.5.")
-AXIS_LABELS = {"num_scenes": "number of scenes K", "gnn_steps": "graph propagation steps T",
-               "comat_momentum": "co-occurrence momentum μ (ours, not the paper's)", "arm": "arm"}
-MECHANISM_NOTE = ("**Where the gain comes from.** Arms: no_graph (T = 0, no label graph), global (K = 1, one "
-                  "co-occurrence graph: the reference), learned (SALGL's own scenes), oracle (each image's true "
-                  "scene), random (a fixed random scene per image: scenes that mean nothing). The oracle also sees "
-                  "the true scene at evaluation time: it is an upper bound on what perfect scene discovery could "
-                  "give, not a fair competitor. The trials table's scene_nmi says how close each trial's scenes are "
-                  "to the true ones (random assignment scores about 0, the true scenes 1).")
-VISIBILITY_NOTE = ("**When are scenes found?** Learned scenes on data whose backgrounds show the true scene more or "
-                   "less often (synthetic_scene_visibility), against the global graph (the floor, the reference) and "
-                   "the true scenes (the ceiling), both at the default visibility 0.6. The verdicts compare each arm "
-                   "with global@0.6, so for learned@0 and learned@1 they mix a change of data (backgrounds only: the "
-                   "labels and objects are the same image for image) with the change of method; the chart below "
-                   "sets them against the bands.")
 ARMS_NOTE = ("**A study of named arms**: each arm is a set of config fields (study.json `arms`), compared with the "
              "reference arm.")
-ARMS_NOTES = {"mechanism": MECHANISM_NOTE, "visibility": VISIBILITY_NOTE}
-MOMENTUM_NOTE = ("**comat_momentum is our knob, not the paper's.** The paper (and the official code) keeps each "
-                 "scene's co-occurrence counts as a plain running sum over the whole run, i.e. μ = 1; smaller μ "
-                 "makes M_k ← μ·M_k + batch counts forget old batches. The paper has no ablation of it.")
+
+
+def axis_label(axis: str) -> str:
+    """How a chart names a study's axis: the config field's label (salgl_core/config.py), else its name."""
+    try:
+        return field_label(axis)
+    except ConfigError:  # the named arms' pseudo-axis, or a field this version does not know
+        return axis
+
+
+def study_note(meta: dict[str, Any], axis: str | None, arms: bool) -> str:
+    """What is shown above a study's results: study.json's `note` (its spec's); for an export written before
+    study.json had one, the swept field's note; a study of named arms without either gets ARMS_NOTE."""
+    note = meta.get("note")
+    if not isinstance(note, str) and axis:
+        try:
+            note = field_spec(axis).note
+        except ConfigError:
+            note = ""
+    return note or (ARMS_NOTE if arms else "")
+
+
 VISIBILITY_CAPTION = ("Learned scenes (blue, mean and 95% interval over seeds) against the data's scene visibility, "
                       "the probability that an image's background shows its true scene; dashed bands: the oracle "
                       "arm (true scenes: the ceiling) and the global graph (K = 1: the floor), mean and 95% "

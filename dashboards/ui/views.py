@@ -44,11 +44,9 @@ def metric_picker(run: runs.Run, key: str) -> str:
 
 def ablation_view(run: runs.Run, paper: PaperTables) -> None:
     axis = run.axis
-    if axis == "comat_momentum":
-        st.info(texts.MOMENTUM_NOTE)
     arms = run.arms is not None
-    if arms:
-        st.info(texts.ARMS_NOTES.get(run.meta.get("study"), texts.ARMS_NOTE))
+    if note := texts.study_note(run.meta, axis, arms):
+        st.info(note)
     if axis not in run.trials:
         st.info(f"{shown(run.path / 'trials.csv')} has no {axis} column (yet): nothing to plot against.")
         return
@@ -81,7 +79,7 @@ def ablation_view(run: runs.Run, paper: PaperTables) -> None:
     intervals = stats.trial_intervals(res.data) if res.data and res.data.get("metric") == metric else None
     left, right = st.columns([3, 2])
     with left:
-        fig = figures.ablation_figure(ab, texts.AXIS_LABELS.get(axis, axis), texts.metric_label(metric), ref,
+        fig = figures.ablation_figure(ab, texts.axis_label(axis), texts.metric_label(metric), ref,
                                      repro if ref is None else None, intervals, texts.reference_name(synthetic, arms))
         st.plotly_chart(fig, width="stretch", key="ablation_chart")
         shown_intervals = intervals is not None and intervals["ci_low"].notna().any()

@@ -1,7 +1,7 @@
 """The results schema (results/<study>/<run>/): file names, columns, JSON keys, units, schema_version.
 
 The one owner of these names: the exporter (studies/exports/writer.py), the dashboard's reader
-(dashboards/files.py) and the test fixtures import them, and tests/test_schema.py checks
+(dashboards/data/files.py) and the test fixtures import them, and tests/test_schema.py checks
 results/README.md against them. Imports neither torch, ray nor streamlit (the config module is plain
 Python), so the dashboard stays light.
 """
