@@ -16,7 +16,9 @@ import pandas as pd
 from dashboards.shaping.fmt import MISSING, fmt_value
 from dashboards.shaping.trials import Ablation, same_value
 from studies.analysis.stats import ALPHA, verdict_kind
+from studies.analysis.summary import format_verdict_cell, verdict_cell
 from studies.exports.evidence import number
+from studies.exports.schema import VERDICT_COLUMNS, VerdictColumn
 
 # How a comparison came out (studies.analysis.stats.verdict_kind, the rule its verdict words), in the forest plot's
 # order.
@@ -60,35 +62,41 @@ def forest_points(analysis: dict[str, Any]) -> pd.DataFrame:
 
 
 def verdict_table(analysis: dict[str, Any]) -> pd.DataFrame:
-    """Every arm in the analysis's order, the reference starred: finished seeds, mean and its 95% interval, the
-    difference to the reference with its interval, what that interval holds, Holm p, P(improvement), verdict."""
+    """Every arm in the analysis's order, the reference starred, one column per schema.VERDICT_COLUMNS (the
+    terminal's table has the same): numbers as numbers (NaN when missing; a count as it is), intervals and
+    texts as text."""
     axis = str(analysis.get("axis") or "value")
     comparisons = analysis.get("comparisons") or []
     rows = []
     for a in analysis.get("arms") or []:
         c = next((c for c in comparisons if same_value(c.get("value"), a.get("value"))), {})
         ref = bool(a.get("is_reference"))
-        rows.append({
-            axis: fmt_value(a.get("value")) + (REFERENCE_MARK if ref else ""),
-            "seeds": a.get("n"), "mean": _num(a.get("mean")),
-            "mean 95% CI": interval_text(a.get("ci_low"), a.get("ci_high")),
-            "difference": _num(c.get("diff")),
-            "difference 95% CI": "reference" if ref else interval_text(c.get("ci_low"), c.get("ci_high"), True),
-            "interval holds": "" if ref else (c.get("interval") or MISSING),
-            "p (Holm)": _num(c.get("p_holm")), "P(better)": _num(c.get("p_improve")),
-            "verdict": "the reference arm" if ref else str(c.get("verdict") or MISSING),
-        })
-    return pd.DataFrame(rows, columns=[axis, "seeds", "mean", "mean 95% CI", "difference", "difference 95% CI",
-                                       "interval holds", "p (Holm)", "P(better)", "verdict"])
+        row: dict[str, Any] = {axis: fmt_value(a.get("value")) + (REFERENCE_MARK if ref else "")}
+        for col in VERDICT_COLUMNS:
+            value = verdict_cell(col, a, c)
+            if col.fmt == "d":
+                row[col.label] = value
+            elif not _is_text(col):
+                row[col.label] = math.nan if ref and col.of == "comparison" else _num(value)
+            else:
+                row[col.label] = col.reference if ref and col.of == "comparison" else \
+                    format_verdict_cell(col, value, MISSING)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[axis, *(col.label for col in VERDICT_COLUMNS)])
+
+
+def _is_text(col: VerdictColumn) -> bool:
+    return col.fmt == "text" or col.fmt.endswith("interval")
 
 
 def verdict_display(table: pd.DataFrame) -> pd.DataFrame:
     """The verdict table as text, indexed by the axis value (a static table wraps the long verdicts): numbers
-    with two decimals, p with three significant digits, a dash where missing."""
+    as their column's format says, a dash where missing."""
     out = table.set_index(table.columns[0])
-    for col, fmt in (("mean", "{:.2f}"), ("difference", "{:+.2f}"), ("p (Holm)", "{:.3g}"), ("P(better)", "{:.2f}")):
-        out[col] = [MISSING if math.isnan(v) else fmt.format(v) for v in out[col].astype(float)]
-    out["seeds"] = out["seeds"].map(lambda v: MISSING if v is None else str(v))
+    for col in VERDICT_COLUMNS:
+        if not _is_text(col):
+            out[col.label] = [format_verdict_cell(col, None if v is None or v != v else v, MISSING)
+                              for v in out[col.label]]
     return out
 
 

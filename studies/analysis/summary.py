@@ -15,7 +15,7 @@ from typing import Any
 from studies.design.paths import REPO
 from studies.exports.evidence import number
 from studies.exports.files import portable_path
-from studies.exports.schema import OPTUNA_JOURNAL, REPORTED_METRIC
+from studies.exports.schema import OPTUNA_JOURNAL, REPORTED_METRIC, VERDICT_COLUMNS, VerdictColumn
 
 REPORTED_NAME = "best EMA mAP (the paper's reported number)"
 # Trials whose configuration can be called the best: an ERROR or DIVERGED trial is not one to recommend,
@@ -124,6 +124,27 @@ def _num(v: float | None, fmt: str = ".2f") -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def verdict_cell(col: VerdictColumn, arm: dict[str, Any], comparison: dict[str, Any]) -> Any:
+    """The value of the verdict table's column `col` for one arm (analysis.json's arm and its comparison): a
+    number or text (None when missing), or an interval's (low, high)."""
+    src = arm if col.of == "arm" else comparison
+    if col.fmt.endswith("interval"):
+        return src.get(f"{col.key}_low"), src.get(f"{col.key}_high")
+    return src.get(col.key)
+
+
+def format_verdict_cell(col: VerdictColumn, value: Any, missing: str = "-") -> str:
+    """A verdict-table cell as text, as its column's format says: `missing` for a missing value."""
+    if col.fmt.endswith("interval"):
+        lo, hi = (number(v) for v in value)
+        spec = "+.2f" if col.fmt.startswith("+") else ".2f"
+        return missing if lo is None or hi is None else f"[{lo:{spec}}, {hi:{spec}}]"
+    if col.fmt == "text":
+        return missing if value is None or value == "" else str(value)
+    x = number(value)
+    return missing if x is None else format(int(x) if col.fmt == "d" else x, col.fmt)
+
+
 def format_table(analysis: dict[str, Any]) -> str:
     """The short terminal summary printed at the end of a study."""
     head = f"{analysis.get('study')}/{analysis.get('run')}: {analysis['metric']} ({analysis['unit']})"
@@ -138,16 +159,15 @@ def format_table(analysis: dict[str, Any]) -> str:
     else:
         lines[0] += f", reference {analysis['axis']} = {analysis['reference']} (paper_config), 95% intervals"
         cmp = {c["value"]: c for c in analysis["comparisons"]}
-        lines.append(f"  {'value':>8} {'n':>2} {'mean':>6} {'mean 95% CI':>16} {'diff':>6} {'diff 95% CI':>16} "
-                     f"{'p_holm':>6} {'P(>ref)':>7}")
+        cols = [c for c in VERDICT_COLUMNS if c.terminal]
+        rows = [["value", *(c.label for c in cols)]]
         for a in analysis["arms"]:
-            c = cmp.get(a["value"], {})
-            ci = f"[{_num(a['ci_low'])}, {_num(a['ci_high'])}]" if a["ci_low"] is not None else "-"
-            dci = f"[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]" if c.get("ci_low") is not None else "-"
-            mark = "*" if a["is_reference"] else " "
-            lines.append(f"  {str(a['value']) + mark:>8} {a['n']:>2} {_num(a['mean']):>6} {ci:>16} "
-                         f"{_num(c.get('diff'), '+.2f'):>6} {dci:>16} {_num(c.get('p_holm'), '.3f'):>6} "
-                         f"{_num(c.get('p_improve')):>7}")
+            ref = bool(a["is_reference"])
+            rows.append([str(a["value"]) + ("*" if ref else " "), *(
+                (c.reference or "-") if ref and c.of == "comparison"
+                else format_verdict_cell(c, verdict_cell(c, a, cmp.get(a["value"], {}))) for c in cols)])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines += ["  " + " ".join(x.rjust(w) for x, w in zip(r, widths, strict=True)) for r in rows]
         lines += [f"  {c['value']}: {c['verdict']}" for c in analysis["comparisons"]]
         # Which comparisons Holm's family holds, when not all: an untested arm never leaves it silently.
         lines += [f"  {c['value']}: Holm: {c['holm']}" for c in analysis["comparisons"]

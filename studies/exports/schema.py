@@ -8,6 +8,8 @@ Python), so the dashboard stays light.
 
 from __future__ import annotations
 
+import dataclasses
+
 from salgl_core.config import ExperimentConfig
 from studies.design.spec import ARM
 
@@ -167,6 +169,36 @@ ANALYSIS_KEYS: dict[str, str] = {
               "joint search",
     "notes": "what could not be computed and why; every file or row that could not be used, with the next step",
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class VerdictColumn:
+    """One column of the verdict table, which the terminal's summary (studies/analysis/summary.py) and the
+    dashboard (dashboards/shaping/stats.py) both build from VERDICT_COLUMNS: a new column is one line here, its
+    statistic in studies/analysis/analyze.py and its line in results/README.md."""
+
+    label: str
+    key: str  # the field of an arm in analysis.json `arms` (of="arm") or of its entry in `comparisons`
+    of: str = "comparison"
+    # A format spec of a number (".2f", "+.2f", ".3g", "d"); "interval" / "+interval" is [key_low, key_high]
+    # (the comparison's ci_low/ci_high for key "ci"); "text" a string.
+    fmt: str = ".2f"
+    terminal: bool = True  # the terminal's table shows it (its long texts get lines of their own there)
+    reference: str = ""  # what the reference arm's row shows in a comparison column
+
+
+VERDICT_COLUMNS = (
+    VerdictColumn("seeds", "n", of="arm", fmt="d"),
+    VerdictColumn("mean", "mean", of="arm"),
+    VerdictColumn("mean 95% CI", "ci", of="arm", fmt="interval"),
+    VerdictColumn("difference", "diff", fmt="+.2f"),
+    VerdictColumn("difference 95% CI", "ci", fmt="+interval", reference="reference"),
+    VerdictColumn("interval holds", "interval", fmt="text", terminal=False),
+    VerdictColumn("p (Holm)", "p_holm", fmt=".3g"),
+    VerdictColumn("P(better)", "p_improve"),
+    VerdictColumn("verdict", "verdict", fmt="text", terminal=False, reference="the reference arm"),
+)
+
 COMPARISON_COLUMNS = ("axis", "value", "n", "n_reference", "paired", "mean", "mean_reference", "diff", "ci_low",
                       "ci_high", "interval", "p", "p_holm", "holm", "p_improve", "mde", "seeds_for_target",
                       "fallback", "verdict")
