@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# `make test-fast` is the inner loop: everything except the slow, Ray, cluster and browser tests.
+# `make test-fast` is the inner loop: every test but the slow, Ray, cluster and browser ones (marked test by test),
+# on two pytest-xdist workers.
 FAST := not slow and not ray and not cluster and not browser
 
 .PHONY: venv test test-fast lint study results dashboard dashboard-demo bench gpu-check clean
@@ -22,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "$(FAST)" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 -m "$(FAST)" $(PYTEST_ARGS)
 
 # ruff, then the import contracts of pyproject.toml ([tool.importlinter]: layers, no upward import).
 lint: $(STAMP)

@@ -1,7 +1,8 @@
 """Shared pytest configuration: the markers that split the suite.
 
-`make test` runs everything; `make test-fast` (the inner loop) deselects the marked groups:
-    slow     over ~20 s on 2 cores (whole training runs, simulations)
+`make test` runs everything; `make test-fast` (the inner loop, two xdist workers) deselects the marked tests
+(marked test by test, so every fast unit test of every module is in the inner loop):
+    slow     over ~1-2 s on 2 cores (whole training runs, simulations, benchmarks, the Streamlit app's sessions)
     ray      starts a real Ray runtime (studies end to end)
     cluster  starts a simulated multi-node Ray cluster or `ray start` (implies ray)
     browser  drives a real headless Chromium against a running Streamlit server
@@ -35,23 +36,30 @@ REPO = Path(__file__).resolve().parents[1]
 # and Linux allows 107: the tests' Ray temp dirs, TMPDIR/rjXXXXXXXX (ray_cli.short_temp_dir), must stay within
 # 39 bytes. An inherited temp folder longer than /tmp (CI's `mktemp -d` one) leaves too little room.
 _RAY_TEMP_DIR_MAX = 107 - 68
-_base = tempfile.gettempdir()
-if len(_base) + len("/salgl-tests-XXXXXXXX/t/rjXXXXXXXX") > _RAY_TEMP_DIR_MAX:
-    _base = "/tmp"
-ROOT = Path(tempfile.mkdtemp(prefix="salgl-tests-", dir=_base))
-# Inherited settings that would point a test at another cluster, token, cache, results or configuration:
-# RAY_ADDRESS (a running cluster), RAY_AUTH_* (a token), RAY_TMPDIR (beats TMPDIR), TUNE_*, SALGL_CACHE and
-# SALGL_RESULTS_DIR, STREAMLIT_* (Streamlit's options), GIT_* (GIT_DIR from a git hook would point the
-# tests' own `git` runs at another repository), XDG_* (replaced below), TORCH_HOME and matplotlib's.
-for _name in list(os.environ):
-    if (_name.startswith(("RAY_", "TUNE_", "SALGL_", "STREAMLIT_", "GIT_", "XDG_")) and _name != "XDG_RUNTIME_DIR"
-            or _name in ("TORCH_HOME", "MPLCONFIGDIR", "MPLBACKEND")):
-        del os.environ[_name]
-for _name, _sub in (("HOME", "h"), ("TMPDIR", "t"), ("XDG_CACHE_HOME", "c"), ("XDG_CONFIG_HOME", "g"),
-                    ("XDG_DATA_HOME", "d"), ("XDG_STATE_HOME", "s"), ("SALGL_CACHE", "c/salgl")):
-    (ROOT / _sub).mkdir(parents=True)
-    os.environ[_name] = str(ROOT / _sub)
-os.environ["GIT_CEILING_DIRECTORIES"] = str(ROOT)  # `git` finds no repository above a test's tmp_path
+# A pytest-xdist worker (`make test-fast` runs two) shares its controller's clean room: the controller set it
+# up before starting the workers, which inherit its environment.
+_SHARED_ROOT = os.environ.get("SALGL_TESTS_ROOT") if os.environ.get("PYTEST_XDIST_WORKER") else None
+if _SHARED_ROOT:
+    ROOT = Path(_SHARED_ROOT)
+else:
+    _base = tempfile.gettempdir()
+    if len(_base) + len("/salgl-tests-XXXXXXXX/t/rjXXXXXXXX") > _RAY_TEMP_DIR_MAX:
+        _base = "/tmp"
+    ROOT = Path(tempfile.mkdtemp(prefix="salgl-tests-", dir=_base))
+    # Inherited settings that would point a test at another cluster, token, cache, results or configuration:
+    # RAY_ADDRESS (a running cluster), RAY_AUTH_* (a token), RAY_TMPDIR (beats TMPDIR), TUNE_*, SALGL_CACHE and
+    # SALGL_RESULTS_DIR, STREAMLIT_* (Streamlit's options), GIT_* (GIT_DIR from a git hook would point the
+    # tests' own `git` runs at another repository), XDG_* (replaced below), TORCH_HOME and matplotlib's.
+    for _name in list(os.environ):
+        if (_name.startswith(("RAY_", "TUNE_", "SALGL_", "STREAMLIT_", "GIT_", "XDG_"))
+                and _name != "XDG_RUNTIME_DIR" or _name in ("TORCH_HOME", "MPLCONFIGDIR", "MPLBACKEND")):
+            del os.environ[_name]
+    for _name, _sub in (("HOME", "h"), ("TMPDIR", "t"), ("XDG_CACHE_HOME", "c"), ("XDG_CONFIG_HOME", "g"),
+                        ("XDG_DATA_HOME", "d"), ("XDG_STATE_HOME", "s"), ("SALGL_CACHE", "c/salgl")):
+        (ROOT / _sub).mkdir(parents=True)
+        os.environ[_name] = str(ROOT / _sub)
+    os.environ["GIT_CEILING_DIRECTORIES"] = str(ROOT)  # `git` finds no repository above a test's tmp_path
+    os.environ["SALGL_TESTS_ROOT"] = str(ROOT)
 tempfile.tempdir = None  # Python caches its temp folder: read TMPDIR again
 _failed = False
 
@@ -59,25 +67,11 @@ _failed = False
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 MARKERS = {
-    "slow": "takes over ~20 s on 2 cores",
+    "slow": "takes over ~2 s on 2 cores (a whole training run, a simulation, a benchmark)",
     "ray": "starts a real Ray runtime",
     "cluster": "starts a simulated multi-node Ray cluster",
     "browser": "drives a headless Chromium",
 }
-
-
-# Whole modules over the inner loop's budget on 2 cores (real Streamlit sessions, training runs, the
-# dashboard demo's bootstrap): `make test` runs them, `make test-fast` skips them.
-SLOW_MODULES = {"test_dashboard_app", "test_dashboard_stats", "test_dashboard_analysis", "test_dashboard_views",
-                "test_dashboard_runs", "test_dashboard_views_runs", "test_engine", "test_bench", "test_cli",
-                "test_analyze", "test_studies_cli", "test_model", "test_data_synthetic", "test_dashboard_layout",
-                "test_features"}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
-            item.add_marker(pytest.mark.slow)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -105,7 +99,10 @@ def results(demo_results: Path, tmp_path: Path) -> Path:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Remove the clean room's root after a passing session, unless a process still uses it (a Ray node a
-    test failed to stop would log errors into a removed folder); otherwise say where it is."""
+    test failed to stop would log errors into a removed folder); otherwise say where it is. An xdist worker
+    leaves it to its controller."""
+    if _SHARED_ROOT:
+        return
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()

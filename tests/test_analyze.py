@@ -251,6 +251,7 @@ def _at_most(rate: float, bound: float, n: int) -> bool:
     return rate <= bound + 1.645 * math.sqrt(bound * (1 - bound) / n)
 
 
+@pytest.mark.slow
 def test_gaussian_simulation_false_positives_after_holm():
     """Three arms no different from the reference, 3 seeds: some arm is called different in at most 5% of
     studies (up to simulation error: a near-exact test with Holm sits just under 5%)."""

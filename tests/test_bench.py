@@ -51,6 +51,7 @@ def test_loader_helpers(tmp_path):
     assert r["batches"] == 3 and r["images"] == 8 and r["images_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_attention_benchmark_runs_at_tiny_shapes_on_cpu():
     out = _bench("attention", "--device", "cpu", "--batch", "2", "--step-batch", "1", "--labels", "4",
                  "--tokens", "9", "--dim", "16", "--embed-dim", "8", "--rank", "8", "--image-size", "32",
@@ -62,6 +63,7 @@ def test_attention_benchmark_runs_at_tiny_shapes_on_cpu():
     assert out["attention_ref_peak_mb"] is None  # peak memory is measured on CUDA only
 
 
+@pytest.mark.slow
 def test_loader_benchmark_runs_at_tiny_shapes_on_cpu(tmp_path):
     _write_coco(tmp_path / "real" / "coco128")
     out = _bench("loader", "--workers", "0", "--batches", "2", "--synthetic-batch-size", "8",

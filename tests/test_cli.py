@@ -131,6 +131,7 @@ def test_print_config_shows_the_recipe_and_each_source_without_running(tmp_path)
         _line(text, "recipe").split("#")[0]
 
 
+@pytest.mark.slow
 def test_recipe_and_embedding_mistakes_are_one_line(tmp_path):
     bad = _train("--recipe", "paper-coco", "--print-config")
     assert bad.returncode == 2 and "invalid choice: 'paper-coco'" in bad.stderr

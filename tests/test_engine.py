@@ -33,6 +33,7 @@ def small_cfg(cache_dir: str, **over) -> ExperimentConfig:
     return ExperimentConfig.from_flat(flat)
 
 
+@pytest.mark.slow
 def test_two_epochs_beat_label_frequency_baseline(cache_dir):
     torch.set_num_threads(2)
     cfg = small_cfg(cache_dir)
@@ -57,6 +58,7 @@ def test_two_epochs_beat_label_frequency_baseline(cache_dir):
     assert np.array(rep["contingency"]).shape[0] == k
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_second_epoch(cache_dir, tmp_path):
     torch.set_num_threads(2)
     # Exactness does not depend on size: the smoke model (32 px, narrow head) on 128 images, 2 epochs.
@@ -109,6 +111,7 @@ def test_nan_loss_stops_with_dedicated_error(cache_dir):
     assert info.value.step >= 1
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(cache_dir, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "salgl_core.train", "--dataset", "synthetic", "--cache-dir", cache_dir,

@@ -257,6 +257,7 @@ def test_pretrained_small_cnn_is_cached_by_key_and_disjoint(tmp_path, monkeypatc
         assert torch.equal(v, loaded[name]), name
 
 
+@pytest.mark.slow
 def test_features_benchmark_runs_tiny(tmp_path, capsys):
     from salgl_core.bench.__main__ import main
 

@@ -14,6 +14,7 @@ from salgl_core.config import ConfigError
 from salgl_core.data import DataError
 from studies import graph_depth, momentum, scene_count
 from studies import tune as tune_study
+from studies.catalog import named_studies
 from studies.design import cli
 from studies.design.spec import StudyError
 from studies.script import run_script
@@ -98,7 +99,7 @@ def test_scripts_run_from_the_repo_root(script):
         assert flag in out.stdout
 
 
-@pytest.mark.parametrize("script", ["scene_count", "graph_depth", "momentum", "mechanism", "visibility", "tune"])
+@pytest.mark.parametrize("script", list(named_studies()))  # every named study the catalog finds
 def test_help_imports_neither_torch_ray_nor_optuna(script):
     """--help answers from the light parser module: the heavy packages are imported only for a real run."""
     out = subprocess.run([sys.executable, "-X", "importtime", f"studies/{script}.py", "--help"], cwd=REPO,
