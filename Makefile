@@ -35,11 +35,12 @@ study: $(STAMP)
 	$(PY) studies/scene_count.py
 
 # Regenerate the committed example exports: one default run of each named study but the joint search
-# (python -m studies.catalog --examples lists them), and the committed zero-code ablation.
+# (python -m studies.catalog --examples lists them), and the two committed zero-code ablations.
 results: $(STAMP)
 	for s in $$($(PY) -m studies.catalog --examples); do \
 		$(PY) studies/$$s.py --name default --overwrite --results-dir results || exit 1; done
-	$(PY) -m studies.ablate sample_entropy_weight --values 0 1 4 --name default --overwrite --results-dir results
+	for f in sample_entropy_weight batch_entropy_weight; do \
+		$(PY) -m studies.ablate $$f --values 0 1 4 --name default --overwrite --results-dir results || exit 1; done
 
 dashboard: $(STAMP)
 	$(VENV)/bin/streamlit run dashboards/app.py --server.address 127.0.0.1
