@@ -1,13 +1,12 @@
-"""The analysis of a damaged export (studies/exports/evidence.py, studies/analysis/analyze.py): a fuzz test over a
-copy of a real committed export (the mechanism study: 5 arms x 5 paired seeds, one arm detectably better) and a simulation
-of the fallback's false-positive rate.
+"""The analysis of a damaged export (studies/exports/evidence.py, studies/analysis/analyze.py): a fuzz test over a copy
+of a real committed export (the mechanism study: 5 arms x 5 paired seeds, one arm detectably better) and a
+simulation of the fallback's false-positive rate.
 
-Each damage is applied alone to a fresh copy. The analysis must not crash, must name the damaged file and
-trial, must leave every input byte for byte as it was, and no verdict may become "better"/"worse" (or flip
-between them) because of a damage: evidence that should be excluded never turns into a verdict.
+Each damage is applied alone to a fresh copy. The analysis must not crash, must name the damaged file and trial,
+must leave every input byte for byte as it was, and no verdict may become "better"/"worse" (or flip between them)
+because of a damage: evidence that should be excluded never turns into a verdict.
 
-    python tests/test_analyze_damaged.py      # prints the fuzz table: damage, message, verdicts before/after
-"""
+python tests/test_analyze_damaged.py # prints the fuzz table: damage, message, verdicts before/after"""
 
 from __future__ import annotations
 
@@ -330,6 +329,7 @@ def test_the_printed_table_and_files_say_which_fallback_was_taken(baseline, tmp_
     assert all(r["fallback"].startswith("no test: predictions/targets.npz") and r["p"] == "" for r in rows)
 
 
+@pytest.mark.slow
 def test_the_fallback_keeps_the_false_positive_rate_at_alpha():
     """Three arms no different from the reference, one trial of the study unusable in every simulated study:
     dropping its seed from both arms keeps the family-wise false-positive rate at or under 5%. The old

@@ -100,6 +100,7 @@ def test_train_benchmark_runs_small_on_cpu():
     assert out["best"] in out["runs"]
 
 
+@pytest.mark.slow
 def test_scene_probe_reads_a_fully_visible_scene(tmp_path, capsys):
     """bench probe: a supervised linear probe on cached frozen features (a random-init small CNN here, so
     nothing is pretrained) reads the true scene far above the majority class when every background shows it."""

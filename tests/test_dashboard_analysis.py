@@ -89,6 +89,7 @@ def test_a_stale_analysis_json_is_recomputed_and_named(results):
     assert next(t for t in res.data["trials"] if t["trial_id"] == "sc_1_0")["mAP"] == 60.0
 
 
+@pytest.mark.slow
 def test_unreadable_or_foreign_analysis_json_is_recomputed(results):
     d = results / RUN
     (d / "analysis.json").write_text("{")

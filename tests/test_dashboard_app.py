@@ -70,6 +70,7 @@ def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 
 
+@pytest.mark.slow
 def test_one_reported_metric_everywhere(monkeypatch, results):
     """The chart, the header card and the comparison table all show trials.csv's best_mAP_ema by default,
     and each names it as the paper's reported number."""
@@ -146,6 +147,7 @@ def test_coco_reference_line_and_difference(monkeypatch, results):
     assert not [c for c in at.get("plotly_chart") if "contingency_chart" in c.proto.id]
 
 
+@pytest.mark.slow
 def test_synthetic_scenes_and_trial_table(monkeypatch, results):
     run = "scene_count/2025-06-03_0900"
     at = start(monkeypatch, results, run)
@@ -187,6 +189,7 @@ def test_coco_cluster_trials_show_where_they_ran(monkeypatch, results):
     assert "node_ip" not in rows and "gpu_ids" in rows and not at.exception
 
 
+@pytest.mark.slow
 def test_momentum_study_is_flagged_as_ours_and_running(monkeypatch, results):
     at = start(monkeypatch, results, "momentum/2025-05-30_0900")
     info = texts(at.info)
@@ -212,6 +215,7 @@ def test_tune_study_plots_metric_against_each_parameter(monkeypatch, results):
     assert not at.error
 
 
+@pytest.mark.slow
 def test_damaged_and_empty_results_give_messages(monkeypatch, tmp_path):
     write_damaged_epochs(tmp_path / "damaged")
     at = start(monkeypatch, tmp_path / "damaged")
@@ -315,6 +319,7 @@ def rewrite_like_the_export(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+@pytest.mark.slow
 def test_widget_clicks_reuse_the_parsed_run_until_its_files_change(monkeypatch, tmp_path):
     reads: list[str] = []
     real = files.read_csv_table
@@ -344,6 +349,7 @@ def test_widget_clicks_reuse_the_parsed_run_until_its_files_change(monkeypatch, 
     assert values(seed0["y"])[0] == 61.5
 
 
+@pytest.mark.slow
 def test_results_and_runs_are_both_listed_relative_to_the_repository(monkeypatch, tmp_path):
     """By default the committed exports (results/) and the user's study runs (runs/) are listed together, each
     run with its folder; the sidebar and the messages never show where the repository is checked out."""

@@ -97,6 +97,7 @@ def test_imports_go_downward_only():
         assert not [i for i in imports if _under(i, ("dashboards.demo", "dashboards.demo_stats", "dashboards.app"))], m
 
 
+@pytest.mark.slow
 def test_dashboard_modules_import_no_training_or_ui_stack():
     """Outside ui/ and app.py nothing loads streamlit, nor the training stack (plotly is fine in charts;
     studies.analysis.analyze imports optuna only inside the function a joint search calls)."""
@@ -117,6 +118,7 @@ def test_modules_say_what_they_own_and_stay_small():
         assert len(text.splitlines()) <= 400, f"{name} has {len(text.splitlines())} lines (at most 400)"
 
 
+@pytest.mark.slow
 def test_demo_writes_every_case_from_the_command_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "dashboards.demo", str(tmp_path / "demo")], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
@@ -132,6 +134,7 @@ def test_demo_writes_every_case_from_the_command_line(tmp_path):
     assert usage.returncode != 0 and "usage: python -m dashboards.demo OUT_DIR" in usage.stderr
 
 
+@pytest.mark.slow
 def test_demo_rerun_replaces_its_own_folder_only(tmp_path):
     """`make dashboard-demo` twice: runs an older demo left behind go (they could be the newest and open
     first); a folder the demo did not write is refused, not emptied."""

@@ -203,6 +203,7 @@ def test_reads_what_studies_export_writes_without_warnings(tmp_path):
     assert sorted(run.scene_files) == ["t1", "t4"]
 
 
+@pytest.mark.slow
 def test_runs_of_several_results_folders(tmp_path):
     """results/ and runs/ side by side: each run knows its folder; the same <study>/<run> in both stays two runs."""
     results, runs = tmp_path / "results", tmp_path / "runs"

@@ -102,6 +102,7 @@ def test_the_verdicts_and_intervals_are_analysis_json(monkeypatch, results):
     assert not [e for e in at.expander if e.label.startswith("What the analysis could not compute")]
 
 
+@pytest.mark.slow
 def test_without_analysis_json_it_is_computed_here(monkeypatch, results):
     (results / SC / ANALYSIS_JSON).unlink()
     at = start(monkeypatch, results, SC)
@@ -131,6 +132,7 @@ def test_an_older_export_without_predictions_says_what_it_cannot_compute(monkeyp
     assert set(seed0["text"]) == {"no image-bootstrap interval (no predictions)"}
 
 
+@pytest.mark.slow
 def test_a_stale_analysis_json_is_named_and_recomputed(monkeypatch, results):
     path = results / SC / "trials.csv"
     lines = path.read_text().splitlines()
@@ -141,6 +143,7 @@ def test_a_stale_analysis_json_is_named_and_recomputed(monkeypatch, results):
     assert_shows(at, analyze_run(results / SC))
 
 
+@pytest.mark.slow
 def test_another_metric_keeps_the_verdicts_on_the_reported_one(monkeypatch, results):
     at = start(monkeypatch, results, SC)
     at.selectbox(key="ablation_metric").select("CF1").run()
@@ -179,6 +182,7 @@ def test_a_running_study_without_analysis_gets_one_computed(monkeypatch, tmp_pat
     assert NO_PREDICTIONS in texts(at.info)
 
 
+@pytest.mark.slow
 def test_tune_shows_importances_and_parallel_coordinates(monkeypatch, results):
     run = "tune/2025-05-25_0900"
     at = start(monkeypatch, results, run)

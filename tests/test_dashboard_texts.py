@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from dashboards import demo
 from dashboards.data.paths import display_path
 from dashboards.data.runs import Listing, list_runs
@@ -24,6 +26,7 @@ def test_every_offered_metric_is_named_with_its_unit():
     assert REPORTED_METRIC in T.METRIC_HELP and "end summary" in T.METRIC_HELP
 
 
+@pytest.mark.slow
 def test_folders_caption_names_each_folder(tmp_path: Path):
     results, runs = tmp_path / "results", tmp_path / "runs"
     demo.write_good(results)

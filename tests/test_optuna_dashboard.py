@@ -53,6 +53,7 @@ def test_the_wsgi_app_lists_the_study_and_its_trials(journal):
     assert sorted(t["values"][0] for t in detail["trials"]) == [60.0, 62.5]
 
 
+@pytest.mark.slow
 def test_the_printed_command_serves_the_journal(journal):
     with socket.socket() as s:  # a free port
         s.bind(("127.0.0.1", 0))

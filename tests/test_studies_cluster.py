@@ -177,6 +177,7 @@ def test_a_studys_local_ray_keeps_token_authentication_on(tmp_path):
     assert len((tmp_path / "home" / ".ray" / "auth_token").read_text().strip()) == 64
 
 
+@pytest.mark.slow
 def test_token_auth_on_makes_a_token_once_and_says_when_it_cannot(tmp_path):
     """For the Ray clusters a study's tools start without ray.init (the overhead benchmark's simulated cluster):
     RAY_AUTH_MODE=token and a token from Ray's own CLI, kept when one exists."""

@@ -1,7 +1,7 @@
 """Ctrl-C as a user sees it: our resume line once, none of Ray Tune's contradicting advice, warnings or hints
-(studies/tuning/quiet.py). Unit tests of the filters against the messages Ray 2.60 emits and checks that Ray still
-emits them where the filters look; a real interrupt and resume of a study in a subprocess, with what it
-prints, is test_studies_resume.py."""
+(studies/tuning/quiet.py; the texts they match are in studies/tuning/internals.py). Unit tests of the filters
+against the messages Ray 2.60 emits and checks that Ray still emits them where the filters look; a real interrupt
+and resume of a study in a subprocess, with what it prints, is test_studies_resume.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from studies.tuning import quiet
+from studies.tuning import internals, quiet
 
 # Ray's own texts (ray/tune/tune.py, analysis/experiment_analysis.py, experimental/output.py, 2.60).
 RESTORE_ADVICE = ("Experiment has been interrupted, but the most recent state was saved.\n"
@@ -32,7 +32,7 @@ class _Capture(logging.Handler):
 @pytest.fixture
 def captured():
     """What reaches a handler on each of the two Ray loggers, after `quiet.install()`."""
-    loggers = [logging.getLogger(n) for n in (quiet.TUNE_LOGGER, quiet.ANALYSIS_LOGGER)]
+    loggers = [logging.getLogger(n) for n in (internals.TUNE_LOGGER, internals.ANALYSIS_LOGGER)]
     saved_env = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
     saved_filters = [list(log.filters) for log in loggers]
     quiet.install()
@@ -80,10 +80,10 @@ def test_ray_still_emits_them_where_the_filters_look():
     import ray.tune.tune as tune_mod
     from ray.tune.utils import callback as default_callbacks
 
-    assert tune_mod.logger.name == quiet.TUNE_LOGGER and analysis.logger.name == quiet.ANALYSIS_LOGGER
+    assert tune_mod.logger.name == internals.TUNE_LOGGER and analysis.logger.name == internals.ANALYSIS_LOGGER
     src = inspect.getsource(tune_mod.run)
     assert "Resume experiment with: {restore_entrypoint}" in src and "logger.warning(" in src
-    assert quiet.is_restore_advice(RESTORE_ADVICE)
+    assert internals.is_restore_advice(RESTORE_ADVICE)
     src = inspect.getsource(analysis.ExperimentAnalysis._fetch_trial_dataframes)
     assert 'f"Failed to fetch metrics for {len(failures)} trial(s):\\n{fail_str}"' in src
     assert "were not found at" in inspect.getsource(analysis.ExperimentAnalysis._fetch_trial_dataframe)
