@@ -60,5 +60,5 @@ gpu-check: $(STAMP)
 
 # Leaves runs/ alone: users' exports live there.
 clean:
-	rm -rf .ray_results .cache .pytest_cache .ruff_cache
+	rm -rf .ray_results .cache .pytest_cache .ruff_cache .import_linter_cache
 	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
