@@ -107,6 +107,10 @@ def get_args_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     add_arguments(p.add_argument_group("what to ablate"))
     if spec.study == "FIELD":  # the generic help: --values belongs to whichever FIELD is given
         p.description = __doc__
+        for action in p._actions:
+            if action.dest == "values":
+                action.help = ("the FIELD's values to sweep (required for a new run), each in the field's range "
+                               "(`python -m studies.ablate FIELD --help` shows it); the recipe's value is always added")
     return p
 
 
