@@ -1,5 +1,5 @@
-"""studies/tuning/search.py: the searcher and scheduler of each plan, crash-safe resumption of the Optuna study, and
-the Ray/Optuna internals it relies on (a clear failure here when a new version changes them)."""
+"""studies/tuning/search.py: the searcher and scheduler of each plan and crash-safe resumption of the Optuna study
+(the Ray/Optuna internals it takes are tested in test_studies_internals.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 import optuna
 import pytest
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from studies import scene_count
 from studies import tune as tune_study
@@ -23,22 +22,6 @@ def _plan(module, tmp: Path, *argv: str):
     return make_plan(args, module.SPEC)
 
 
-def test_the_internals_this_module_uses_are_still_there():
-    internals.check_internals()  # RuntimeError naming what changed, and the versions last checked
-
-
-def test_a_changed_internal_is_named(monkeypatch):
-    init = OptunaSearch.__init__
-
-    def without_completed_trials(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        del self._completed_trials
-
-    monkeypatch.setattr(OptunaSearch, "__init__", without_completed_trials)
-    with pytest.raises(RuntimeError, match=r"internals that changed .*OptunaSearch\._completed_trials \(a set\)"):
-        internals.check_internals()
-
-
 def test_each_plan_gets_its_sampler_and_scheduler(tmp_path):
     searcher, scheduler = search.build_search(_plan(scene_count, tmp_path, "--values", "1", "4", "--seeds", "0", "1"),
                                               0, tmp_path / "grid.log")
@@ -51,15 +34,6 @@ def test_each_plan_gets_its_sampler_and_scheduler(tmp_path):
     assert (first["num_scenes"], first["gnn_steps"], first["soft_assignment"]) == (4, 3, False)
     _, scheduler = search.build_search(_plan(tune_study, tmp_path, "--smoke", "--name", "s"), 0, tmp_path / "s.log")
     assert isinstance(scheduler, FIFOScheduler)  # one epoch: nothing for ASHA to stop
-
-
-def test_the_grid_sampler_does_not_stop_an_ask_tell_study():
-    """Optuna's own GridSampler calls study.stop() when the grid is used up, which raises outside optimize()."""
-    study = optuna.create_study(sampler=internals.GridSampler({"x": [1]}, seed=0))
-    trial = study.ask()
-    trial.suggest_categorical("x", [1])
-    study.tell(trial, 1.0)
-    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
 
 
 def test_a_resumed_searcher_hands_out_orphans_and_ignores_finished_trials(tmp_path):
