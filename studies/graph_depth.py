@@ -5,27 +5,15 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import TYPE_CHECKING
-
 from studies import script
 from studies.design.spec import StudySpec
-
-if TYPE_CHECKING:
-    from studies.tuning.runner import Outcome
 
 SPEC = StudySpec(
     study="graph_depth", script=__file__, axis="gnn_steps", values=(0, 1, 3, 5),
     description="How deep should the label graph propagate? One trial per (gnn_steps, seed), every trial run "
                 "to the end; T = 0 is no graph (and no concatenation before the classifier).")
 
-
-def get_args_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    return script.get_args_parser(SPEC, argv)
-
-
-def main(args: argparse.Namespace) -> Outcome:
-    return script.main(args, SPEC)
+get_args_parser, main = script.entry_points(SPEC)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,10 @@ and K is the recipe's.
 
 from __future__ import annotations
 
-import argparse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from studies import script
 from studies.design.spec import ARM, StudySpec
-
-if TYPE_CHECKING:
-    from studies.tuning.runner import Outcome
 
 ARMS = ("no_graph", "global", "learned", "oracle", "random")
 
@@ -61,13 +57,7 @@ SPEC = StudySpec(
                 "so it is an upper bound, not a competitor) and random (a fixed random scene per image), K = the "
                 "true number of scenes; one trial per (arm, seed), every trial run to the end.")
 
-
-def get_args_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    return script.get_args_parser(SPEC, argv)
-
-
-def main(args: argparse.Namespace) -> Outcome:
-    return script.main(args, SPEC)
+get_args_parser, main = script.entry_points(SPEC)
 
 
 if __name__ == "__main__":

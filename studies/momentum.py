@@ -8,14 +8,8 @@ current batch. The knob is ours, not the paper's.
 
 from __future__ import annotations
 
-import argparse
-from typing import TYPE_CHECKING
-
 from studies import script
 from studies.design.spec import StudySpec
-
-if TYPE_CHECKING:
-    from studies.tuning.runner import Outcome
 
 SPEC = StudySpec(
     study="momentum", script=__file__, axis="comat_momentum", values=(0.0, 0.9, 0.99, 1.0),
@@ -23,13 +17,7 @@ SPEC = StudySpec(
                 "seed), every trial run to the end. 1.0 is the official running sum; this knob is ours, not the "
                 "paper's.")
 
-
-def get_args_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    return script.get_args_parser(SPEC, argv)
-
-
-def main(args: argparse.Namespace) -> Outcome:
-    return script.main(args, SPEC)
+get_args_parser, main = script.entry_points(SPEC)
 
 
 if __name__ == "__main__":

@@ -7,27 +7,15 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import TYPE_CHECKING
-
 from studies import script
 from studies.design.spec import StudySpec
-
-if TYPE_CHECKING:
-    from studies.tuning.runner import Outcome
 
 SPEC = StudySpec(
     study="scene_count", script=__file__, axis="num_scenes", values=(1, 2, 4, 8),
     description="How many latent scenes does SALGL need? One trial per (num_scenes, seed), every trial run to "
                 "the end; K = 1 removes scene awareness (one global co-occurrence matrix).")
 
-
-def get_args_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    return script.get_args_parser(SPEC, argv)
-
-
-def main(args: argparse.Namespace) -> Outcome:
-    return script.main(args, SPEC)
+get_args_parser, main = script.entry_points(SPEC)
 
 
 if __name__ == "__main__":

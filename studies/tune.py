@@ -13,7 +13,6 @@ the synthetic preset's (lr 2e-3: not the paper's, and labelled so).
 
 from __future__ import annotations
 
-import argparse
 from typing import TYPE_CHECKING, Any
 
 from salgl_core.presets import recipe_config
@@ -23,7 +22,6 @@ from studies.design.spec import StudySpec
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-    from studies.tuning.runner import Outcome
 
 
 def search_space(base: dict[str, Any], seeds: list[int]) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:
@@ -62,13 +60,7 @@ SPEC = StudySpec(
                 "trials early; the recipe's configuration (the paper's on a real dataset, the synthetic preset's "
                 "on synthetic data) is always the first trial.")
 
-
-def get_args_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    return script.get_args_parser(SPEC, argv)
-
-
-def main(args: argparse.Namespace) -> Outcome:
-    return script.main(args, SPEC)
+get_args_parser, main = script.entry_points(SPEC)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,10 @@ same labels and objects at every V (salgl_core/data/synthetic.py). Synthetic dat
 
 from __future__ import annotations
 
-import argparse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from studies import script
 from studies.design.spec import ARM, StudyError, StudySpec
-
-if TYPE_CHECKING:
-    from studies.tuning.runner import Outcome
 
 DEFAULT_VISIBILITY = 0.6
 LEARNED_AT = (0.0, 0.6, 1.0)
@@ -68,13 +64,7 @@ SPEC = StudySpec(
                 "graph (the floor, the reference) and the true scenes (the ceiling; the oracle also sees them at "
                 "evaluation, so it is an upper bound, not a competitor); one trial per (arm, seed).")
 
-
-def get_args_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    return script.get_args_parser(SPEC, argv)
-
-
-def main(args: argparse.Namespace) -> Outcome:
-    return script.main(args, SPEC)
+get_args_parser, main = script.entry_points(SPEC)
 
 
 if __name__ == "__main__":

@@ -7,21 +7,19 @@ tests are in test_studies_quiet.py)."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import optuna
 import pytest
-from helpers import descendants, kill, read_rows, wait_until
+from helpers import descendants, read_rows, wait_until
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-from ray.tune import ExperimentAnalysis
 from ray_cli import short_temp_dir
+from study_process import Study, recorded_by_ray
 
 from studies.tuning import quiet, workspace
 
@@ -41,43 +39,6 @@ def assert_quiet(out: str) -> None:
     if not quiet.tensorboard_installed():
         for s in TENSORBOARD:
             assert s not in out, f"a TensorBoard hint without TensorBoard:\n{out[-4000:]}"
-
-
-class Study:
-    """One `python studies/scene_count.py ...` subprocess; output goes to a file (no pipe to fill up)."""
-
-    def __init__(self, tmp: Path, argv: list[str], log: str) -> None:
-        self.log = tmp / log
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(self.log, "w") as f:
-            self.proc = subprocess.Popen(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
-        self.ray_pids: list[int] = []
-
-    def wait_for(self, trials_csv: Path, n_finished: int, timeout: float = 120) -> list[dict[str, str]]:
-        def finished() -> list[dict[str, str]] | None:
-            assert self.proc.poll() is None, f"the study exited early:\n{self.log.read_text()[-3000:]}"
-            rows = read_rows(trials_csv)
-            return rows if sum(r["status"] == "FINISHED" for r in rows) >= n_finished else None
-
-        try:
-            rows = wait_until(finished, timeout, f"{n_finished} finished trials", poll=0.2)
-        except AssertionError as e:
-            raise AssertionError(f"{e}:\n{self.log.read_text()[-3000:]}") from None
-        self.ray_pids = descendants(self.proc.pid)
-        return rows
-
-    def end(self, timeout: float = 120) -> int:
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        finally:
-            kill([self.proc.pid, *self.ray_pids])  # whatever a killed driver left behind
-        return rc
-
-
-def recorded_by_ray(exp_dir: Path, trial_ids: set[str]) -> bool:
-    """Whether Ray's saved experiment state has these trials as finished (what a restore starts from)."""
-    done = {t.trial_id for t in ExperimentAnalysis(str(exp_dir)).trials if t.status == "TERMINATED"}
-    return trial_ids <= done
 
 
 @pytest.fixture

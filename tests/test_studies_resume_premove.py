@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import descendants, kill, read_rows, wait_until
-from ray.tune import ExperimentAnalysis
+from helpers import read_rows
 from ray_cli import short_temp_dir
+from study_process import Study, recorded_by_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -41,35 +41,6 @@ def premove_available() -> str | None:
     if _git("cat-file", "-e", f"{PREMOVE}^{{commit}}", env=env).returncode != 0:
         return f"commit {PREMOVE} (before studies/ was split) is not in this clone (a shallow clone?)"
     return None
-
-
-class Study:
-    """One `python studies/scene_count.py ...` subprocess run in `cwd`; output goes to a file."""
-
-    def __init__(self, tmp: Path, argv: list[str], log: str, cwd: Path, pythonpath: Path | None = None) -> None:
-        self.log = tmp / log
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env["PYTHONUNBUFFERED"] = "1"
-        if pythonpath is not None:  # the old packages win over the editable install of today's
-            env["PYTHONPATH"] = str(pythonpath)
-        with open(self.log, "w") as f:
-            self.proc = subprocess.Popen(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=env)
-        self.ray_pids: list[int] = []
-
-    def out(self) -> str:
-        return self.log.read_text()
-
-    def end(self, timeout: float = 120) -> int:
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        finally:
-            kill([self.proc.pid, *self.ray_pids, *descendants(self.proc.pid)])
-        return rc
-
-
-def recorded_by_ray(exp_dir: Path, trial_ids: set[str]) -> bool:
-    done = {t.trial_id for t in ExperimentAnalysis(str(exp_dir)).trials if t.status == "TERMINATED"}
-    return trial_ids <= done
 
 
 @pytest.fixture
@@ -103,18 +74,10 @@ def test_resume_a_study_started_before_the_move(tmp_path, ray_tmp):
              "--storage-path", str(storage), *runtime]
     s = Study(tmp_path, first, "old.log", cwd=old, pythonpath=old)
 
-    def one_finished() -> bool:
-        assert s.proc.poll() is None, f"the old study exited early:\n{s.out()[-3000:]}"
-        return any(r["status"] == "FINISHED" for r in read_rows(trials_csv))
-
     # Ctrl-C as soon as the export has a finished trial (the trials take seconds: waiting for Ray's periodic
     # state save as well would let the others finish); on SIGINT Ray saves its state once more, checked below.
     try:
-        try:
-            wait_until(one_finished, 120, "a finished trial", poll=0.1)
-        except AssertionError as e:
-            raise AssertionError(f"{e}:\n{s.out()[-3000:]}") from None
-        s.ray_pids = descendants(s.proc.pid)
+        s.wait_for(trials_csv, 1)
         s.proc.send_signal(signal.SIGINT)
     finally:
         rc = s.end()
