@@ -1,4 +1,4 @@
-# `make test` builds .venv from nothing (pip only: it honours the local torch wheels) and runs pytest.
+# `make test` builds .venv from nothing (pip only: it honours the local torch wheels) and runs the suite (tools/test.sh).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,lite,optuna]'
 	@touch $(STAMP)
 
+# The suite in two sessions: what starts no Ray, server or browser on two xdist workers, then the rest
+# (tools/test.sh). PYTEST_ARGS goes to both.
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	PY=$(PY) tools/test.sh $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "$(FAST)" $(PYTEST_ARGS)
