@@ -58,7 +58,7 @@ def ray_two_gpus():
 def _args(module, tmp: Path, *extra: str):
     return module.get_args_parser().parse_args(
         ["--smoke", "--results-dir", str(tmp / "results"), "--storage-path", str(tmp / "ray"), "--name", "t",
-         "--cpus-per-trial", "1", *extra])
+         "--cpus-per-trial", "1", "--reuse-actors", *extra])
 
 
 @pytest.fixture(scope="module")
