@@ -580,6 +580,7 @@ def test_readme_documents_the_analysis_files():
         assert f"`{name}`" in predictions, name
 
 
+@pytest.mark.slow
 def test_analysis_imports_no_torch_ray_optuna_or_streamlit():
     code = ("import sys, studies.analysis.analyze; heavy = [m for m in ('torch', 'ray', 'optuna', 'streamlit') "
             "if m in sys.modules]; assert not heavy, heavy")

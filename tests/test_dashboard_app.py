@@ -119,6 +119,7 @@ def test_one_reported_metric_everywhere(monkeypatch, results):
     assert {m.label: m.value for m in at.metric}[REPORTED_CARD] == f"{best:.2f}"
 
 
+@pytest.mark.slow
 def test_coco_reference_line_and_difference(monkeypatch, results):
     at = start(monkeypatch, results, "graph_depth/2025-05-20_0900")
     assert not at.error, texts(at.error)
@@ -286,6 +287,7 @@ def test_the_demo_opens_on_a_healthy_run(monkeypatch, results):
                                                         for o in picker.options[1:])
 
 
+@pytest.mark.slow
 def test_sidebar_box_overrides_the_environment(monkeypatch, tmp_path, results):
     (tmp_path / "empty").mkdir()
     at = start(monkeypatch, tmp_path / "empty")

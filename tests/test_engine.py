@@ -104,6 +104,7 @@ def test_resume_gives_the_same_second_epoch(cache_dir, tmp_path):
             np.testing.assert_allclose(again.predictions[key], p[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_dedicated_error(cache_dir):
     cfg = small_cfg(cache_dir, synthetic_train_images=64, synthetic_val_images=32, lr=1e30, epochs=3)
     with pytest.raises(DivergedError, match=r"diverged at epoch \d+, step \d+") as info:

@@ -63,6 +63,7 @@ def test_silencing_is_idempotent_and_targets_rays_loggers(monkeypatch):
     assert os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == "1"
 
 
+@pytest.mark.slow
 def test_the_old_module_paths_load_as_the_new_modules():
     """What a run started before studies/ had subpackages pickled (its searcher, callback and trial function)
     unpickles after legacy_modules(); end to end: test_studies_resume_premove.py."""
