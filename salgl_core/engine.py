@@ -34,9 +34,10 @@ from salgl_core.ema import ModelEMA
 from salgl_core.features import attach_feature_cache
 from salgl_core.io import atomic_write_text
 from salgl_core.losses import SALGLLoss
-from salgl_core.metrics import contingency, evaluate, nmi
+from salgl_core.metrics import evaluate, nmi
 from salgl_core.model import SALGL, build_model, random_scenes
 from salgl_core.pretrain import resolve_backbone_weights
+from salgl_core.report import best_predictions, scene_report
 
 CHECKPOINT = "checkpoint.pt"
 BEST_EMA = "best_ema.pt"
@@ -169,35 +170,6 @@ def predict(model: SALGL, loader: DataLoader, device: torch.device, amp: str = "
     cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros((0,))  # noqa: E731
     return {"scores": cat(scores), "targets": cat(targets), "ignore": cat(ignore).astype(bool),
             "scenes": cat(scenes), "index": cat(index)}
-
-
-def scene_report(model: SALGL, scenes: np.ndarray, class_names: list[str],
-                 true_scenes: np.ndarray | None = None) -> dict[str, Any]:
-    """Per-scene co-occurrence probabilities P(j | i, k), scene usage on validation images and, on
-    synthetic data, the agreement between learned and true scenes."""
-    co = model.cooccurrence
-    k = co.counts.shape[0]
-    usage = np.bincount(scenes.astype(np.int64), minlength=k)[:k] / max(len(scenes), 1)
-    report: dict[str, Any] = {
-        "num_scenes": k, "class_names": list(class_names),
-        "cooccurrence_prob": np.round(co.probabilities().cpu().numpy(), 5).tolist(),
-        "cooccurrence_counts_diag": np.round(torch.diagonal(co.counts, dim1=1, dim2=2).cpu().numpy(), 3).tolist(),
-        "scene_usage": usage.tolist(), "true_scene_nmi": None, "contingency": None,
-    }
-    if true_scenes is not None and len(true_scenes) == len(scenes):
-        kt = int(true_scenes.max()) + 1
-        report["true_scene_nmi"] = float(nmi(scenes, true_scenes))
-        report["contingency"] = contingency(scenes, true_scenes, k, kt).astype(int).tolist()
-    return report
-
-
-def best_predictions(val: Any, best: dict[str, Any]) -> dict[str, np.ndarray]:
-    """FitResult.predictions from the checkpoint's `best_scores` ({epoch, scores, index}): the targets, the
-    ignore mask and the image ids come from the validation dataset, row by row."""
-    index = best["index"].numpy()
-    ids = np.asarray(val.ids)[index] if val.ids is not None else index
-    return {"scores": best["scores"].numpy(), "targets": val.labels[index], "ignore": val.ignore[index],
-            "image_ids": ids}
 
 
 def _write_epochs_csv(path: Path, rows: list[dict[str, Any]]) -> None:
