@@ -1,5 +1,5 @@
 """Running a study: `main` (plan, checks, Ray, the Tuner, the export's final status), the closing summary,
-and `run_script`, the entry point of every study script.
+and `run_cli`, which turns a study script's run into an exit code (studies/script.py calls it).
 
 Order of a run: restore the arguments (--resume) -> plan -> check data and model -> start or join Ray ->
 size the trials to the cluster -> write study.json -> Tuner (new, or restored) -> final status and
