@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,16 @@ def results(demo_results: Path, tmp_path: Path) -> Path:
     """A private copy of the demo exports."""
     shutil.copytree(demo_results, tmp_path / "results")
     return tmp_path / "results"
+
+
+@pytest.fixture
+def ray_tmp() -> Iterator[str]:
+    """A short temp dir for a study subprocess's `--ray-temp-dir` (Ray's socket paths must fit 107 bytes)."""
+    from ray_cli import short_temp_dir
+
+    d = short_temp_dir("rs")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -18,7 +17,6 @@ import pytest
 from helpers import descendants, read_rows, wait_until
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-from ray_cli import short_temp_dir
 from study_process import Study, recorded_by_ray
 
 from studies.tuning import quiet, workspace
@@ -39,13 +37,6 @@ def assert_quiet(out: str) -> None:
     if not quiet.tensorboard_installed():
         for s in TENSORBOARD:
             assert s not in out, f"a TensorBoard hint without TensorBoard:\n{out[-4000:]}"
-
-
-@pytest.fixture
-def ray_tmp():
-    d = short_temp_dir("rr")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_ctrl_c_then_sigkill_then_resume(tmp_path, ray_tmp):

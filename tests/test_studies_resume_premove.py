@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from helpers import read_rows
-from ray_cli import short_temp_dir
 from study_process import Study, recorded_by_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -41,13 +40,6 @@ def premove_available() -> str | None:
     if _git("cat-file", "-e", f"{PREMOVE}^{{commit}}", env=env).returncode != 0:
         return f"commit {PREMOVE} (before studies/ was split) is not in this clone (a shallow clone?)"
     return None
-
-
-@pytest.fixture
-def ray_tmp():
-    d = short_temp_dir("rp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_resume_a_study_started_before_the_move(tmp_path, ray_tmp):
