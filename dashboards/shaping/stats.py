@@ -95,8 +95,7 @@ def verdict_display(table: pd.DataFrame) -> pd.DataFrame:
     out = table.set_index(table.columns[0])
     for col in VERDICT_COLUMNS:
         if not _is_text(col):
-            out[col.label] = [format_verdict_cell(col, None if v is None or v != v else v, MISSING)
-                              for v in out[col.label]]
+            out[col.label] = [format_verdict_cell(col, v, MISSING) for v in out[col.label]]
     return out
 
 
