@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,lite,optuna]'
+	$(PY) -m pip install --quiet -e '.[dev,lite,optuna,trackers,notebook]'
 	@touch $(STAMP)
 
 # The suite in two sessions: what starts no Ray, server or browser on two xdist workers, then the rest
