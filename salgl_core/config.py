@@ -154,18 +154,21 @@ class _Validated:
     def __post_init__(self) -> None:
         cls = type(self)
         for name, spec in _specs(cls).items():
-            v = getattr(self, name)
-            # Values that arrive through JSON, CSV or a searcher may be floats such as 4.0: accept those
-            # for integer fields, reject 4.5.
-            if spec.type is int and isinstance(v, float) and v.is_integer():
-                v = int(v)
-            elif spec.type is float and isinstance(v, int) and not isinstance(v, bool):
-                v = float(v)
-            setattr(self, name, v)
-            if not (v is None and spec.optional) and not spec.check.ok(v, spec.type):
-                allowed = spec.check.expected(spec.type)
-                raise ConfigError(f"{cls.__name__}.{name} = {v!r} is invalid: expected "
-                                  f"{'None or ' if spec.optional else ''}{allowed}")
+            setattr(self, name, _checked(spec, getattr(self, name), f"{cls.__name__}.{name}"))
+
+
+def _checked(spec: FieldSpec, v: Any, where: str) -> Any:
+    """`v` as the field's type, or ConfigError saying what the field takes."""
+    # Values that arrive through JSON, CSV or a searcher may be floats such as 4.0: accept those
+    # for integer fields, reject 4.5.
+    if spec.type is int and isinstance(v, float) and v.is_integer():
+        v = int(v)
+    elif spec.type is float and isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
+    if not (v is None and spec.optional) and not spec.check.ok(v, spec.type):
+        allowed = spec.check.expected(spec.type)
+        raise ConfigError(f"{where} = {v!r} is invalid: expected {'None or ' if spec.optional else ''}{allowed}")
+    return v
 
 
 @dataclass
@@ -311,11 +314,24 @@ def _did_you_mean(name: str) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def _unknown(names: list[str]) -> ConfigError:
+    # The fields are listed by `--print-config`, not here: 69 names would bury the suggestion.
+    what = "; ".join(f"{n!r}{_did_you_mean(n)}" for n in names)
+    return ConfigError(f"unknown config field{'s' if len(names) > 1 else ''} {what}; "
+                       "`python -m salgl_core.train --print-config` lists every field")
+
+
 def field_spec(name: str) -> FieldSpec:
     """Type, None-ness, rule, default and help of the flat config field `name`."""
     if name not in FIELD_OWNER:
-        raise ConfigError(f"unknown config field {name!r}{_did_you_mean(name)}; known fields: {sorted(FIELD_OWNER)}")
+        raise _unknown([name])
     return _specs(_SECTIONS[FIELD_OWNER[name]])[name]
+
+
+def check_field(name: str, value: Any) -> Any:
+    """`value` for the flat config field `name`, as its type (4.0 -> 4 for an integer field); ConfigError naming
+    the field and what it takes otherwise (the rules across fields are checked when a config is built)."""
+    return _checked(field_spec(name), value, name)
 
 
 def field_label(name: str) -> str:
@@ -374,7 +390,7 @@ class ExperimentConfig:
         """Build from a flat {field: value} dict, starting from `base` (default: the dataclass defaults)."""
         unknown = sorted(k for k in flat if k not in FIELD_OWNER)
         if unknown:
-            raise ConfigError(f"unknown config field(s) {unknown}; known fields: {sorted(FIELD_OWNER)}")
+            raise _unknown(unknown)
         base = base or cls()
         flat = dict(flat)
         # config.json files from before the named policies held a boolean: True was torchvision's RandAugment.

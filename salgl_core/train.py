@@ -102,8 +102,15 @@ def main(args: argparse.Namespace) -> int:
     from salgl_core.backbone import BackboneWeightsError
     from salgl_core.data import DataError
     from salgl_core.embeddings import LabelEmbeddingError
-    from salgl_core.engine import DivergedError, fit
+    from salgl_core.engine import CHECKPOINT, DivergedError, fit
 
+    if args.resume and (out is None or not (out / CHECKPOINT).is_file()):
+        # fit(resume=True) starts afresh without a checkpoint (a study trial's first attempt); typed by hand, that
+        # would silently train from scratch over whatever the folder holds.
+        where = f"{out} has no {CHECKPOINT}" if out is not None else "it needs --out, the folder of the run"
+        print(f"error: --resume continues a run from its {CHECKPOINT}, but {where}; start a new run without "
+              "--resume, or name the interrupted run's folder with --out", file=sys.stderr)
+        return 2
     try:
         out = out or Path("runs") / f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         print(f"training SALGL on {cfg.data.dataset} (recipe {cfg.train.recipe}) -> {out.resolve()}", flush=True)

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from salgl_core.config import ConfigError
 from studies.design import cli
 from studies.design.spec import StudyError, StudySpec
 
@@ -48,9 +49,9 @@ def run_script(spec: StudySpec, argv: list[str] | None = None) -> int:
     stderr), 130 when interrupted."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = cli.get_args_parser(spec, argv).parse_args(argv)
-    try:  # the mistakes visible here answer before the heavy imports, in well under a second
+    try:  # the mistakes visible here (config values included) answer before the heavy imports, in well under a second
         cli.check_args(args, spec)
-    except StudyError as e:
+    except (StudyError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from studies.tuning import runner

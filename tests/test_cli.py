@@ -161,3 +161,14 @@ def test_help_shows_the_defaults_of_the_recipe_it_will_use():
     assert "recipes (salgl_core/presets.py" in text and "paper-nuswide-r101-448: NUS-WIDE" in text
     out = _train("--recipe", "paper-voc2007-r101-448", "--help")
     assert out.returncode == 0 and "(defaults: recipe paper-voc2007-r101-448)" in out.stdout
+
+
+@pytest.mark.parametrize("has_out", [True, False])
+def test_resume_without_a_checkpoint_is_refused_not_a_fresh_run(tmp_path, has_out):
+    """`--resume` on a folder with no checkpoint.pt (a typo, the wrong folder) says so instead of training afresh."""
+    argv = [sys.executable, "-m", "salgl_core.train", "--resume", *(["--out", str(tmp_path)] if has_out else [])]
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith("error: --resume continues a run from its checkpoint.pt")
+    assert "training" not in out.stdout
+    assert list(tmp_path.iterdir()) == []  # nothing written

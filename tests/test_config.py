@@ -24,6 +24,7 @@ from salgl_core.config import (
     Range,
     TrainConfig,
     available_cpus,
+    check_field,
     field_spec,
     field_type,
 )
@@ -182,3 +183,11 @@ def test_scene_source_rules_across_sections():
     assert ExperimentConfig.from_flat({**synthetic_preset(), "num_scenes": 7, "scene_source": "random"})
     # --help must say that the oracle is a ceiling, not a competitor
     assert "upper bound" in field_spec("scene_source").help and "evaluation time" in field_spec("scene_source").help
+
+
+def test_check_field_types_one_value_and_names_what_the_field_takes():
+    assert check_field("num_scenes", 4.0) == 4 and isinstance(check_field("lr", 1), float)
+    with pytest.raises(ConfigError, match=r"^gnn_steps = -1 is invalid: expected an integer >= 0$"):
+        check_field("gnn_steps", -1)
+    with pytest.raises(ConfigError, match=r"unknown config fields 'num_scene' \(did you mean num_scenes\?\); 'qq'"):
+        ExperimentConfig.from_flat({"num_scene": 2, "qq": 1})

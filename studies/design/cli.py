@@ -22,8 +22,8 @@ from salgl_core.cli import (
     recipes_epilog,
     shown_recipe,
 )
-from salgl_core.config import DATASETS, field_spec
-from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, Recipe
+from salgl_core.config import DATASETS, ConfigError, ExperimentConfig, check_field, field_spec
+from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, Recipe, choose_recipe
 from studies.design.paths import DEFAULT_RESULTS, DEFAULT_STORAGE
 from studies.design.spec import StudyError, StudySpec
 
@@ -146,10 +146,46 @@ def get_args_parser(spec: StudySpec, argv: list[str] | None = None) -> argparse.
 def check_args(args: argparse.Namespace, spec: StudySpec) -> None:
     """The mistakes visible in the arguments alone (a malformed --set, a --values item of the wrong type or
     outside the axis field's range); StudyError naming the flag, the field and what it takes."""
-    parse_set(args.set)
+    sets = parse_set(args.set)
     if spec.arms is None and spec.axis:
-        for raw in getattr(args, "values", None) or ():
-            axis_value(spec.axis, raw)
+        check_axis_not_set(spec.axis, sets)
+    for key, value in sets.items():
+        try:
+            check_field(key, value)
+        except ConfigError as e:
+            raise StudyError(f"--set: {e}") from None
+    if spec.arms is None and spec.axis:
+        values = [axis_value(spec.axis, raw) for raw in getattr(args, "values", None) or ()]
+    else:
+        values = []
+    # The whole trial config, rules across fields included: answered in a fraction of a second, before torch,
+    # Ray and Optuna load (studies.tuning.plan builds the same config again, with absolute paths).
+    flat, _ = study_config(args)
+    for point in [{"seed": s} for s in args.seeds or ()] + [{spec.axis: v} for v in values]:
+        ExperimentConfig.from_flat({**flat, **point})
+
+
+def check_axis_not_set(axis: str, sets: dict[str, Any]) -> None:
+    if axis in sets:
+        raise StudyError(f"{axis} is this study's axis: give its values with --values, not --set")
+
+
+def study_config(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    """The flat config every trial starts from: recipe < the studies' synthetic sizing < --smoke < flags < --set,
+    validated (ConfigError), paths as typed. Returns it and whether --set chose the device."""
+    # getattr: study_args.json of runs started before --recipe existed has no `recipe`.
+    recipe = choose_recipe(getattr(args, "recipe", None), args.dataset)
+    if args.smoke and recipe.dataset != "synthetic":
+        raise StudyError("--smoke runs on the synthetic dataset only; drop --dataset/--recipe or --smoke")
+    flat = study_preset(recipe, args.smoke)
+    # Generated flags are absent from `args` unless typed (argparse.SUPPRESS); "none" already parsed to None.
+    flat.update({name: getattr(args, name) for name in CONFIG_FLAGS[1:] if hasattr(args, name)})
+    sets = parse_set(args.set)
+    if "recipe" in sets or "dataset" in sets:
+        raise StudyError("the recipe and the dataset are chosen with --recipe / --dataset, not --set")
+    flat.update(sets)
+    # ExperimentConfig names unknown fields and out-of-range values (ConfigError).
+    return ExperimentConfig.from_flat(flat).to_flat(), "device" in sets
 
 
 def axis_value(axis: str, raw: str) -> Any:

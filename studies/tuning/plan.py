@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from salgl_core.config import DATA_PATH_FIELDS, ExperimentConfig, field_spec
-from salgl_core.presets import choose_recipe, get_recipe, recipe_config
-from studies.design.cli import CONFIG_FLAGS, axis_value, parse_set, study_preset
+from salgl_core.presets import get_recipe, recipe_config
+from studies.design.cli import axis_value, check_axis_not_set, parse_set, study_config
 from studies.design.paths import REPO
 from studies.design.spec import ARM, METRIC, MODE, StudyError, StudySpec
 from studies.exports.files import portable_config, utc_now
@@ -157,8 +157,7 @@ def _grid(args: argparse.Namespace, spec: StudySpec, base: dict[str, Any], seeds
     assert axis is not None
     if spec.arms is not None:
         return _arms(args, spec, base, seeds)
-    if axis in parse_set(args.set):
-        raise StudyError(f"{axis} is this study's axis: give its values with --values, not --set")
+    check_axis_not_set(axis, parse_set(args.set))
     paper_value = recipe_config(base["recipe"])[axis]
     if args.values:
         values = [axis_value(axis, v) for v in args.values]
@@ -254,22 +253,10 @@ def _asha(args: argparse.Namespace, epochs: int) -> dict[str, Any] | None:
 
 
 def base_config(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
-    """The flat config every trial starts from: recipe < studies' synthetic sizing < --smoke < flags < --set.
-    Validated. Returns it and whether --set chose the device."""
-    # getattr: study_args.json of runs started before --recipe existed has no `recipe`.
-    recipe = choose_recipe(getattr(args, "recipe", None), args.dataset)
-    if args.smoke and recipe.dataset != "synthetic":
-        raise StudyError("--smoke runs on the synthetic dataset only; drop --dataset/--recipe or --smoke")
-    flat = study_preset(recipe, args.smoke)
-    # Generated flags are absent from `args` unless typed (argparse.SUPPRESS); "none" already parsed to None.
-    flat.update({name: getattr(args, name) for name in CONFIG_FLAGS[1:] if hasattr(args, name)})
-    sets = parse_set(args.set)
-    if "recipe" in sets or "dataset" in sets:
-        raise StudyError("the recipe and the dataset are chosen with --recipe / --dataset, not --set")
-    flat.update(sets)
-    # ExperimentConfig names unknown fields and out-of-range values (ConfigError).
-    flat = ExperimentConfig.from_flat(flat).to_flat()
-    return _absolute_paths(flat), "device" in sets
+    """The flat config every trial starts from (studies.design.cli.study_config), its paths absolute. Returns it
+    and whether --set chose the device."""
+    flat, explicit_device = study_config(args)
+    return _absolute_paths(flat), explicit_device
 
 
 def _absolute_paths(flat: dict[str, Any]) -> dict[str, Any]:
