@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -503,6 +504,39 @@ def test_committed_export_and_cli(tmp_path, capsys):
                                                            "study.json says") for c in a["comparisons"])
     assert analyze.main([str(tmp_path / "nothing")]) == 2
     assert "study.json" in capsys.readouterr().err
+
+
+def _files(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_look_at_an_export_never_rewrites_it(tmp_path, capsys):
+    """`python -m studies.analyze RUN` on an unchanged committed export writes nothing (its analysis differs only in
+    the bootstrap's clock); once trials.csv loses a row, it rewrites both files, and a second run is up to date."""
+    src = REPO / "results" / "scene_count" / "default"
+    if not (src / schema.ANALYSIS_JSON).is_file():
+        pytest.skip("results/scene_count/default is not in this checkout")
+    run = tmp_path / "sc"
+    shutil.copytree(src, run)
+    before = _files(run)
+    assert analyze.main([str(run)]) == 0
+    assert "are up to date (nothing written)" in capsys.readouterr().out
+    assert _files(run) == before  # bytes and mtimes
+    rows = (run / schema.TRIALS_CSV).read_text().splitlines(keepends=True)
+    (run / schema.TRIALS_CSV).write_text("".join(rows[:-1]))
+    assert analyze.main([str(run)]) == 0
+    assert f"wrote {run / schema.ANALYSIS_JSON}" in capsys.readouterr().out
+    a = json.loads((run / schema.ANALYSIS_JSON).read_text())
+    assert len(a["trials"]) == len(rows) - 2 and (run / schema.ANALYSIS_JSON).read_bytes() != before[
+        schema.ANALYSIS_JSON][0]
+    after = _files(run)
+    assert analyze.main([str(run)]) == 0
+    assert "up to date" in capsys.readouterr().out and _files(run) == after
+    # A damaged comparisons.csv is not up to date, whatever analysis.json holds.
+    (run / schema.COMPARISONS_CSV).write_text("axis\n")
+    assert not analyze.up_to_date(run, analyze.analyze_run(run))
 
 
 def test_joint_search_importances(tmp_path):

@@ -65,7 +65,9 @@ def _layer(module: str) -> str | None:
 
 
 def test_the_layout_is_four_layers_and_an_entry_point():
-    assert {m for m in PATHS if m.count(".") == 1} == {"dashboards.app", "dashboards.demo", "dashboards.demo_stats",
+    # app.py (Streamlit's entry), api.py (the notebook API: load_run), the demo writers, and the layers.
+    assert {m for m in PATHS if m.count(".") == 1} == {"dashboards.app", "dashboards.api", "dashboards.demo",
+                                                       "dashboards.demo_stats",
                                                        *(f"dashboards.{layer}" for layer in LAYERS)}
     for layer in LAYERS:
         init = DASH / layer / "__init__.py"
@@ -102,7 +104,7 @@ def test_dashboard_modules_import_no_training_or_ui_stack():
     """Outside ui/ and app.py nothing loads streamlit, nor the training stack (plotly is fine in charts;
     studies.analysis.analyze imports optuna only inside the function a joint search calls)."""
     assert {"dashboards.data.files", "dashboards.shaping.stats", "dashboards.charts.figures", "dashboards.demo",
-            "dashboards.demo_stats"} <= set(PLAIN)
+            "dashboards.demo_stats", "dashboards.api"} <= set(PLAIN)
     code = (f"import importlib, json, sys\nfor m in {PLAIN!r}: importlib.import_module(m)\n"
             f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -3,7 +3,8 @@ ablation, the importances and parallel coordinates of a joint search, and what t
 
 The numbers are analysis.json's (dashboards/data/analysis.py reads it, or computes it with
 studies.analysis.analyze where the export has none); dashboards/shaping/stats.py shapes them,
-dashboards/charts/stats.py draws them, dashboards/shaping/texts.py words them.
+dashboards/charts/stats.py draws them, dashboards/shaping/texts.py words them; studies/analysis/tables.py writes the
+verdict table's LaTeX and Markdown downloads.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dashboards.data.runs import Run
 from dashboards.shaping import stats, texts
 from dashboards.shaping.fmt import fmt_value
 from dashboards.ui.widgets import table
+from studies.analysis import tables
 
 
 # Computed at most once per version of the files: on a full validation set the image bootstrap takes seconds per
@@ -70,10 +72,20 @@ def verdict_section(run: Run, res: analysis.RunAnalysis, metric: str) -> None:
         # A static table: it wraps the verdicts, which are sentences.
         st.table(stats.verdict_display(verdicts))
         st.caption(texts.VERDICT_CAPTION)
+        _table_downloads(run, data)
     budget = data.get("budget")
     if isinstance(budget, dict) and budget.get("verdict"):
         # A curve still climbing at the last epoch makes every verdict provisional: say so beside them.
         (st.info if budget.get("flat") is False else st.caption)(f"Training budget: {budget['verdict']}.")
+
+
+def _table_downloads(run: Run, data: dict) -> None:
+    """The verdict table for a paper, one button per format (what `python -m studies.analyze RUN --format` prints)."""
+    cols = st.columns(4)  # the buttons side by side, each a quarter of the page wide
+    for col, (fmt, name) in zip(cols, tables.FORMATS.items(), strict=False):
+        col.download_button(f"Download the table ({name})", tables.format_verdict_table(data, fmt),
+                            file_name=f"{run.study}_{run.path.name}_verdicts.{tables.EXTENSIONS[fmt]}",
+                            mime=tables.MIME_TYPES[fmt], key=f"download_verdicts_{fmt}")
 
 
 def forest_chart(run: Run, res: analysis.RunAnalysis) -> None:

@@ -2,8 +2,10 @@
 
     python -m studies.analyze results/<study>/<run> [--bootstrap 1000] [--seed 0]
 
-recomputes and rewrites analysis.json and comparisons.csv (schema: results/README.md) from study.json,
-trials.csv and, when the trials saved them, predictions/ (each trial's validation scores). Only FINISHED
+recomputes analysis.json and comparisons.csv (schema: results/README.md) from study.json, trials.csv and, when
+the trials saved them, predictions/ (each trial's validation scores), and rewrites them only when what it computed
+differs from what they hold (the bootstrap's timing aside), so a look at a committed export leaves it unchanged;
+`--format latex|markdown` prints the verdict table (studies/analysis/tables.py) and writes nothing. Only FINISHED
 trials count; the metric is schema.REPORTED_METRIC. For a one-axis study the reference arm is the
 paper's configuration (study.json `paper_config`); the statistics are in studies.analysis.stats, the image
 bootstrap in studies.analysis.bootstrap. For a joint search (no axis) it reports the best trial and Optuna's
@@ -17,6 +19,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from studies.analysis import stats
+from studies.analysis import stats, tables
 from studies.analysis.bootstrap import bootstrap_maps, mean_average_precision
 from studies.analysis.budget import budget_check
 from studies.exports import evidence, schema
@@ -260,12 +263,51 @@ def write_analysis(run_dir: str | Path, analysis: dict[str, Any]) -> None:
     write_csv(run_dir / schema.COMPARISONS_CSV, schema.COMPARISON_COLUMNS, analysis.get("comparisons", []))
 
 
+# What analysis.json records about how long the analysis took, not about what it found: a rerun on the same files
+# changes these and nothing else.
+TIMING_FIELDS = (("bootstrap", "seconds"),)
+ANALYSIS_FILES = (schema.ANALYSIS_JSON, schema.COMPARISONS_CSV)
+
+
+def _timed_as(analysis: dict[str, Any], old: Any) -> dict[str, Any]:
+    """`analysis` with the timing fields of `old` (analysis.json as on disk), where it has them."""
+    out = dict(analysis)
+    for section, key in TIMING_FIELDS:
+        theirs = old.get(section) if isinstance(old, dict) else None
+        if isinstance(out.get(section), dict) and isinstance(theirs, dict) and key in theirs:
+            out[section] = {**out[section], key: theirs[key]}
+    return out
+
+
+def _bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def up_to_date(run_dir: str | Path, analysis: dict[str, Any]) -> bool:
+    """Do the run's analysis.json and comparisons.csv already hold `analysis`, timing fields aside? Compared
+    byte for byte with what write_analysis would write (rendered into a scratch folder, so the format has one
+    owner): unreadable, missing or differently written files are not up to date."""
+    run_dir = Path(run_dir)
+    try:
+        old = json.loads(_bytes(run_dir / schema.ANALYSIS_JSON) or b"")
+    except ValueError:
+        return False
+    with tempfile.TemporaryDirectory(prefix="analysis-") as scratch:
+        write_analysis(scratch, _timed_as(analysis, old))
+        return all(_bytes(run_dir / name) == _bytes(Path(scratch) / name) for name in ANALYSIS_FILES)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m studies.analyze", description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path, help="a study export folder, results/<study>/<run>")
     p.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES, metavar="N",
                    help="image resamples of the validation-set bootstrap (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's random seed (default %(default)s)")
+    p.add_argument("--format", choices=tables.FORMATS, default=None,
+                   help="print the verdict table as a LaTeX tabular or a GitHub Markdown table, and write nothing")
     return p
 
 
@@ -279,11 +321,22 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_analysis(args.run_dir, analysis)
+    if args.format:
+        try:
+            print(tables.format_verdict_table(analysis, args.format), end="")
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     from studies.analysis.summary import format_table  # the terminal's table; the dashboard never needs it
 
     print(format_table(analysis))
-    print(f"wrote {args.run_dir / schema.ANALYSIS_JSON} and {args.run_dir / schema.COMPARISONS_CSV}")
+    files = f"{args.run_dir / schema.ANALYSIS_JSON} and {args.run_dir / schema.COMPARISONS_CSV}"
+    if up_to_date(args.run_dir, analysis):
+        print(f"{files} are up to date (nothing written)")
+    else:
+        write_analysis(args.run_dir, analysis)
+        print(f"wrote {files}")
     return 0
 
 
