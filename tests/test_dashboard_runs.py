@@ -38,7 +38,7 @@ def test_list_runs_newest_first_with_summaries(results):
     # The reported number: the best trial's best_mAP_ema, never another column under its name.
     assert sc.best_value == pytest.approx(demo.synthetic_final(4, 1) + 0.2)
     assert sc.best_trial["trial_id"] == "sc_4_1"
-    assert f"best EMA mAP {demo.synthetic_final(4, 1) + 0.2:.2f}" in run_label(sc)
+    assert f"best trial's EMA mAP {demo.synthetic_final(4, 1) + 0.2:.2f}" in run_label(sc)
     assert run_label(sc).startswith(f"{display_path(results)} › scene_count/2025-06-03_0900 · FINISHED · 6/6 trials")
     assert run_label(sc, folder=False).startswith("scene_count/2025-06-03_0900 · ")
     assert sc.trial_seconds_total == 480.0 and sc.pretrain == "none (random init)"

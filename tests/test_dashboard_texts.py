@@ -101,3 +101,11 @@ def test_the_run_line_says_when_the_backbone_was_frozen():
     frozen = {"freeze_backbone": True, "backbone_weights": "synthetic-pretrained", "feature_cache": True}
     assert backbone_regime(frozen, "small_cnn") == "small_cnn frozen (synthetic-pretrained), cached tokens"
     assert backbone_regime({"freeze_backbone": True}, "small_cnn") == "small_cnn frozen (random init)"
+
+
+def test_the_header_card_and_the_paper_comparison_say_what_they_show():
+    """The card is one trial's number, not a mean; the comparison says why synthetic runs are not in it."""
+    assert T.REPORTED_CARD == "best single trial (EMA mAP)" and "not an arm's mean" in T.REPORTED_CARD_NOTE
+    assert "one seed of one setting" in T.REPORTED_HELP and "verdict table" in T.REPORTED_HELP
+    assert T.comparison_left_out(0) == ""
+    assert T.comparison_left_out(3).startswith("Left out: 3 run(s) on the embedded synthetic data or of named arms")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -14,11 +15,15 @@ from dashboards.data.runs import list_runs, load_run
 from dashboards.shaping import summaries as R
 from studies.exports.schema import REPORTED_METRIC
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def test_best_per_dataset_and_comparison(results):
     runs = list_runs(results).runs
     best = R.best_per_dataset(runs)
-    assert best["dataset"].tolist() == ["coco", "synthetic"]
+    # Only runs that can stand beside the paper's COCO numbers: the synthetic runs are left out.
+    assert best["dataset"].tolist() == ["coco"]
+    assert [s.dataset for s in runs if not R.stands_beside_paper(s)] == ["synthetic"] * 5
     coco = best.iloc[0]
     assert (coco["run"], coco["trial_id"], coco["value"], coco["metric"]) == (
         display_path(results / "graph_depth/2025-05-20_0900"), "gd_3_0", 85.7, REPORTED_METRIC)
@@ -27,11 +32,20 @@ def test_best_per_dataset_and_comparison(results):
         "gd_3_0", ["best_mAP_ema", "mAP", "best_mAP"]].tolist() == [85.7, 85.5, 85.5]
     table = R.comparison_table(best, load_paper_tables())
     ours = table[table["method"].str.startswith("ours")]
-    assert ours["ours - SALGL paper"].iloc[0] == pytest.approx(85.7 - 85.8)
-    assert math.isnan(ours["ours - SALGL paper"].iloc[1])
+    assert len(ours) == 1 and ours["ours - SALGL paper"].iloc[0] == pytest.approx(85.7 - 85.8)
     assert table.iloc[0]["method"].startswith(f"ours: {display_path(results)}/graph_depth")
     assert ours["mAP"].iloc[0] == 85.7 and ours["source"].iloc[0].endswith("trials.csv (best_mAP_ema)")
-    assert (table["dataset"] == "coco").sum() == 18 and (table["dataset"] == "synthetic").sum() == 1
+    assert (table["dataset"] == "coco").sum() == 18 and (table["dataset"] == "synthetic").sum() == 0
+    # A named-arm study on COCO is no reproduction either (its best arm may be an oracle): left out too; with
+    # nothing left, the table holds the paper's rows alone.
+    coco = next(s for s in runs if s.dataset == "coco")
+    arms = replace(coco, axis="arm", best_value=99.0)
+    assert not R.stands_beside_paper(arms) and R.best_per_dataset([arms]).empty
+    alone = R.comparison_table(R.best_per_dataset([arms]), load_paper_tables())
+    assert len(alone) == 17 and not alone["method"].str.startswith("ours").any()
+    # The committed exports are all synthetic (the mechanism study's oracle arm is their best trial): none listed.
+    committed = list_runs(REPO / "results").runs
+    assert committed and R.best_per_dataset(committed).empty
     rt = R.runs_table(runs)
     assert rt["run"].tolist() == [r.key for r in runs] and set(rt["folder"]) == {display_path(results)}
     assert rt[REPORTED_METRIC].tolist() == [r.best_value for r in runs]

@@ -15,7 +15,9 @@ from plotly.subplots import make_subplots
 
 from dashboards.data.files import SceneData
 from dashboards.data.paper import PaperRef
+from dashboards.shaping import texts
 from dashboards.shaping.fmt import fmt_value
+from dashboards.shaping.stats import AblationPlot
 from dashboards.shaping.trials import Ablation
 
 SEED_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
@@ -127,6 +129,13 @@ def ablation_figure(ab: Ablation, axis_label: str, metric_label: str, ref: Paper
                       scattermode="group", scattergap=0.6, yaxis_range=_y_range(ab, ref, repro))
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
     return fig
+
+
+def ablation_plot_figure(plot: AblationPlot, axis: str, metric: str) -> go.Figure:
+    """The ablation chart of a run as the dashboard shows it (dashboards.shaping.stats.ablation_plot)."""
+    return ablation_figure(plot.ab, texts.axis_label(axis), texts.metric_label(metric), plot.ref,
+                           plot.repro if plot.ref is None else None, plot.intervals,
+                           texts.reference_name(plot.synthetic, plot.arms))
 
 
 def _y_range(ab: Ablation, ref: PaperRef | None, repro: pd.DataFrame | None) -> list[float] | None:

@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dashboards.data.paper import PaperRef, PaperTables
+from dashboards.data.runs import Run
+from dashboards.shaping import trials
 from dashboards.shaping.fmt import MISSING, fmt_value
 from dashboards.shaping.trials import Ablation, same_value
 from studies.analysis.stats import ALPHA, verdict_kind
@@ -125,6 +128,30 @@ def trial_intervals(analysis: dict[str, Any] | None) -> pd.DataFrame:
     rows = [{"trial_id": str(t.get("trial_id")), **{c: _num(t.get(c)) for c in cols[1:]}}
             for t in (analysis or {}).get("trials") or []]
     return pd.DataFrame(rows, columns=cols)
+
+
+@dataclass
+class AblationPlot:
+    """What a run's ablation chart draws for one metric: the per-value summary with analysis.json's intervals, the
+    paper's number (or the reproduction's rows when the paper has none), each trial's image-bootstrap interval.
+    The dashboard's ablation view and the notebook API (dashboards/api.py) both build it here."""
+
+    ab: Ablation
+    ref: PaperRef | None
+    repro: pd.DataFrame | None
+    intervals: pd.DataFrame | None
+    arms: bool
+    synthetic: bool
+
+
+def ablation_plot(run: Run, paper: PaperTables, metric: str, analysis: dict[str, Any] | None) -> AblationPlot:
+    arms = run.arms is not None
+    # Named arms are not the paper's axis: their reference arm is no paper configuration to set a paper number by.
+    ref, repro = trials.paper_references(run, paper, metric) if not arms else (None, None)
+    ab = with_arm_intervals(trials.ablation_summary(run.trials, run.axis, metric, run.paper_config,
+                                                    list(run.arms or ()) or None), analysis)
+    intervals = trial_intervals(analysis) if analysis and analysis.get("metric") == metric else None
+    return AblationPlot(ab, ref, repro, intervals, arms, run.dataset == "synthetic")
 
 
 def has_predictions(analysis: dict[str, Any]) -> bool:

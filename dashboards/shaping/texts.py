@@ -26,9 +26,10 @@ METRIC_LABELS = {
     "scene_nmi": "scene NMI, learned vs true (0-1)",
 }
 REPORTED_LABEL = METRIC_LABELS[REPORTED_METRIC]
-# The header card's label is short (a card is narrow); the line under it names it in full.
-REPORTED_CARD = "best EMA mAP (%)"
-REPORTED_CARD_NOTE = f"the paper's reported number ({REPORTED_METRIC})"
+# The header card's label is short (a card is narrow); the line under it says what the number is. It is one
+# trial's (one seed's), the highest of the run: not an arm's mean, which the verdict table gives.
+REPORTED_CARD = "best single trial (EMA mAP)"
+REPORTED_CARD_NOTE = f"one seed's {REPORTED_METRIC}, the paper's reported number; not an arm's mean"
 METRIC_HELP = ("The default is the paper's reported number: the EMA model's mAP at its best epoch (best_mAP_ema; "
                "the paper picks that epoch on the test set), the number the study's end summary prints too. "
                "best mAP: the plain (non-EMA) model at its best epoch. last-epoch: the final epoch's. "
@@ -72,11 +73,22 @@ COMPARISON_NOTE = (f"mAP of our rows: {METRIC_LABELS[REPORTED_METRIC]} (trials.c
                    f"with the highest one over every listed run of that dataset / backbone / resolution; its CF1 / "
                    f"OF1 are the last epoch's. Paper rows: results/paper/coco_comparison.csv (the paper's table has "
                    f"no VOC or NUS-WIDE numbers we could retrieve).")
+NO_REAL_RUNS = ("No listed run on a real dataset (MS-COCO, VOC 2007, NUS-WIDE) yet: the paper's rows alone. A study "
+                "run with --dataset coco (and the paper's recipe) appears here beside them.")
+
+
+def comparison_left_out(n: int) -> str:
+    """Why the comparison with the paper lists fewer runs than the sidebar (one caption line)."""
+    return (f"Left out: {n} run(s) on the embedded synthetic data or of named arms (mechanism, visibility): their "
+            f"numbers are no MS-COCO result (an oracle arm is given the true scenes) and cannot stand beside the "
+            f"paper's." if n else "")
 FOLDERS_HELP = ("Default: results (the committed example exports) and runs (your study runs, git-ignored), or "
                 "$SALGL_RESULTS_DIR when set. Several folders: separate them with commas or ':'. A relative path "
                 "starts at the repository root. The paper's tables always come from results/paper.")
-REPORTED_HELP = (f"The best trial's {REPORTED_METRIC}: the EMA model at its best epoch, the number the paper reports "
-                 f"and the study's end summary prints")
+REPORTED_HELP = (f"The highest {REPORTED_METRIC} of any single trial of this run: one seed of one setting, the EMA "
+                 f"model at its best epoch (the number the paper reports). A single seed's best is luckier than its "
+                 f"setting's mean: the arms' means over seeds, with their 95% intervals, are in the Ablation tab's "
+                 f"verdict table and chart (a joint search: the Search tab's table of its best trials).")
 TRIALS_ENDED_HELP = ("Rows of trials.csv as read that ended (FINISHED, STOPPED, ERROR or DIVERGED), out of the "
                      "trials study.json planned")
 NO_RUNS = ("No study runs in {folders} yet. Run a study (e.g. `python studies/scene_count.py`); its export "
@@ -258,3 +270,58 @@ def forest_caption(reference: str, interval_kinds: list[str]) -> str:
                "No interval: one seed per arm and no predictions, so neither the seed spread nor the validation "
                "set's noise can be estimated. ")
             + "An interval clear of 0 with Holm p < 0.05 is a detected difference.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Run against run (dashboards/shaping/compare.py)
+
+COMPARE_HEADING = "Run against run: the same axis in two runs"
+COMPARE_PICKER = "Compare with"
+COMPARE_PICKER_HELP = ("The other listed runs that sweep this run's axis (for named arms: with the same reference "
+                       "arm): a screening study against a full one, or the same ablation on another dataset or "
+                       "recipe.")
+COMPARE_NO_AXIS = ("Run against run sets two ablations of one axis side by side; a joint search has no axis to pair "
+                   "on.")
+COMPARE_CHART_CAPTION = ("Each run's mean per value over its finished seeds, the whiskers the mean's 95% interval "
+                         "(Student t over its seeds; none under two seeds); ★: the run's own reference value. At "
+                         "each value the two runs sit side by side; a value one run lacks has only the other's "
+                         "point.")
+COMPARE_TABLE_CAPTION = ("Δ to ★: each run's mean(value) − mean(its own reference ★), with the difference's 95% "
+                         "interval, and the verdict's kind at α = 0.05 after Holm, from each run's analysis.json "
+                         "(the Ablation tab gives the verdicts in full). agreement: agree = both runs detect a "
+                         "difference in the same direction, or neither detects one; disagree = one detects a "
+                         "difference and the other not, or they point opposite ways; cannot tell = a run has no "
+                         "test there (one seed, no finished trials); – = the run lacks the value. A run with fewer "
+                         "seeds detects less: 'no detectable difference' is not 'no difference'.")
+
+
+def no_other_run(axis: str, arms: bool) -> str:
+    """Why the run-against-run tab has nothing to compare with."""
+    what = "these named arms with the same reference arm" if arms else f"the axis {axis}"
+    return (f"No other listed run sweeps {what}, so there is nothing to set beside this run. Run the study again "
+            f"(on another dataset or recipe, or with more seeds), or add the results folder that holds such a run "
+            f"in the sidebar.")
+
+
+def compare_runs_caption(names: list[str], facts: list[str]) -> str:
+    """Which run is A and which is B, with what each ran."""
+    return " · ".join(f"**{n}** = {f}" for n, f in zip(names, facts, strict=True))
+
+
+def compare_run_facts(run: Run) -> str:
+    """A run's line in the comparison: where it is and what it ran."""
+    seeds = run.meta.get("seeds")
+    regime = backbone_regime(run.meta.get("base_config") or {}, run.backbone)
+    return (f"{display_path(run.path)} ({run.dataset}, {regime}, {run.image_size} px"
+            + (f", {len(seeds)} seed(s)" if isinstance(seeds, list) else "") + ")")
+
+
+def compare_metric_note(metric: str, other: str) -> str:
+    """The two runs analysed different metrics: their differences are not of the same number."""
+    return (f"Run A's analysis is of {metric_label(metric)}, run B's of {metric_label(other)}: their differences "
+            f"and verdicts are of different numbers.")
+
+
+def agreement_line(counts: dict[str, int]) -> str:
+    """How many values each agreement has, e.g. `2 agree · 1 disagree · 1 only in B`."""
+    return " · ".join(f"{n} {what}" for what, n in counts.items())

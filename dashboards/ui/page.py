@@ -16,6 +16,7 @@ from dashboards.data.paths import display_dirs, display_path, results_dirs, show
 from dashboards.shaping import summaries, texts
 from dashboards.shaping.fmt import fmt_num, fmt_seconds
 from dashboards.ui.cache import cached_paper, cached_run, summary_of
+from dashboards.ui.compare import compare_view
 from dashboards.ui.views import (
     ablation_view,
     comparison_view,
@@ -107,6 +108,7 @@ def main() -> None:
     where = shown(run.path, 3)
     views_ = [("Ablation", "Ablation view", lambda: ablation_view(run, paper)) if run.axis else
               ("Search", "Search view", lambda: search_view(run)),
+              ("Compare runs", "Run against run", lambda: compare_view(run, listing.runs)),
               ("Learning curves", "Learning curves", lambda: curves_view(run, paper)),
               ("Scenes", "Scene analysis", lambda: scenes_view(run)),
               ("Trials", "Trial table", lambda: trials_view(run)),

@@ -51,11 +51,9 @@ def ablation_view(run: runs.Run, paper: PaperTables) -> None:
         st.info(f"{shown(run.path / 'trials.csv')} has no {axis} column (yet): nothing to plot against.")
         return
     metric = metric_picker(run, "ablation_metric")
-    # Named arms are not the paper's axis: their reference arm is no paper configuration to set a paper number by.
-    ref, repro = trials.paper_references(run, paper, metric) if not arms else (None, None)
     res = stats_ui.run_analysis(run)
-    ab = stats.with_arm_intervals(trials.ablation_summary(run.trials, axis, metric, run.paper_config,
-                                                         list(run.arms or ()) or None), res.data)
+    plot = stats.ablation_plot(run, paper, metric, res.data)
+    ab, ref, repro = plot.ab, plot.ref, plot.repro
     if not len(ab.points) or not ab.points["metric"].notna().any():
         st.info(f"No trial in {shown(run.path / TRIALS_CSV)} has a value for {texts.metric_label(metric)} yet"
                 + (" (the study is still running)." if run.status == "RUNNING" else "."))
@@ -75,15 +73,11 @@ def ablation_view(run: runs.Run, paper: PaperTables) -> None:
         if repro is not None and len(repro):
             st.caption(texts.REPRO_NOTE)
     stats_ui.verdict_section(run, res, metric)
-    synthetic = run.dataset == "synthetic"
-    intervals = stats.trial_intervals(res.data) if res.data and res.data.get("metric") == metric else None
     left, right = st.columns([3, 2])
     with left:
-        fig = figures.ablation_figure(ab, texts.axis_label(axis), texts.metric_label(metric), ref,
-                                     repro if ref is None else None, intervals, texts.reference_name(synthetic, arms))
-        st.plotly_chart(fig, width="stretch", key="ablation_chart")
-        shown_intervals = intervals is not None and intervals["ci_low"].notna().any()
-        st.caption(texts.ablation_caption(metric, axis, trials.paper_config_value(run), ref, synthetic,
+        st.plotly_chart(figures.ablation_plot_figure(plot, axis, metric), width="stretch", key="ablation_chart")
+        shown_intervals = plot.intervals is not None and plot.intervals["ci_low"].notna().any()
+        st.caption(texts.ablation_caption(metric, axis, trials.paper_config_value(run), ref, plot.synthetic,
                                           shown_intervals, arms=arms))
     with right:
         stats_ui.forest_chart(run, res)
@@ -214,10 +208,15 @@ def provenance_view(run: runs.Run) -> None:
 
 def comparison_view(listed: list[runs.RunSummary], paper: PaperTables) -> None:
     st.markdown("**Our best result per dataset beside the paper's rows**")
-    comparison = summaries.comparison_table(summaries.best_per_dataset(listed), paper)
+    best = summaries.best_per_dataset(listed)
+    if not len(best):
+        st.info(texts.NO_REAL_RUNS)
+    comparison = summaries.comparison_table(best, paper)
     if len(comparison):
-        table(comparison, {"mAP": "mAP (ours: best EMA)"}, height="content")
+        table(comparison, {"mAP": "mAP (ours: best trial, EMA)"}, height="content")
     st.caption(texts.COMPARISON_NOTE)
+    if left_out := texts.comparison_left_out(sum(not summaries.stands_beside_paper(s) for s in listed)):
+        st.caption(left_out)
     if len(paper.reproductions):
         st.markdown("**Published reproductions** (results/paper/reproductions.csv)")
         table(paper.reproductions, height="content")
