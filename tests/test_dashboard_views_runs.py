@@ -13,6 +13,7 @@ from dashboards.data.paper import load_paper_tables
 from dashboards.data.paths import display_path
 from dashboards.data.runs import list_runs, load_run
 from dashboards.shaping import summaries as R
+from dashboards.shaping.texts import REPORTED_CARD
 from studies.exports.schema import REPORTED_METRIC
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def test_best_per_dataset_and_comparison(results):
     assert committed and R.best_per_dataset(committed).empty
     rt = R.runs_table(runs)
     assert rt["run"].tolist() == [r.key for r in runs] and set(rt["folder"]) == {display_path(results)}
-    assert rt[REPORTED_METRIC].tolist() == [r.best_value for r in runs]
+    assert rt[REPORTED_CARD].tolist() == [r.best_value for r in runs]  # labelled as the header card: one trial
     assert rt.set_index("run").loc["scene_count/2025-05-28_0900", "trials ended"] == "4/8"
 
 

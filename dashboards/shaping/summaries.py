@@ -12,6 +12,7 @@ import pandas as pd
 
 from dashboards.data.paper import PaperTables, paper_reference
 from dashboards.data.runs import Run, RunSummary
+from dashboards.shaping import texts
 from dashboards.shaping.fmt import fmt_num, fmt_seconds
 from salgl_core.config import DATASETS
 from studies.design.spec import ARM
@@ -34,11 +35,11 @@ def run_label(s: RunSummary, folder: bool = True) -> str:
 
 
 def runs_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
-    """One row per listed run; `best_mAP_ema` is the best trial's reported number."""
+    """One row per listed run; its number is the best single trial's reported number (the header card's)."""
     return pd.DataFrame([{
         "folder": s.where, "run": s.key, "status": s.status, "dataset": s.dataset, "backbone": s.backbone,
         "px": s.image_size, "axis": s.axis or "(joint search)", "trials ended": s.trials_text(),
-        REPORTED_METRIC: s.best_value, "device": s.device, "trial time": fmt_seconds(s.trial_seconds_total),
+        texts.REPORTED_CARD: s.best_value, "device": s.device, "trial time": fmt_seconds(s.trial_seconds_total),
         "wall time": fmt_seconds(s.wall_seconds), "started": s.started} for s in runs])
 
 
