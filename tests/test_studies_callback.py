@@ -87,3 +87,32 @@ def test_stopped_failed_and_retried_trials(tmp_path, capsys):
 def test_error_message_without_a_file():
     trial = SimpleNamespace(error_file=None, get_error=lambda: None)
     assert "without a message" in error_message(trial)
+
+
+def test_each_end_says_the_time_left(tmp_path, capsys, monkeypatch):
+    import studies.tuning.callback as callback_mod
+
+    now = [0.0]
+    monkeypatch.setattr(callback_mod, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    cb = _callback(tmp_path, n_trials=4)
+    cb.export.meta["max_concurrent"] = 2
+    a, b, c, d = (_trial(t, 4, seed=i) for i, t in enumerate("abcd"))
+    for t in (a, b):
+        cb.on_trial_start(0, [a, b], t)
+
+    def end(trial, at: float) -> str:
+        now[0] = at
+        trial.last_result = _epoch(1, final=True, trial_status="FINISHED", error="", scene_report="")
+        cb.on_trial_complete(0, [trial], trial)
+        return capsys.readouterr().out.strip().splitlines()[-1]
+
+    # a took 60 s; b, as long in, is about done; c and d wait for a slot each: 60 s.
+    assert end(a, 60.0).endswith("  3s  time left ~60 s")
+    now[0] = 60.0
+    cb.on_trial_start(0, [c], c)
+    # mean 65 s: c, 10 s in, needs 55 s more; d starts in the slot b frees and needs 65 s.
+    assert end(b, 70.0).endswith("  time left ~65 s")
+    now[0] = 70.0
+    cb.on_trial_start(0, [d], d)
+    assert end(c, 125.0).endswith("time left ~10 s")  # mean 65 s; d is 55 s in
+    assert "time left" not in end(d, 190.0)  # the last one: nothing left to estimate

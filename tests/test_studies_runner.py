@@ -30,7 +30,7 @@ from salgl_core.presets import SMOKE, synthetic_preset
 from studies import mechanism, momentum, scene_count
 from studies import tune as tune_study
 from studies.analysis import analyze
-from studies.analysis.summary import format_table
+from studies.analysis.summary import format_table, reference_label
 from studies.exports.schema import (
     ANALYSIS_KEYS,
     COMPARISON_COLUMNS,
@@ -169,7 +169,8 @@ def test_smoke_study_keeps_predictions_and_ends_with_its_analysis(smoke):
     assert (row["value"], row["n"], row["n_reference"], row["paired"], row["interval"]) == (
         "1", "2", "2", "True", "seeds+images")
     printed = (tmp / "stdout.txt").read_text()
-    arms, table = printed.index("mean over seeds:"), printed.index(format_table(analysis).splitlines()[0])
+    arms, table = printed.index("mean over seeds:"), printed.index(
+        format_table(analysis, reference_label("synthetic")).splitlines()[0])
     assert arms < table and f"  1: {row['verdict']}" in printed[table:]
 
     assert analyze.main([str(run)]) == 0

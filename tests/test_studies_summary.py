@@ -72,7 +72,10 @@ def test_the_dashboard_hint_works_outside_the_venv(tmp_path):
     dash, optuna = summary.dashboard_lines(REPO / "runs", REPO / "runs" / "scene_count" / "r")
     assert dash.startswith("  dashboard: make dashboard") and "streamlit run" not in dash.split("(or:")[0]
     assert str(streamlit.relative_to(REPO)) in dash or str(streamlit) in dash
-    assert "optuna-dashboard runs/scene_count/r/optuna_journal.log" in optuna
+    # `make` installs optuna-dashboard in the venv: the line names that executable, as the streamlit one does.
+    optuna_exe = Path(sys.executable).parent / "optuna-dashboard"
+    assert optuna.split() == ["optuna:", summary.portable_path(optuna_exe), "runs/scene_count/r/optuna_journal.log"]
+    assert "pip install" not in optuna
     # A folder the dashboard does not read by default is named for it.
     dash = summary.dashboard_lines(tmp_path, tmp_path / "scene_count" / "r")[0]
     assert dash == f"  dashboard: SALGL_RESULTS_DIR={tmp_path} make dashboard"
@@ -91,3 +94,91 @@ def test_with_repeats_the_best_configuration_is_the_best_mean_over_seeds():
     assert config == "    num_scenes=4"
     assert summary.best_lines([_row("c0", "ERROR", None)], ["num_scenes"], repeats=2) == [
         "  no configuration finished a seed with a result: no best configuration yet"]
+
+
+def _comparison(value, diff, lo, hi, p_holm, mde=1.0, n=3, no_test=None) -> dict:
+    return {"value": value, "diff": diff, "ci_low": lo, "ci_high": hi, "p_holm": p_holm, "mde": mde, "n": n,
+            "n_reference": n, "no_test": no_test, "verdict": "v", "holm": "in the family of 2"}
+
+
+def _ablation(*comparisons, study="scene_count") -> dict:
+    return {"kind": "ablation", "study": study, "run": "r", "axis": "num_scenes", "metric": "best_mAP_ema",
+            "unit": "percent", "alpha": 0.05, "reference": 4, "notes": [], "budget": None,
+            "arms": [{"value": 4, "is_reference": True, "n": 3, "mean": 60.0, "ci_low": 59.0, "ci_high": 61.0},
+                     *({"value": c["value"], "is_reference": False, "n": 3, "mean": 60.0 + c["diff"]}
+                       for c in comparisons)],
+            "comparisons": list(comparisons)}
+
+
+def _conclude(analysis: dict, dataset: str = "synthetic") -> list[str]:
+    return summary.conclusion_lines(analysis, prog="python studies/scene_count.py", flags=["--values", "2", "4"],
+                                    seeds=[0, 1, 2], run="r", dataset=dataset, label="the synthetic preset's value")
+
+
+def test_the_table_names_the_reference_as_the_trial_lines_do():
+    analysis = _ablation(_comparison(2, 0.1, -0.5, 0.7, 1.0))
+    head = summary.format_table(analysis, summary.reference_label("synthetic")).splitlines()[0]
+    assert head.endswith("reference num_scenes = 4 (the synthetic preset's value), 95% intervals")
+    assert "paper_config" not in summary.format_table(analysis)
+    search = {"kind": "search", "study": "tune", "run": "r", "metric": "best_mAP_ema", "unit": "percent", "notes": [],
+              "search": {"best": {"trial_id": "b", "mAP": 62.0, "config": {"lr": "0.002", "soft": "False"}},
+                         "paper": {"trial_id": "p", "mAP": 61.0, "config": {"lr": "0.002", "soft": "False"}},
+                         "importances": {}}}
+    lines = summary.format_table(search, summary.reference_label("synthetic")).splitlines()
+    assert lines[2] == "  the synthetic preset's value: trial p 61.00  lr=0.002 soft=False"
+    assert not any(ln.lstrip().startswith("paper:") for ln in lines)
+
+
+def test_conclusion_when_nothing_is_detectable_points_at_the_mechanism_study():
+    conclusion, nxt = _conclude(_ablation(_comparison(2, 0.1, -0.5, 0.7, 1.0, mde=0.71),
+                                          _comparison(8, -0.2, -0.9, 0.5, 0.9, mde=0.71)))
+    assert conclusion == ("  conclusion: no value of num_scenes differs detectably from the reference num_scenes=4 "
+                          "(the synthetic preset's value) at 3 seeds; the smallest difference these seeds could "
+                          "detect is 0.71 mAP")
+    assert nxt == "  next: can the mechanism show at all on this data? python studies/mechanism.py"
+    # The mechanism study itself, or real data: more seeds, a new run that keeps the old ones.
+    nxt = _conclude(_ablation(_comparison(2, 0.1, -0.5, 0.7, 1.0), study="mechanism"))[1]
+    assert nxt == ("  next: more seeds: python studies/scene_count.py --values 2 4 --seeds 0 1 2 3 4 5 "
+                   "--name r-6seeds")
+
+
+def test_conclusion_tells_an_unadjusted_lead_from_a_finding():
+    conclusion, nxt = _conclude(_ablation(_comparison(2, -0.52, -0.94, -0.10, 0.067), _comparison(8, 0, -1, 1, 1)))
+    assert "no value of num_scenes differs detectably" in conclusion and "after Holm's correction" in conclusion
+    assert "num_scenes=2 (-0.52 mAP, 95% interval -0.94 to -0.10) excludes 0" in conclusion
+    assert nxt.startswith("  next: more seeds: python studies/scene_count.py") and "--seeds 0 1 2 3 4 5" in nxt
+    # Detectable on synthetic data: the paper recipe on real data next; on real data, fresh seeds to confirm it.
+    found = _ablation(_comparison(2, -1.2, -2.0, -0.4, 0.01))
+    conclusion, nxt = _conclude(found)
+    assert conclusion == ("  conclusion: num_scenes=2 worse by 1.20 mAP (Holm p 0.01) than the reference "
+                          "num_scenes=4 (the synthetic preset's value), at 3 seeds")
+    assert nxt == ("  next: does it hold on real data? the paper recipe: python studies/scene_count.py --values 2 4 "
+                   "--dataset coco --data-root DIR")
+    assert "confirm it with fresh seeds" in _conclude(found, dataset="coco")[1]
+    # One seed per arm: nothing was tested, and the conclusion says so.
+    untested = _ablation(_comparison(2, -1.2, -2.0, -0.4, None, no_test="one usable seed per arm"))
+    assert "could be tested" in _conclude(untested)[0]
+
+
+def test_run_flags_keep_what_the_run_ran():
+    import argparse
+
+    args = argparse.Namespace(smoke=True, recipe=None, dataset=None, epochs=3, set=["num_scenes=2"], values=[2, 4],
+                              results_dir=str(REPO / "runs"), storage_path="/elsewhere/ray", address="x:1")
+    assert summary.run_flags(args) == ["--smoke", "--epochs", "3", "--set", "num_scenes=2", "--values", "2", "4",
+                                       "--storage-path", "/elsewhere/ray"]
+
+
+def test_timing_lines_tell_preparation_from_rays_overhead():
+    rows = [{"seconds": "80"}, {"seconds": "80"}, {"seconds": "80"}, {"seconds": ""}]
+    meta = {"wall_seconds": 280.0, "preparation": {"data": 2.0, "pretraining": 60.0, "model check": 0.2,
+                                                   "Ray start": 15.0, "other": 3.0}}
+    prep, trials = summary.timing_lines(meta, rows, 2)
+    assert prep == "  preparation 80 s, one-off: data 2 s, pretraining 60 s, Ray start 15 s, other 3 s"
+    # Three 80 s trials two at once need 160 s at best (not 240 / 2): 280 - 80 - 160 = 40 s is Ray's.
+    assert trials == ("  trials 240 s of work, 2 at once -> ideal 160 s; wall 280 s in all, so Ray's per-trial "
+                      "overhead 40 s (25% of ideal)")
+    # An export from before `preparation` existed: the two are not told apart, and the line says so.
+    (old,) = summary.timing_lines({"wall_seconds": 280.0}, rows, 2)
+    assert old.endswith("wall 280 s: preparation and Ray's per-trial overhead 120 s")
+    assert summary.timing_lines({"wall_seconds": 5.0}, [{"seconds": ""}], 2) == []

@@ -75,7 +75,8 @@ METHODS = {
                 "seeds-only test would ignore the validation set's noise)",
     "p_improve": "P(arm run > reference run) over all seed pairs, ties 1/2",
     "power": "mde: the true difference detected with 80% power at alpha / m (m = arms compared), noncentral t "
-             "with Satterthwaite's df; seeds_for_target: seeds per arm for an mde of target_difference",
+             "with Satterthwaite's df; mde_floor: the same with unlimited seeds (the validation set's image noise "
+             "alone); seeds_for_target: seeds per arm for an mde of target_difference",
 }
 
 
@@ -235,7 +236,7 @@ def compare(arm: Mapping[int, float], reference: Mapping[int, float],
             level: float = LEVEL) -> dict:
     """One arm vs the reference: {seed: mAP} each, optionally {seed: bootstrap replicates}; module doc.
 
-    The power figures (`mde`, `seeds_for_target`) stay None until `add_power` fills them."""
+    The power figures (`mde`, `mde_floor`, `seeds_for_target`) stay None until `add_power` fills them."""
     seeds_a, seeds_r = sorted(arm), sorted(reference)
     paired = seeds_a == seeds_r
     a, r = [arm[s] for s in seeds_a], [reference[s] for s in seeds_r]
@@ -243,7 +244,7 @@ def compare(arm: Mapping[int, float], reference: Mapping[int, float],
                  "mean_reference": _f(np.mean(r)) if r else None, "diff": None, "ci_low": None, "ci_high": None,
                  "interval": None, "se_seeds": None, "se_images": None, "df_seeds": None, "p": None,
                  "p_sign_flip": None, "p_improve": prob_improvement(a, r), "sd_seed": None, "mde": None,
-                 "seeds_for_target": None, "no_test": None, "notes": []}
+                 "mde_floor": None, "seeds_for_target": None, "no_test": None, "notes": []}
     if not a or not r:
         return out
     diff = out["diff"] = float(np.mean(a) - np.mean(r))
@@ -301,11 +302,14 @@ def holm_membership(c: dict, family: int) -> str:
 
 
 def add_power(c: dict, n_arms: int, typical_sd: float | None = None) -> None:
-    """Fills a comparison's `mde` (at its seeds) and `seeds_for_target`; module doc, "Power"."""
+    """Fills a comparison's `mde` (at its seeds), `mde_floor` (with unlimited seeds: the validation set's image
+    noise alone, which no number of seeds lowers) and `seeds_for_target`; module doc, "Power"."""
     if c.get("no_test") or (c["se_seeds"] == 0 and not c["se_images"]):
         return  # nothing to plan from: no test, or no spread at all
     alpha = ALPHA / max(n_arms, 1)
     se_img = c["se_images"] or 0.0
+    if c["se_images"] is not None:
+        c["mde_floor"] = detectable(se_img, 0.0, math.inf, alpha)
     if c["se_seeds"] is not None and c["p"] is not None:
         c["mde"] = detectable(se_img, c["se_seeds"], c["df_seeds"], alpha)
     sd = c["sd_seed"]
@@ -342,8 +346,14 @@ def verdict(c: dict, p_holm: float | None, alpha: float = ALPHA) -> str:
         return f"{word} by {x:.2f} [{a:.2f}, {b:.2f}] mAP (Holm p = {p_holm:.3g})"
     if c.get("no_test"):
         return f"{c['no_test']}; the difference over seeds is {d:+.2f} mAP"
-    k = c["seeds_for_target"]
-    more = (f"about {k} seeds per arm would detect a difference of {TARGET} mAP" if k is not None else
+    k, floor = c["seeds_for_target"], c.get("mde_floor")
+    # The image noise is shared by every seed: past a few seeds it, not the seeds, sets the detectable difference,
+    # which then falls much more slowly than 1/sqrt(seeds) (a newcomer reads "53 seeds" beside "0.71 at 5" as a
+    # contradiction without this).
+    slow = (f" (the validation set's image noise puts a floor of {floor:.2f} mAP under the detectable difference "
+            "that no number of seeds lowers, so more seeds shrink it slowly)"
+            if k is not None and floor is not None and floor >= TARGET / 2 else "")
+    more = (f"about {k} seeds per arm would detect a difference of {TARGET} mAP{slow}" if k is not None else
             f"no number of seeds would detect {TARGET} mAP: the validation set's own noise "
             f"(se {c['se_images']:.2f}) is too large" if c["se_images"] else
             f"more than {MAX_SEEDS} seeds per arm would be needed to detect {TARGET} mAP")
@@ -358,7 +368,11 @@ def verdict(c: dict, p_holm: float | None, alpha: float = ALPHA) -> str:
                  else "; no predictions for an image-level interval")
         return head + ("; " + more + " (assuming the study's typical seed spread)" if c["sd_seed"] is None and
                        k is not None else "")
-    head = f"no detectable difference ({d:+.2f} [{lo:.2f}, {hi:.2f}] mAP)"
+    if p_holm is not None and (lo > 0 or hi < 0):  # significant alone, not in the family of comparisons
+        head = (f"not detectable after Holm's correction (p_holm {p_holm:.2g}); the unadjusted 95% interval "
+                f"{lo:.2f} to {hi:.2f} excludes 0 (difference {d:+.2f} mAP)")
+    else:
+        head = f"no detectable difference ({d:+.2f} [{lo:.2f}, {hi:.2f}] mAP)"
     if c["mde"] is None:  # add_power not run
         return head
     return (f"{head}; with these seeds the smallest detectable difference at {POWER:.0%} power is "

@@ -89,6 +89,9 @@ STUDY_KEYS: dict[str, str] = {
     "n_finished": "trials that ended",
     "trial_seconds_total": "summed trial time",
     "wall_seconds": "the study's wall time",
+    "preparation": "the driver's one-off preparation before the first trial, summed over the run's sessions: "
+                   "{step: seconds} for data, pretraining, model check, feature cache, Ray start, other "
+                   "(studies/analysis/timing.py); {} until the run ends, absent in exports written before it existed",
     "max_concurrent": "trials allowed at once",
     "resources_per_trial": "{gpu, cpu} each trial asked for",
     "provenance": "{git_commit, git_dirty, python, packages, platform, cpu, cpu_count, gpus, ray_cluster}",
@@ -162,7 +165,7 @@ ANALYSIS_KEYS: dict[str, str] = {
               "excluded (null, or why the trial cannot be used)",
     "arms": "per axis value: value, is_reference, seeds, statuses, excluded, n, mean, sd, ci_low, ci_high",
     "comparisons": "per arm vs the reference: the comparisons.csv columns plus se_seeds, se_images, df_seeds, "
-                   "p_sign_flip, sd_seed, no_test, notes",
+                   "p_sign_flip, sd_seed, mde_floor, no_test, notes",
     "search": "joint search only: {best, paper, importances: {fanova, ped_anova}}",
     "budget": "ablation only: is the budget on the flat part of the learning curve? {epochs, window, threshold, "
               "trials, gains, gain, flat, verdict} for the reference arm (studies/analysis/budget.py); null for a "

@@ -8,11 +8,13 @@ current session's clock from `SESSIONS` (set by the runner) rather than from its
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
+from studies.analysis import timing
 from studies.analysis.summary import reference_label
 from studies.design.spec import ARM, METRIC, arm_config
 from studies.exports.predictions import export_trial
@@ -35,6 +37,15 @@ def error_message(trial: Any) -> str:
     text = local.read_text() if local is not None and local.is_file() else (trial.get_error() or "")
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
     return lines[-1][:2000] if lines else "the trial failed without a message; see Ray's trial folder"
+
+
+def trial_config(meta: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's flat config: the run's base config (study.json `base_config`) with the searcher's choice `config`
+    on top, a named arm (meta `arms`) turned into the fields it sets. The experiment trackers log the same."""
+    flat = {**meta["base_config"], **arm_config(config, meta.get("arms"))}
+    if ARM in config:  # a study of named arms: the row keeps the arm's name beside its config
+        flat[ARM] = config[ARM]
+    return flat
 
 
 def _node(result: dict[str, Any]) -> str:
@@ -71,6 +82,10 @@ class ExportCallback(tune.Callback):
     def setup(self, **info: Any) -> None:
         self.export = StudyExport.open(self.run_dir, self.meta, SESSIONS.get(self.run_dir))
         self._pruned = False
+        # This session's clock for the time left (a restored pickle's would be another process's): when each
+        # running trial started, and how long each trial that ended here took, start to end as the driver saw it.
+        self._started: dict[str, float] = {}
+        self._durations: list[float] = []
         self.export.begin()
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
@@ -79,10 +94,7 @@ class ExportCallback(tune.Callback):
             self._pruned = True
 
     def _flat(self, trial: Any) -> dict[str, Any]:
-        flat = {**self.meta["base_config"], **arm_config(trial.config, self.meta.get("arms"))}
-        if ARM in trial.config:  # a study of named arms: the row keeps the arm's name beside its config
-            flat[ARM] = trial.config[ARM]
-        return flat
+        return trial_config(self.meta, trial.config)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         flat = self._flat(trial)
@@ -90,6 +102,7 @@ class ExportCallback(tune.Callback):
         if self.export.is_final(trial.trial_id):
             return  # finished before a crash; Ray only re-evaluates it (see StudyExport.is_final)
         self.export.trial_started(trial.trial_id, flat, int(flat["seed"]), is_paper)
+        self._started.setdefault(trial.trial_id, time.monotonic())
         label = "the reference arm" if self.meta.get("arms") else reference_label(self.meta.get("dataset"))
         flag = f"  ({label})" if is_paper else ""
         print(f"start    {trial.trial_id} {_fmt(trial.config)}{flag}", flush=True)
@@ -149,4 +162,14 @@ class ExportCallback(tune.Callback):
             if status in ("FINISHED", "STOPPED") and METRIC in r else (error or "")
         secs = r.get("time_total_s")
         print(f"[{n}/{self.n_trials}] {status:<8} {trial.trial_id} {what}seed={flat['seed']}  {score}"
-              + (f"  {secs:.0f}s" if secs else ""), flush=True)
+              + (f"  {secs:.0f}s" if secs else "") + self._time_left(trial.trial_id, n), flush=True)
+
+    def _time_left(self, trial_id: str, n_ended: int) -> str:
+        """'  time left ~3 min' (studies.analysis.timing.time_left), once a trial of this session has ended."""
+        now = time.monotonic()
+        started = self._started.pop(trial_id, None)
+        if started is not None:
+            self._durations.append(now - started)
+        slots = int(self.export.meta.get("max_concurrent") or self.meta.get("max_concurrent") or 1)
+        running = [now - t for t in self._started.values()]
+        return timing.progress_text(timing.time_left(self._durations, running, self.n_trials - n_ended, slots))

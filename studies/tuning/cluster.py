@@ -9,6 +9,7 @@ cluster has (`cluster_info`) and the resource flags.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import socket
@@ -23,6 +24,10 @@ from studies.design.spec import StudyError
 from studies.tuning.internals import enable_token_auth, ray_temp_dir
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# The level of Ray's "ray" logger in the driver (ray.init's public `logging_level`): its warnings and errors show,
+# its INFO lines (Ray started, token generated, Tune's "Wrote the latest version of all result files") do not;
+# the study prints what it did in its own words (studies/tuning/quiet.py lists what is silenced and how).
+RAY_LOG_LEVEL = logging.WARNING
 # How long joining a cluster may take to find out that nothing answers at its address (Ray itself waits
 # minutes, then exits the process).
 CONNECT_TIMEOUT_S = 5.0
@@ -72,8 +77,13 @@ def start_ray(args: argparse.Namespace) -> bool:
     if warning:
         print(warning, file=sys.stderr)
     temp_dir = str(Path(args.ray_temp_dir).resolve()) if args.ray_temp_dir else None
+    if os.environ.get("RAY_AUTH_MODE") is None:
+        # What ray.init does for a new local cluster when RAY_AUTH_MODE is unset, without its warning that it
+        # did: the line below says that token authentication is on, and where the token is.
+        enable_token_auth()
     ctx = ray.init(include_dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host,
-                   dashboard_port=args.dashboard_port, log_to_driver=False, **ray_temp_dir(temp_dir))
+                   dashboard_port=args.dashboard_port, log_to_driver=False, logging_level=RAY_LOG_LEVEL,
+                   **ray_temp_dir(temp_dir))
     if not args.no_dashboard and ctx.dashboard_url:
         token = os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")
         auth = (f"token authentication is on: paste the token from {token} (`ray get-auth-token` prints it) "
@@ -125,7 +135,7 @@ def join_cluster(address: str, flag: str = "--address") -> None:
     """ray.init(address=...) with the errors a user can act on."""
     check_address(address, flag)
     try:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=RAY_LOG_LEVEL)
     except ConnectionError as e:
         if address == "auto":
             raise StudyError(f"{flag} auto found no running Ray cluster on this machine ({e}): start one with "

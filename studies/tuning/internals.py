@@ -162,6 +162,13 @@ def is_restore_advice(message: str) -> bool:
     return "has been interrupted" in message and ".restore(" in message
 
 
+def is_stop_notice(message: str) -> bool:
+    """Ray's "Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run. ... Press CTRL+C ... to skip."
+    warning when Ctrl-C reaches Tune: the study's own closing lines follow within seconds and end with its resume
+    command."""
+    return message.startswith("Stop signal received") and "ending Ray Tune run" in message
+
+
 def is_missing_results_warning(message: str) -> bool:
     """Ray's "Failed to fetch metrics for N trial(s)" warning when every trial it lists merely has no
     result.json / progress.csv yet (it had not reported when the study stopped)."""
@@ -184,7 +191,8 @@ class _DropFilter(logging.Filter):
 
 def silence_ray_advice() -> None:
     """Attach the filters to Ray's loggers and turn off Ray's default logger callbacks. Idempotent."""
-    for name, drop in ((TUNE_LOGGER, is_restore_advice), (ANALYSIS_LOGGER, is_missing_results_warning)):
+    for name, drop in ((TUNE_LOGGER, is_restore_advice), (TUNE_LOGGER, is_stop_notice),
+                       (ANALYSIS_LOGGER, is_missing_results_warning)):
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropFilter) and f.drop is drop for f in log.filters):
             log.addFilter(_DropFilter(drop))
