@@ -30,7 +30,10 @@ from studies.design.spec import StudyError, StudySpec
 # Config fields with a flag of their own (--data-root sets data_root, ...).
 CONFIG_FLAGS = ("dataset", "data_root", "train_images", "train_annotations", "val_images", "val_annotations",
                 "cache_dir", "backbone", "backbone_weights", "image_size", "epochs", "batch_size", "lr",
-                "num_workers")
+                "num_workers", "init_from")
+# `--log-to` (studies/tuning/trackers.py) and the W&B project runs go to unless --wandb-project says otherwise.
+TRACKERS = ("mlflow", "wandb")
+WANDB_PROJECT = "salgl"
 
 
 def study_preset(recipe: Recipe, smoke: bool) -> dict[str, Any]:
@@ -140,6 +143,20 @@ def get_args_parser(spec: StudySpec, argv: list[str] | None = None) -> argparse.
                    help="replace an existing run of the same --name (its export and its Ray folder)")
     o.add_argument("--resume", action="store_true",
                    help="finish the interrupted run --name: finished trials are not run again")
+    t = p.add_argument_group("experiment trackers")
+    t.add_argument("--log-to", action="append", choices=TRACKERS, default=[],
+                   help="also log every trial (full config, tags, per-epoch metrics, node and GPU) and, at the end, "
+                        "the analysis to MLflow or W&B, offline by default (repeatable; needs pip install -e "
+                        "'.[trackers]')")
+    t.add_argument("--mlflow-uri", default=None, metavar="URI",
+                   help="MLflow tracking URI: a server http://host:port or any MLflow store URI (default: a local "
+                        "SQLite store, sqlite:///<results-dir>/mlflow/mlflow.db, artifacts in "
+                        "<results-dir>/mlflow/artifacts)")
+    t.add_argument("--wandb-project", default=WANDB_PROJECT, metavar="NAME",
+                   help=f"W&B project (default: {WANDB_PROJECT}; the entity: WANDB_ENTITY, else your default one)")
+    t.add_argument("--wandb-mode", choices=("offline", "online"), default="offline",
+                   help="offline (default): W&B runs stay in <results-dir>/wandb/ until `wandb sync` uploads them, "
+                        "no internet needed; online: streamed to W&B, which needs `wandb login` or WANDB_API_KEY")
     return p
 
 

@@ -23,13 +23,13 @@ import ray
 from ray import tune
 
 from salgl_core.config import ConfigError
-from studies.analysis import summary
+from studies.analysis import summary, timing
 from studies.analysis.analyze import analyze_run, write_analysis
 from studies.design.spec import METRIC, MODE, StudyError, StudySpec
 from studies.exports.files import portable_path
 from studies.exports.schema import OPTUNA_JOURNAL, STUDY_JSON
 from studies.exports.writer import StudyExport
-from studies.tuning import internals, quiet, resume
+from studies.tuning import internals, quiet, resume, trackers
 from studies.tuning.callback import ExportCallback, start_session
 from studies.tuning.cluster import check_join_address, cluster_info, resources, start_ray, tune_env
 from studies.tuning.monitor import named_trainable
@@ -60,19 +60,22 @@ def main(args: argparse.Namespace, spec: StudySpec) -> Outcome:
             raise StudyError(f"run {plan.run} of {spec.study} already exists ({plan.run_dir}); continue it with "
                              f"--resume --name {plan.run}, replace it with --overwrite, or pick another --name")
     check_join_address(args)  # an unreachable cluster fails in seconds, before the data are indexed
-    class_names = check_inputs(plan)
+    trackers.check(trackers.Trackers.from_args(args))  # --log-to: installed, its server answering
+    clock = timing.Stopwatch()  # the one-off preparation, named in the closing summary (study.json `preparation`)
+    class_names = check_inputs(plan, clock)
     if not args.resume and args.overwrite:
         shutil.rmtree(plan.run_dir, ignore_errors=True)
         Folder(plan.exp_dir).delete()
-    started_ray = start_ray(args)
+    with clock.step(timing.RAY_START):
+        started_ray = start_ray(args)
     try:
-        return _run(args, plan, class_names, t0)
+        return _run(args, plan, class_names, t0, clock)
     finally:
         if started_ray:
             ray.shutdown()
 
 
-def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float) -> Outcome:
+def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float, clock: timing.Stopwatch) -> Outcome:
     cluster = cluster_info()
     # On several nodes, Ray's experiment folder must be one they all reach: checked before any trial starts.
     check_cluster_storage(args.storage_path, [n for n in ray.nodes() if n.get("Alive")])
@@ -110,6 +113,7 @@ def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float
         Folder(plan.exp_dir).write_text(resume.STUDY_ARGS, json.dumps(resume.saved_args(
             args, name=plan.run, gpus_per_trial=g, cpus_per_trial=c), indent=2) + "\n")
         tuner = _new_tuner(args, plan, meta, trainable)
+    clock.add(timing.OTHER, time.time() - t0 - sum(clock.seconds.values()))  # up to the first trial
     try:
         tuner.fit()
     except KeyboardInterrupt:
@@ -118,11 +122,16 @@ def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float
         StudyExport.open(plan.run_dir, meta, session).finish("FAILED")
         raise
     ex = StudyExport.open(plan.run_dir, meta, session)
+    ex.meta["preparation"] = timing.merged(ex.meta.get("preparation"), clock.seconds)  # summed over sessions
     status = ex.meta.get("status")
     if status not in ("FINISHED", "INTERRUPTED"):
         status = "INTERRUPTED"
     ex.finish(status)
-    print_summary(plan, ex, status, resume_cmd, concurrent, analyze_export(ex))
+    analysis = analyze_export(ex)
+    # --log-to: the analysis just written goes to the study run's tracker runs (a failure: one warning line);
+    # before the summary, which ends with what to do next (an interrupted run: its resume command).
+    trackers.finish_study(trackers.Trackers.from_args(args), plan.spec.study, plan.run, plan.spec.axis, ex.dir, status)
+    print_summary(plan, ex, status, resume_cmd, concurrent, analysis, summary.run_flags(args))
     if status == "FINISHED" and not is_uri(plan.exp_dir):  # nothing will resume it: its checkpoints can go
         print(finish_ray_folder(plan.exp_dir, args.keep_checkpoints, portable_path(plan.exp_dir)), flush=True)
     return Outcome(plan.run_dir, status, resume_cmd)
@@ -142,7 +151,10 @@ def _new_tuner(args: argparse.Namespace, plan: Plan, meta: dict[str, Any], train
                                     num_samples=plan.num_samples, max_concurrent_trials=args.max_concurrent,
                                     reuse_actors=bool(getattr(args, "reuse_actors", False))),
         run_config=tune.RunConfig(name=plan.run, storage_path=str(Folder(plan.exp_dir).parent),
-                                  callbacks=[callback, *quiet.logger_callbacks()],
+                                  callbacks=[callback, *trackers.callbacks(trackers.Trackers.from_args(args),
+                                                                           plan.spec.study, plan.run,
+                                                                           plan.spec.axis, meta),
+                                             *quiet.logger_callbacks()],
                                   failure_config=tune.FailureConfig(max_failures=args.max_failures),
                                   # Two, not one: Ray deletes the older checkpoint when it registers a newer
                                   # one, before its experiment state names the newer; a driver killed in
@@ -167,9 +179,10 @@ def analyze_export(ex: StudyExport) -> dict[str, Any] | None:
 
 
 def print_summary(plan: Plan, ex: StudyExport, status: str, resume_cmd: str, concurrent: int,
-                  analysis: dict[str, Any] | None = None) -> None:
-    """The closing lines: per-value means (one-axis ablations), the verdicts of the analysis, time spent,
-    failures, where to look next."""
+                  analysis: dict[str, Any] | None = None, flags: list[str] | None = None) -> None:
+    """The closing lines: per-value means (one-axis ablations), the verdicts of the analysis, a conclusion and
+    the next study (a finished run's; `flags`: what it ran, summary.run_flags), time spent, failures, where to look
+    next."""
     rows = list(ex.trials.values())
     run_dir = portable_path(plan.run_dir)
     print(f"\n{plan.spec.study} {plan.run}: {status}; export in {run_dir}")
@@ -181,13 +194,16 @@ def print_summary(plan: Plan, ex: StudyExport, status: str, resume_cmd: str, con
         for line in summary.best_lines(rows, plan.space, label=summary.reference_label(ex.meta.get("dataset")),
                                        repeats=getattr(plan, "repeats", 1)):
             print(line)
+    ref = None if getattr(plan, "arms", None) is not None else summary.reference_label(ex.meta.get("dataset"))
     if analysis is not None:
-        print(summary.format_table(analysis))
-    trial_s, wall = ex.meta.get("trial_seconds_total", 0.0), ex.meta.get("wall_seconds", 0.0)
-    if trial_s and wall:
-        ideal = trial_s / concurrent
-        print(f"  trial time {trial_s:.0f} s in all, {concurrent} at once -> ideal {ideal:.0f} s; "
-              f"wall {wall:.0f} s (overhead {100 * (wall / ideal - 1):.0f}%)")
+        print(summary.format_table(analysis, ref))
+        if status == "FINISHED":  # an unfinished run's next step is its resume command, below
+            for line in summary.conclusion_lines(analysis, prog=plan.spec.prog(), flags=flags or [],
+                                                 seeds=plan.seeds, run=plan.run, dataset=ex.meta.get("dataset"),
+                                                 label=ref):
+                print(line)
+    for line in summary.timing_lines(ex.meta, rows, concurrent):
+        print(line)
     for r in rows:
         if r.get("status") in ("ERROR", "DIVERGED"):
             print(f"  {r['status']} {r['trial_id']}: {r.get('error')}")
