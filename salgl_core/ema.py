@@ -2,6 +2,14 @@
 state_dict is averaged, buffers included. That covers the co-occurrence counts (official
 `comat_ema=True`) and BatchNorm statistics; integer buffers are copied.
 
+The per-step decay (`step_decay`): UNOFF sets it to 0.82^(1 / iterations per epoch), so the EMA keeps 82% of
+its weights per epoch; it hard-codes the iterations for each dataset at batch 128 (utils/util.py get_ema_co:
+641 COCO, 39 VOC 2007, 980 NUS-WIDE). We keep the rule, not the constant: with TrainConfig.ema_epoch_retention
+above 0 the decay is retention^(1 / len(train loader)), so a smaller batch or a subset keeps the same share
+per epoch (the constant for 641 iterations left the EMA model of a 13-iteration run at its random
+initialisation: 0.99969^13 = 0.996 per epoch). With retention 0 the constant TrainConfig.ema_decay is used
+(official 0.9997).
+
 Optional warm-up (ours; off by default, as the official code): the decay of update number t (0-based) is
 min(decay, (1 + t) / (10 + t)), the `num_updates` rule of TensorFlow's ExponentialMovingAverage. Without it,
 0.9997 with 13 steps an epoch leaves the EMA model at its initial weights for a whole short run
@@ -17,6 +25,26 @@ from typing import Any
 
 import torch
 from torch import nn
+
+
+def step_decay(ema_decay: float, epoch_retention: float, steps_per_epoch: int) -> float:
+    """The per-step EMA decay: epoch_retention^(1 / steps_per_epoch) when epoch_retention > 0 (the EMA then keeps
+    exactly that share per epoch), else the constant ema_decay (TrainConfig's two fields)."""
+    if epoch_retention > 0:
+        if steps_per_epoch < 1:
+            raise ValueError(f"an epoch of {steps_per_epoch} steps has no per-step EMA decay")
+        return epoch_retention ** (1.0 / steps_per_epoch)
+    return ema_decay
+
+
+def describe_step_decay(ema_decay: float, epoch_retention: float, steps_per_epoch: int) -> str:
+    """One log line: the per-step decay a run uses and where it comes from."""
+    decay = step_decay(ema_decay, epoch_retention, steps_per_epoch)
+    if epoch_retention > 0:
+        return (f"EMA: {epoch_retention:g} per epoch over {steps_per_epoch} iterations -> per-step decay {decay:.6f} "
+                f"(ema_epoch_retention; ema_decay {ema_decay:g} unused)")
+    return (f"EMA: constant per-step decay {decay:g} (ema_decay; keeps {decay ** steps_per_epoch:.3g} per epoch of "
+            f"{steps_per_epoch} iterations)")
 
 
 class ModelEMA(nn.Module):

@@ -7,6 +7,10 @@ atomically, and the epoch's metrics go to a callback (what the Ray trainable wra
 
 Resume is exact: model, EMA, optimizer, scheduler, grad scaler, RNG states and history are restored,
 and the data order of epoch e depends only on (seed, e).
+
+The EMA's per-step decay comes from the number of training batches per epoch when ema_epoch_retention is set
+(salgl_core/ema.py step_decay), so it is known once the loaders exist. A run with init_from starts from
+another run's weights (salgl_core/transfer.py) unless it resumes from its own checkpoint.
 """
 
 from __future__ import annotations
@@ -30,14 +34,16 @@ from torch.utils.data import DataLoader
 from salgl_core.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from salgl_core.config import ExperimentConfig, ModelConfig
 from salgl_core.device import describe_device, resolve_device
-from salgl_core.ema import ModelEMA
+from salgl_core.ema import ModelEMA, describe_step_decay, step_decay
 from salgl_core.features import attach_feature_cache
 from salgl_core.io import atomic_write_text
 from salgl_core.losses import SALGLLoss
 from salgl_core.metrics import evaluate, nmi
 from salgl_core.model import SALGL, build_model, random_scenes
+from salgl_core.presets import check_needs
 from salgl_core.pretrain import resolve_backbone_weights
 from salgl_core.report import best_predictions, scene_report
+from salgl_core.transfer import init_from
 
 CHECKPOINT = "checkpoint.pt"
 BEST_EMA = "best_ema.pt"
@@ -236,7 +242,11 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
     """Train SALGL with `cfg`; see the module docstring. Returns the history and the final scene report."""
     out = Path(out_dir).resolve() if out_dir is not None else None
     log = log or (lambda _: None)
-    run = _build_run(cfg, data, log)
+    # A run that resumes continues from its own checkpoint: init_from only starts a fresh one.
+    resuming = resume and out is not None and (out / CHECKPOINT).is_file()
+    if resuming and cfg.train.init_from:
+        log(f"init_from {cfg.train.init_from} not applied: resuming from {out / CHECKPOINT}")
+    run = _build_run(cfg, data, log, init=not resuming)
     done = _start(run, out, resume, log)
     stopped_early = False
     avg = None  # the last epoch's EMA predictions, for the final scene report
@@ -259,23 +269,29 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
     return _fit_result(run, done, avg, stopped_early)
 
 
-def _build_run(cfg: ExperimentConfig, data: Any | None, log: Callable[[str], None]) -> _Run:
-    """Seed, then build the data, the model and its EMA, the loss, the optimizer, the loaders, the schedule and
-    the grad scaler, in this order: it fixes what each takes from the seeded random streams."""
+def _build_run(cfg: ExperimentConfig, data: Any | None, log: Callable[[str], None], init: bool = True) -> _Run:
+    """Seed, then build the data, the model (from init_from's weights with `init`), the loss, the optimizer, the
+    loaders, the model's EMA, the schedule and the grad scaler, in this order: it fixes what each takes from the
+    seeded random streams (loading weights and copying the model for the EMA take nothing)."""
     from salgl_core.data import build_datasets
 
+    check_needs(cfg)  # before the data are indexed: a recipe's required field (init_from) is missing
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     bundle = data if data is not None else build_datasets(cfg.data)
     class_names = list(bundle.class_names)
-    model, bundle = _build_model(cfg, bundle, class_names, device, log)
-    ema = ModelEMA(model, cfg.train.ema_decay, cfg.model.comat_ema, warmup=cfg.train.ema_warmup)
+    model, bundle = _build_model(cfg, bundle, class_names, device, log, init)
     criterion = SALGLLoss(cfg.model)
     trainable = [p for p in model.parameters() if p.requires_grad]  # not a frozen backbone (freeze_backbone)
     optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                   betas=(0.9, 0.999), eps=1e-8)
     generator = torch.Generator()
     train_loader, val_loader = _build_loaders(cfg, bundle, generator)
+    # The per-step decay needs the iterations per epoch (ema_epoch_retention): the EMA is built once they are known.
+    t = cfg.train
+    ema = ModelEMA(model, step_decay(t.ema_decay, t.ema_epoch_retention, len(train_loader)), cfg.model.comat_ema,
+                   warmup=t.ema_warmup)
+    log(describe_step_decay(t.ema_decay, t.ema_epoch_retention, len(train_loader)))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.train.lr,
                                                     total_steps=cfg.train.epochs * len(train_loader),
                                                     pct_start=cfg.train.pct_start)
@@ -285,11 +301,14 @@ def _build_run(cfg: ExperimentConfig, data: Any | None, log: Callable[[str], Non
 
 
 def _build_model(cfg: ExperimentConfig, bundle: Any, class_names: list[str], device: torch.device,
-                 log: Callable[[str], None]) -> tuple[SALGL, Any]:
-    """The model on `device`, and the bundle it trains on (with feature_cache: its frozen backbone's cached output)."""
+                 log: Callable[[str], None], init: bool = True) -> tuple[SALGL, Any]:
+    """The model on `device` (with `init` and init_from: loaded from that run), and the bundle it trains on (with
+    feature_cache: its frozen backbone's cached output, computed from the loaded backbone)."""
     # The dataset and its class order let shipped label vectors ('bert', 'glove') be checked row by row.
     # backbone_weights 'synthetic-pretrained' becomes the cached file here (pretrained once; salgl_core/pretrain.py).
     model = build_model(resolve_backbone_weights(cfg, log), len(class_names), cfg.data.dataset, class_names).to(device)
+    if init and cfg.train.init_from:
+        init_from(model, cfg.train.init_from, log)
     if cfg.train.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if cfg.train.feature_cache:  # train on the frozen backbone's cached output (salgl_core/features.py)
@@ -341,7 +360,8 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
     lr = run.optimizer.param_groups[0]["lr"]
     train_m = train_one_epoch(run.model, run.ema, run.criterion, run.train_loader, run.optimizer, run.scheduler,
                               run.scaler, cfg, run.device, epoch, progress)
-    return {"epoch": epoch, "epochs": cfg.train.epochs, "lr": lr, **{k: v for k, v in train_m.items() if k != "steps"}}
+    return {"epoch": epoch, "epochs": cfg.train.epochs, "lr": lr, "ema_step_decay": run.ema.decay,
+            **{k: v for k, v in train_m.items() if k != "steps"}}
 
 
 def _evaluate_epoch(run: _Run, m: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from salgl_core.ema import ModelEMA
+from salgl_core.ema import ModelEMA, describe_step_decay, step_decay
 
 
 class Tiny(nn.Module):
@@ -119,3 +119,76 @@ def test_old_checkpoint_format_still_loads():
         ModelEMA(Tiny(), decay=0.9, warmup=True).load_state_dict(old)
     with pytest.raises(RuntimeError, match="Missing key"):
         ModelEMA(Tiny(), decay=0.9).load_state_dict({"module.lin.weight": torch.zeros(2, 2)})
+
+
+# --- the per-epoch rule (ema_epoch_retention): the same share per epoch at any batch size
+
+
+def _remaining_after(ema, m, steps):
+    """The EMA weights' remaining share of the initial weights after `steps` updates towards a jumped model."""
+    w0 = ema.module.lin.weight.detach().double().clone()
+    with torch.no_grad():
+        m.lin.weight.add_(1.0)
+    for _ in range(steps):
+        ema.update(m)
+    w1 = m.lin.weight.detach().double()
+    return ((ema.module.lin.weight.double() - w1) / (w0 - w1)).mean().item()
+
+
+@pytest.mark.parametrize("images", [208, 82_081])
+def test_retention_per_epoch_is_the_same_at_two_batch_sizes(images):
+    # One epoch of N steps at batch B and of N/2 steps at batch 2B (drop_last): both keep 0.82 of the start.
+    shares = []
+    for batch in (16, 32):
+        steps = images // batch
+        m = Tiny()
+        ema = ModelEMA(m, step_decay(0.9997, 0.82, steps))
+        shares.append(_remaining_after(ema, m, steps))
+    assert shares == pytest.approx([0.82, 0.82], rel=1e-6)
+    # UNOFF's constant for COCO at batch 128 (641 iterations) on 13 iterations: the EMA barely leaves the start.
+    m = Tiny()
+    assert _remaining_after(ModelEMA(m, 0.82 ** (1 / 641)), m, 13) == pytest.approx(0.82 ** (13 / 641), rel=1e-6)
+
+
+def test_step_decay_rule_and_its_log_line():
+    assert step_decay(0.9997, 0.82, 641) == pytest.approx(0.99969045, abs=1e-8)  # UNOFF's COCO value
+    assert step_decay(0.9997, 0.82, 39) == pytest.approx(0.82 ** (1 / 39), abs=1e-15)
+    assert step_decay(0.99, 0.0, 13) == 0.99  # retention 0: the constant ema_decay (the synthetic preset's)
+    with pytest.raises(ValueError, match="0 steps"):
+        step_decay(0.9997, 0.82, 0)
+    line = describe_step_decay(0.9997, 0.82, 13)
+    assert line == "EMA: 0.82 per epoch over 13 iterations -> per-step decay 0.984850 (ema_epoch_retention; " \
+                   "ema_decay 0.9997 unused)"
+    assert describe_step_decay(0.99, 0.0, 46) == ("EMA: constant per-step decay 0.99 (ema_decay; keeps 0.63 per "
+                                                  "epoch of 46 iterations)")
+
+
+def test_the_config_field_and_which_wins():
+    from salgl_core.config import ConfigError, ExperimentConfig, field_spec
+
+    cfg = ExperimentConfig()
+    assert (cfg.train.ema_epoch_retention, cfg.train.ema_decay) == (0.0, 0.9997)  # official: the constant
+    assert "wins over ema_decay" in field_spec("ema_epoch_retention").help
+    assert ExperimentConfig.from_flat({"ema_epoch_retention": 1}).train.ema_epoch_retention == 1.0
+    for bad in (-0.1, 1.5, "0.82"):
+        with pytest.raises(ConfigError, match=r"ema_epoch_retention = .* expected a number in \[0.0, 1.0\]"):
+            ExperimentConfig.from_flat({"ema_epoch_retention": bad})
+
+
+@pytest.mark.slow
+def test_fit_derives_the_step_decay_from_its_own_loader(tmp_path):
+    """The engine: a smoke run at batch 8 and 16 (4 and 2 iterations an epoch) keeps 0.82 per epoch either way,
+    logs the decay and records it in each epoch row."""
+    from salgl_core.config import ExperimentConfig
+    from salgl_core.engine import fit
+    from salgl_core.presets import SMOKE, synthetic_preset
+
+    torch.set_num_threads(2)
+    for batch, steps in ((8, 4), (16, 2)):
+        cfg = ExperimentConfig.from_flat({**synthetic_preset(), **SMOKE, "cache_dir": str(tmp_path),
+                                          "batch_size": batch, "ema_epoch_retention": 0.82, "ema_warmup": False})
+        lines = []
+        result = fit(cfg, data=None, log=lines.append)
+        decay = result.epochs[0]["ema_step_decay"]
+        assert decay ** steps == pytest.approx(0.82, rel=1e-9)
+        assert f"EMA: 0.82 per epoch over {steps} iterations -> per-step decay {decay:.6f}" in lines[0]
