@@ -38,6 +38,15 @@ from salgl_core.io import atomic_write_text
 from salgl_core.registry import backbones, datasets, recipes
 
 BACKBONES = backbones.names()
+# Backbones that cut the image into square patches: image_size must be a multiple of the patch size (checked
+# here, torch-free; salgl_core/backbone.py reads the same table).
+PATCH_SIZES = {"vit_base_patch16": 16, "vit_large_patch16": 16}
+# ViT weights names besides torchvision's (salgl_core/backbone.py reads them; the dashboard names their pretraining):
+# the official code's ImageNet-1k files (ImageNet-21k pretrained, fine-tuned on 1k), from the torch hub cache, and
+# 'timm:<model>.<tag>' from the Hugging Face cache.
+OFF_VIT_WEIGHTS = {"vit_base_patch16": "jx_vit_base_p16_224-80ecf9dd.pth",
+                   "vit_large_patch16": "jx_vit_large_p16_224-4ee7a4dc.pth"}
+TIMM_PREFIX = "timm:"
 DATASETS = datasets.names()
 # The names of the torch-side modules' choices, declared here so the config stays torch-free;
 # tests/test_config.py checks they equal data.transforms.RANDAUGMENT_POLICIES and metrics.CP_CR_RULES.
@@ -176,7 +185,7 @@ class ModelConfig(_Validated):
     """The SALGL network and its loss. Defaults are the official code's argparse defaults."""
 
     backbone: str = _f("resnet101", f"Feature extractor (official: resnet101): {backbones.describe()}.", OneOf(BACKBONES))
-    backbone_weights: str | None = _f("IMAGENET1K_V1", "torchvision weights name ('IMAGENET1K_V1', 'DEFAULT') read from the torch hub cache only (never downloaded), a local .pth file, or none (random init). For efficientnet_lite0 any value means the bundled ImageNet weights. For small_cnn on synthetic data, 'synthetic-pretrained' = the small CNN pretrained once as a plain multi-label classifier on a disjoint synthetic split of the same world (salgl_core/pretrain.py; cached by key).", Satisfies(_non_empty_str, "a torchvision weights name such as 'IMAGENET1K_V1' or a path to a .pth file"))
+    backbone_weights: str | None = _f("IMAGENET1K_V1", "torchvision weights name ('IMAGENET1K_V1', 'DEFAULT') read from the torch hub cache only (never downloaded), a local .pth file, or none (random init). For the ViTs also 'timm:<model>.<tag>' (e.g. 'timm:vit_large_patch16_224.augreg_in21k', ImageNet-21k; read from the Hugging Face cache, extra 'timm') or the official code's file 'jx_vit_large_p16_224-4ee7a4dc.pth' (read from the torch hub cache). For efficientnet_lite0 any value means the bundled ImageNet weights. For small_cnn on synthetic data, 'synthetic-pretrained' = the small CNN pretrained once as a plain multi-label classifier on a disjoint synthetic split of the same world (salgl_core/pretrain.py; cached by key).", Satisfies(_non_empty_str, "a torchvision weights name such as 'IMAGENET1K_V1' or a path to a .pth file"))
     freeze_backbone: bool = _f(False, "Ours: keep the backbone's weights fixed (no gradient, excluded from the optimizer, kept in eval mode so BatchNorm statistics do not move); everything after it trains. Needed by feature_cache.")
     num_scenes: int = _f(4, 'K, the number of latent scenes (official default 4; 1 = one global co-occurrence matrix, no scene awareness).', Range(1), symbol="K", label="number of scenes K")
     gnn_steps: int = _f(3, 'T, gated-GNN propagation steps (official 3); 0 removes the graph and the concatenation before the head.', Range(0), symbol="T", label="graph propagation steps T")
@@ -243,7 +252,8 @@ class TrainConfig(_Validated):
     lr: float = _f(1e-4, 'AdamW learning rate, the OneCycle maximum (official 1e-4).', Range(0, lo_open=True))
     weight_decay: float = _f(1e-2, 'AdamW weight decay on all parameters (official 1e-2).', Range(0))
     pct_start: float = _f(0.2, 'OneCycleLR warm-up fraction, stepped per iteration (official 0.2).', Range(0, 1, lo_open=True))
-    ema_decay: float = _f(0.9997, 'Decay of the model-weight EMA (official 0.9997).', Range(0, 1))
+    ema_decay: float = _f(0.9997, 'Constant per-step decay of the model-weight EMA (official 0.9997); used only when ema_epoch_retention is 0 (the paper recipes set it to 0.82: add --ema-epoch-retention 0 to use ema_decay with them).', Range(0, 1))
+    ema_epoch_retention: float = _f(0.0, "The EMA keeps this share of its weights per epoch, whatever the batch or dataset size: the per-step decay is ema_epoch_retention^(1 / iterations per epoch), the iterations being the training batches of the run (after drop_last), known at fit time (UNOFF: 0.82, which it hard-codes per dataset for batch 128). Above 0 it wins over ema_decay; 0 = off, the constant ema_decay is used (official).", Range(0, 1))
     ema_warmup: bool = _f(False, 'Ours: EMA decay min(decay, (1 + t) / (10 + t)) at update t, so short runs leave their initial weights (off = the official constant decay).')
     amp: str = _f("fp16", 'Mixed precision for training on CUDA: none, bf16 or fp16 (ignored on CPU). The official code has --amp (off by default); the reproduction that matched the paper trained with fp16 AMP. Evaluation always runs in float32, as the official evaluate.py.', OneOf(("none", "bf16", "fp16")))
     channels_last: bool = _f(True, 'channels_last memory format on CUDA.')
@@ -256,6 +266,7 @@ class TrainConfig(_Validated):
     early_stop_patience: int = _f(0, 'Stop once the EMA mAP has not improved for more than this many epochs (UNOFF uses 6); 0 = never.', Range(0))
     drop_last: bool = _f(True, 'Drop the last incomplete training batch (as UNOFF).')
     feature_cache: bool = _f(False, "Ours; needs freeze_backbone: compute the frozen backbone's tokens once per (dataset, split, backbone, weights, image size, evaluation transform) into a memory-mapped cache next to the data cache, shared read-only by all trials on a node, and train everything after the backbone on them. The tokens come from the evaluation transform, so there is NO training augmentation (no flip, RandAugment or cutout), unlike the end-to-end run.")
+    init_from: str | None = _f(None, "Start from another run's weights (fine-tuning): a run folder (its best_ema.pt, else the EMA weights in its checkpoint.pt) or one of those files. Every parameter and buffer whose name and shape match is loaded; the label embeddings, the per-class classifier and the co-occurrence counts start afresh even when their shapes match (salgl_core/transfer.py). A resumed run continues from its own checkpoint instead. none = start from backbone_weights.", Satisfies(_non_empty_str, "a run folder or a checkpoint file"))
     recipe: str | None = _f(None, "The named recipe this config started from (salgl_core/presets.py); set by --recipe or --dataset, recorded in config.json; none = the dataclass defaults.", Satisfies(_is_recipe, "a recipe name from salgl_core/presets.py (python -m salgl_core.train --help lists them)"))
 
 
@@ -381,6 +392,11 @@ class ExperimentConfig:
             raise ConfigError(f"ModelConfig.backbone_weights = 'synthetic-pretrained' is for backbone 'small_cnn' on "
                               f"dataset 'synthetic', not {self.model.backbone!r} on {dataset!r}; use a weights name "
                               "or file of that backbone, or none")
+        patch, size = PATCH_SIZES.get(self.model.backbone), self.data.image_size
+        if patch and size % patch:
+            below = size // patch * patch
+            raise ConfigError(f"DataConfig.image_size {size} is not a multiple of {self.model.backbone}'s patch size "
+                              f"{patch}: use {below} or {below + patch}")
 
     def to_flat(self) -> dict[str, Any]:
         return {**asdict(self.model), **asdict(self.data), **asdict(self.train)}

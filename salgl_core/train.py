@@ -4,7 +4,10 @@
     python -m salgl_core.train --recipe paper-coco-r101-448 --data-root /data/coco2014 --out runs/coco
     python -m salgl_core.train --dataset coco --data-root /data/coco2014         # the same recipe
     python -m salgl_core.train --recipe paper-coco-r101-448 --print-config       # every value and its source
+    python -m salgl_core.train --list-recipes                                    # each recipe and its target
     python -m salgl_core.train --out runs/coco --resume                          # continue after a stop
+    python -m salgl_core.train --recipe paper-voc2007-from-coco-r101-448 --init-from runs/coco --data-root /data/voc
+                                                   # VOC 2007 fine-tuned from a COCO run (salgl_core/transfer.py)
 
 The configuration starts from a recipe (salgl_core/presets.py): `--recipe NAME`, or `--dataset D`'s paper
 recipe, or without either the CPU-sized synthetic preset; every config field is a flag (see --help) and
@@ -34,6 +37,7 @@ from salgl_core.cli import (
     typed_fields,
 )
 from salgl_core.config import ConfigError, ExperimentConfig
+from salgl_core.presets import check_needs, recipe_table
 
 PROG = "python -m salgl_core.train"
 
@@ -61,6 +65,9 @@ def get_args_parser(add_help: bool = True, argv: Sequence[str] | None = None) ->
                      help="print the resolved configuration, each value with its source (default, recipe, "
                           "flag or config file), and exit without training")
     run.add_argument("--no-progress", action="store_true", help="no progress bar, only the per-epoch line")
+    run.add_argument("--list-recipes", action="store_true",
+                     help="print every recipe with its dataset, backbone, image size, weights and the published "
+                          "number it targets, and exit")
     how = (f"recipe {shown.name}" if shown.paper else
            "the synthetic preset, used without --dataset/--recipe; '--recipe NAME --help' shows a recipe's")
     add_config_arguments(parser, shown_defaults=shown.config(), shown_from=how)
@@ -89,6 +96,9 @@ def _resolve_config(args: argparse.Namespace) -> tuple[ExperimentConfig, dict[st
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.list_recipes:
+        print(recipe_table())
+        return 0
     out = args.out
     try:
         cfg, sources = _resolve_config(args)
@@ -98,6 +108,11 @@ def main(args: argparse.Namespace) -> int:
     if args.print_config:
         print(format_config(cfg, sources))
         return 0
+    try:
+        check_needs(cfg)  # a recipe that cannot run without a value, e.g. --init-from for a fine-tuning recipe
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     # Heavy imports (torch) only once the arguments are known to be valid.
     from salgl_core.backbone import BackboneWeightsError
     from salgl_core.data import DataError

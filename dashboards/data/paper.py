@@ -10,6 +10,7 @@ import pandas as pd
 
 from dashboards.data.files import LoadError, read_csv_table, stamp
 from dashboards.data.paths import DEFAULT_RESULTS_DIR, display_path, shown
+from salgl_core.config import OFF_VIT_WEIGHTS, TIMM_PREFIX
 from studies.exports.schema import (
     PAPER_COCO_COLUMNS,
     PAPER_COCO_CSV,
@@ -25,8 +26,14 @@ from studies.exports.schema import (
 PAPER_METRIC = {"mAP": "mAP", "mAP_ema": "mAP", "best_mAP": "mAP", "best_mAP_ema": "mAP", "CP": "CP",
                 "CR": "CR", "CF1": "CF1", "OP": "OP", "OR": "OR", "OF1": "OF1", "CF1_top3": "CF1_top3",
                 "OF1_top3": "OF1_top3"}
-# Our config's backbone_weights -> the paper's `pretrain` column.
-PRETRAIN_NAMES = {"IMAGENET1K_V1": "ImageNet-1k", "IMAGENET1K_V2": "ImageNet-1k", "DEFAULT": "ImageNet-1k"}
+# Our config's backbone_weights -> the paper's `pretrain` column. The official code's ViT files were pretrained
+# on ImageNet-21k and fine-tuned on ImageNet-1k: the paper's table calls that row plain "ViT-L16" (ImageNet-1k),
+# against "ViT-L16 (IN-22k)" for the ImageNet-21k weights.
+PRETRAIN_NAMES = {"IMAGENET1K_V1": "ImageNet-1k", "IMAGENET1K_V2": "ImageNet-1k", "DEFAULT": "ImageNet-1k",
+                  **{name: "ImageNet-1k" for name in OFF_VIT_WEIGHTS.values()}}
+# 'timm:<model>.<tag>': the tag ends with the last dataset the weights were trained on (augreg_in21k,
+# augreg_in21k_ft_in1k, ...).
+TIMM_TAG_PRETRAIN = {"in21k": "ImageNet-22k", "in22k": "ImageNet-22k", "in1k": "ImageNet-1k"}
 # file -> (columns, numeric, text, booleans)
 TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     PAPER_COCO_CSV: (PAPER_COCO_COLUMNS, ("resolution", *PAPER_COCO_COLUMNS[5:18]),
@@ -40,7 +47,17 @@ def pretrain_name(weights: Any) -> str | None:
     """How the paper's table names the pretraining of our `backbone_weights`."""
     if weights is None:
         return "none (random init)"
-    return PRETRAIN_NAMES.get(str(weights), str(weights))
+    name = str(weights)
+    if name.startswith(TIMM_PREFIX) and "." in name:
+        tag = name.rsplit(".", 1)[1]
+        return next((v for k, v in TIMM_TAG_PRETRAIN.items() if tag.endswith(k)), name)
+    return PRETRAIN_NAMES.get(name, name)
+
+
+def run_pretrain(base_config: dict[str, Any] | None) -> str | None:
+    """pretrain_name of a study's base config (config.json holds every field; a missing one is the dataclass
+    default, torchvision's IMAGENET1K_V1)."""
+    return pretrain_name((base_config or {}).get("backbone_weights", "IMAGENET1K_V1"))
 
 
 @dataclass
@@ -102,7 +119,9 @@ class PaperRef:
 def paper_reference(coco: pd.DataFrame, dataset: str | None, backbone: str | None, resolution: Any,
                     metric: str = "mAP", pretrain: str | None = "ImageNet-1k") -> PaperRef | None:
     """SALGL's own number in the paper for this setting, e.g. coco/resnet101/448 -> 85.8; None where the
-    paper has none (synthetic data, another backbone or resolution, or a metric it does not report)."""
+    paper has none (synthetic data, another backbone or resolution, or a metric it does not report). Where the
+    paper has several rows for the setting (ViT-L16 at 448: ImageNet-1k and ImageNet-22k), `pretrain`
+    (pretrain_name of the run's backbone_weights) picks one, and None comes back if none matches."""
     col = PAPER_METRIC.get(metric)
     if col is None or col not in coco or not len(coco) or dataset is None or backbone is None:
         return None

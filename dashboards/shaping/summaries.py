@@ -128,7 +128,7 @@ def comparison_table(best: pd.DataFrame, paper: PaperTables) -> pd.DataFrame:
     coco = paper.coco
     for ds in sorted(set(best["dataset"]) | (set(coco["dataset"].dropna()) if len(coco) else set())):
         for _, b in best[best["dataset"] == ds].iterrows():
-            ref = paper_reference(coco, ds, b["backbone"], b["resolution"])
+            ref = paper_reference(coco, ds, b["backbone"], b["resolution"], pretrain=b["pretrain"])
             rows.append({"dataset": ds, "backbone": b["backbone"], "resolution": b["resolution"],
                          "pretrain": b["pretrain"], "method": f"ours: {b['run']} trial {b['trial_id']}",
                          "mAP": round(b["value"], 3), **{c: round(b[c], 3) for c in ("CF1", "OF1", "CF1_top3",

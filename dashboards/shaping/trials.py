@@ -15,7 +15,14 @@ import numpy as np
 import pandas as pd
 
 from dashboards.data.files import PLACEMENT_COLUMNS
-from dashboards.data.paper import PAPER_METRIC, PaperRef, PaperTables, paper_reference, reproduction_refs
+from dashboards.data.paper import (
+    PAPER_METRIC,
+    PaperRef,
+    PaperTables,
+    paper_reference,
+    reproduction_refs,
+    run_pretrain,
+)
 from dashboards.data.runs import Run
 from dashboards.shaping.fmt import fmt_value, is_missing
 from studies.analysis.stats import mean_ci
@@ -123,7 +130,8 @@ def ablation_table(ab: Ablation) -> pd.DataFrame:
 def paper_references(run: Run, paper: PaperTables, metric: str) -> tuple[PaperRef | None, pd.DataFrame]:
     """The paper's number for this run's setting and `metric` (None where it has none), and the published
     reproductions of the setting (only for metrics the paper reports)."""
-    ref = paper_reference(paper.coco, run.dataset, run.backbone, run.image_size, metric)
+    ref = paper_reference(paper.coco, run.dataset, run.backbone, run.image_size, metric,
+                          pretrain=run_pretrain(run.meta.get("base_config")))
     repro = reproduction_refs(paper.reproductions, run.dataset, run.backbone, run.image_size)
     return ref, repro if metric in PAPER_METRIC else repro.iloc[0:0]
 

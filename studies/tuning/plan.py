@@ -23,6 +23,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from salgl_core.config import DATA_PATH_FIELDS, ExperimentConfig, field_spec
 from salgl_core.presets import get_recipe, recipe_config
+from studies.analysis import timing
 from studies.design.cli import axis_value, check_axis_not_set, parse_set, study_config
 from studies.design.paths import REPO
 from studies.design.spec import ARM, METRIC, MODE, StudyError, StudySpec
@@ -264,7 +265,7 @@ def _absolute_paths(flat: dict[str, Any]) -> dict[str, Any]:
     from salgl_core.data.synthetic import default_cache_dir
 
     out = dict(flat)
-    for name in DATA_PATH_FIELDS:
+    for name in (*DATA_PATH_FIELDS, "init_from"):
         if out[name] is not None:
             out[name] = str(Path(out[name]).expanduser().resolve())
     if out["dataset"] == "synthetic" and out["cache_dir"] is None:
@@ -276,33 +277,45 @@ def _absolute_paths(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_inputs(plan: Plan) -> list[str]:
+def check_inputs(plan: Plan, clock: timing.Stopwatch | None = None) -> list[str]:
     """Index the data (generating the synthetic set) and build the model once: every data, weights or
     embedding problem surfaces here, before Ray starts, instead of in every trial. Returns class names.
-    Arms that change the data (the visibility study's) get theirs generated here too, not inside a trial."""
+    Arms that change the data (the visibility study's) get theirs generated here too, not inside a trial.
+    `clock` times each step (the closing summary names them: studies.analysis.timing)."""
     from salgl_core.data import build_datasets
     from salgl_core.model import build_model
+    from salgl_core.presets import check_needs
     from salgl_core.pretrain import resolve_backbone_weights
+    from salgl_core.transfer import init_from
 
     first = {**plan.base, **plan.points[0]} if plan.points else plan.base
     arms = [plan.arms[v] for v in plan.values] if isinstance(plan, GridPlan) and plan.arms else []
     configs = [ExperimentConfig.from_flat(first), *(ExperimentConfig.from_flat({**plan.base, **a}) for a in arms)]
     bundles: list[tuple[Any, Any]] = []  # (DataConfig, its bundle): one data check per distinct dataset
+    clock = clock or timing.Stopwatch()
     for cfg in configs:
+        check_needs(cfg)  # e.g. a fine-tuning recipe without --init-from
         bundle = next((b for d, b in bundles if d == cfg.data), None)
         if bundle is None:
-            bundle = build_datasets(cfg.data)
+            with clock.step(timing.DATA):
+                bundle = build_datasets(cfg.data)
             bundles.append((cfg.data, bundle))
             if cfg.train.drop_last and len(bundle.train) < cfg.train.batch_size:
                 raise StudyError(f"the training set has {len(bundle.train)} images, fewer than one batch of "
                                  f"{cfg.train.batch_size}: lower --batch-size")
         # Every arm's model is built once here. backbone_weights 'synthetic-pretrained' is pretrained here, once,
         # before the trials (salgl_core/pretrain.py); a feature cache is built here too, so trials only read it.
-        build_model(resolve_backbone_weights(cfg, print), bundle.num_classes, cfg.data.dataset, bundle.class_names)
+        with clock.step(timing.PRETRAINING):
+            model_cfg = resolve_backbone_weights(cfg, print)
+        with clock.step(timing.MODEL):
+            model = build_model(model_cfg, bundle.num_classes, cfg.data.dataset, bundle.class_names)
+            if cfg.train.init_from:  # every trial starts from this run: a bad file is named here, with the table once
+                init_from(model, cfg.train.init_from, print)
         if cfg.train.feature_cache:
             from salgl_core.features import build_feature_cache
 
-            build_feature_cache(cfg)
+            with clock.step(timing.FEATURE_CACHE):
+                build_feature_cache(cfg)
     return list(bundles[0][1].class_names)
 
 
@@ -344,6 +357,6 @@ def study_json(plan: Plan, *, base_config: dict[str, Any], class_names: list[str
         "class_names": class_names, "status": "RUNNING", "started": utc_now(started), "finished": None,
         "n_trials": plan.num_samples, "n_finished": 0, "trial_seconds_total": 0.0, "wall_seconds": 0.0,
         "max_concurrent": max_concurrent, "resources_per_trial": {"gpu": gpus_per_trial, "cpu": cpus_per_trial},
-        "provenance": provenance(repo, cluster), "optuna_storage": OPTUNA_JOURNAL, "device": "cpu",
+        "provenance": provenance(repo, cluster), "optuna_storage": OPTUNA_JOURNAL, "device": "cpu", "preparation": {},
         "predictions": PREDICTIONS_DIR, "note": study_note(plan.spec),
     }
