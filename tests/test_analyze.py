@@ -668,3 +668,22 @@ def test_the_budget_check_reads_the_reference_arms_learning_curves(tmp_path):
     short = analyze.analyze_run(_curve_run(tmp_path / "c", {"r0": [50, 55, 60]}), resamples=10)["budget"]
     assert short["flat"] is None and "cannot tell" in short["verdict"]
     assert analyze.analyze_run(_run(tmp_path / "d", [("r0", "FINISHED", 0, 4, 70.0)]))["budget"]["flat"] is None
+
+
+def test_a_run_stopped_before_any_trial_finished_is_not_called_damaged(tmp_path):
+    """Ctrl-C before the first trial ends: no predictions yet is what such a run is, not a missing file to restore."""
+    run = tmp_path / "scene_count" / "early"
+    shutil.copytree(REPO / "results/scene_count/default", run)
+    shutil.rmtree(run / schema.PREDICTIONS_DIR)
+    with open(run / schema.TRIALS_CSV, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["status"] = "RUNNING"
+    with open(run / schema.TRIALS_CSV, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    result = analyze.analyze_run(run)
+    assert "no trial has finished yet: no interval and no comparison" in result["notes"]
+    assert not [n for n in result["notes"] if "missing" in n or "restore" in n], result["notes"]
+    assert result["bootstrap"]["trials_with_predictions"] == 0

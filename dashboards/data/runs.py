@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from dashboards.data.files import LoadError, read_epochs, read_study_json, read_trials, stamp
-from dashboards.data.paper import pretrain_name
+from dashboards.data.paper import run_pretrain
 from dashboards.data.paths import display_path, shown
 from studies.exports.schema import (
     EPOCH_COLUMNS,
@@ -276,13 +276,12 @@ def summarize(run: Run, root: Path | None = None) -> RunSummary:
     device = m.get("device")
     if not device and "device" in run.trials and run.trials["device"].notna().any():
         device = str(run.trials["device"].dropna().iloc[0])
-    weights = (m.get("base_config") or {}).get("backbone_weights", "IMAGENET1K_V1")
     warnings = list(run.warnings)
     return RunSummary(run.key, run.path, root, run.study, str(m.get("run") or run.path.name), run.status,
                       run.dataset, run.backbone, run.image_size, run.axis, trial_counts(run), value, row, device,
                       float(total) if isinstance(total, (int, float)) else None,
                       m.get("wall_seconds") if isinstance(m.get("wall_seconds"), (int, float)) else None,
-                      m.get("started"), pretrain_name(weights), _sort_time(run, warnings), warnings)
+                      m.get("started"), run_pretrain(m.get("base_config")), _sort_time(run, warnings), warnings)
 
 
 def summarize_dir(run_dir: Path, root: Path | None = None) -> RunSummary:

@@ -39,12 +39,17 @@ DEFAULT_RESAMPLES = 1000
 _MISMATCH = 0.05
 
 
+def _bootstrap_info(resamples: int, seed: int) -> dict[str, Any]:
+    """analysis.json `bootstrap` before any trial's predictions are read."""
+    return {"resamples": resamples, "seed": seed, "images": None, "classes": None, "trials_with_predictions": 0,
+            "seconds": None}
+
+
 def _image_replicates(run_dir: Path, trials: list[dict], resamples: int, seed: int, notes: list[str],
                       expected: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any], Targets]:
     """{trial_id: bootstrap mAP replicates} of the usable FINISHED trials with predictions, the bootstrap's
     summary and the run's targets; every trial that cannot be used gets `excluded` (studies.exports.evidence)."""
-    info: dict[str, Any] = {"resamples": resamples, "seed": seed, "images": None, "classes": None,
-                            "trials_with_predictions": 0, "seconds": None}
+    info = _bootstrap_info(resamples, seed)
     tgt = evidence.load_targets(run_dir, notes, expected)
     scores = evidence.trial_scores(run_dir, trials, tgt, notes)
     if tgt.targets is None:
@@ -239,7 +244,12 @@ def analyze_run(run_dir: str | Path, resamples: int = DEFAULT_RESAMPLES, seed: i
     trials = evidence.parse_trials(rows, axis, values, notes, study.get("seeds") if axis else None)
     if not trials:
         notes.append(f"no trials in {schema.TRIALS_CSV} yet")
-    reps, boot, tgt = _image_replicates(run_dir, trials, resamples, seed, notes, bool(study.get("predictions")))
+    if any(t["status"] == "FINISHED" for t in trials):
+        reps, boot, tgt = _image_replicates(run_dir, trials, resamples, seed, notes, bool(study.get("predictions")))
+    else:  # trials save their predictions when they finish: before the first one has, none missing is no damage
+        if trials:
+            notes.append("no trial has finished yet: no interval and no comparison")
+        reps, boot, tgt = {}, _bootstrap_info(resamples, seed), Targets("none")
     out: dict[str, Any] = {
         "schema_version": schema.SCHEMA_VERSION, "kind": "ablation" if axis else "search",
         "study": study.get("study"), "run": study.get("run"), "axis": axis, "metric": schema.REPORTED_METRIC,
