@@ -92,7 +92,9 @@ def test_each_difference_is_to_the_runs_own_reference():
     rows = C.compare_table(a, b, "num_scenes").set_index("num_scenes")
     assert rows.index.tolist() == ["2", "4 ★A", "6 ★B"]
     assert rows.loc["4 ★A", "A verdict"] == C.REFERENCE and rows.loc["4 ★A", f"B {C.DIFF}"] == "-0.20 [-0.70, +0.30]"
-    assert rows.loc["4 ★A", "agreement"] == C.CANNOT_TELL and rows.loc["2", "agreement"] == C.AGREE
+    # Both runs find 2 worse, but against 4 and against 6: different questions, never matched as agree/disagree.
+    assert rows.loc["4 ★A", "agreement"] == C.CANNOT_TELL and rows.loc["2", "agreement"] == C.OTHER_REFERENCES
+    assert C.agreement("better", "no detectable difference", same_reference=False) == C.OTHER_REFERENCES
 
 
 def test_named_arms_keep_their_order_and_a_value_without_comparison_cannot_be_told():

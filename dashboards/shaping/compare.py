@@ -29,6 +29,9 @@ AGREE = "agree"
 DISAGREE = "disagree"
 CANNOT_TELL = "cannot tell"  # a side has no test (one seed, no finished trials, no analysis)
 BOTH_REFERENCE = "both references"
+# The runs' references differ (a COCO run's K = 6 against a synthetic run's K = 4): "better than 4" beside "no
+# difference from 6" is no disagreement, so two verdicts against different references are never matched.
+OTHER_REFERENCES = "different references"
 ONLY = "only in {side}"
 # A run's difference to its own reference with the 95% interval, as the table heads it (after the run's name).
 DIFF = "Δ to ★ [95% CI]"
@@ -124,11 +127,12 @@ def verdict_kind(s: Side, value: Any) -> str:
     return comparison_kind(c, alpha if isinstance(alpha, (int, float)) else ALPHA)
 
 
-def agreement(kind_a: str, kind_b: str) -> str:
+def agreement(kind_a: str, kind_b: str, same_reference: bool = True) -> str:
     """Whether the two runs' verdicts on one value agree: AGREE when both detect a difference in the same
     direction or neither detects one, DISAGREE when they differ (one detects, the other not, or opposite
     directions); ONLY (in A / B) when one run lacks the value, CANNOT_TELL when a side has no test or the value
-    is only one run's reference, BOTH_REFERENCE when it is both runs' reference."""
+    is only one run's reference, BOTH_REFERENCE when it is both runs' reference; OTHER_REFERENCES when both are
+    tested but against different references (`same_reference` False)."""
     if ABSENT in (kind_a, kind_b):
         return ONLY.format(side=SIDES[1] if kind_a == ABSENT else SIDES[0])
     if kind_a == kind_b == REFERENCE:
@@ -136,6 +140,8 @@ def agreement(kind_a: str, kind_b: str) -> str:
     tested = (*DETECTED, NOT_DETECTED)
     if kind_a not in tested or kind_b not in tested:
         return CANNOT_TELL
+    if not same_reference:
+        return OTHER_REFERENCES
     return AGREE if kind_a == kind_b else DISAGREE
 
 
@@ -161,11 +167,12 @@ def compare_table(a: Side, b: Side, axis: str) -> pd.DataFrame:
     fit side by side) and the verdict's kind, analysis.json's. A value a run lacks has a dash in
     that run's columns. The means are the chart's (compare_figure)."""
     rows = []
+    same_reference = a.reference is not None and b.reference is not None and same_value(a.reference, b.reference)
     for v in value_order(a, b):
         kinds = [verdict_kind(s, v) for s in (a, b)]
         stars = [n for n, s in zip(SIDES, (a, b), strict=True) if is_reference(s, v)]
         row: dict[str, Any] = {axis: fmt_value(v) + (" ★" if len(stars) == 2 else "".join(f" ★{n}" for n in stars)),
-                               "agreement": agreement(*kinds)}
+                               "agreement": agreement(*kinds, same_reference)}
         for name, s, kind in zip(SIDES, (a, b), kinds, strict=True):
             r = _row(s, v)
             row[f"{name} seeds"] = int(r["n"]) if kind != ABSENT and r is not None else None

@@ -291,7 +291,9 @@ COMPARE_TABLE_CAPTION = ("Δ to ★: each run's mean(value) − mean(its own ref
                          "(the Ablation tab gives the verdicts in full). agreement: agree = both runs detect a "
                          "difference in the same direction, or neither detects one; disagree = one detects a "
                          "difference and the other not, or they point opposite ways; cannot tell = a run has no "
-                         "test there (one seed, no finished trials); – = the run lacks the value. A run with fewer "
+                         "test there (one seed, no finished trials); different references = the two runs' ★ "
+                         "differ, so their verdicts answer different questions and are not matched; – = the run "
+                         "lacks the value. A run with fewer "
                          "seeds detects less: 'no detectable difference' is not 'no difference'.")
 
 
