@@ -182,3 +182,51 @@ def test_timing_lines_tell_preparation_from_rays_overhead():
     (old,) = summary.timing_lines({"wall_seconds": 280.0}, rows, 2)
     assert old.endswith("wall 280 s: preparation and Ray's per-trial overhead 120 s")
     assert summary.timing_lines({"wall_seconds": 5.0}, [{"seconds": ""}], 2) == []
+
+
+def _parses(next_line: str) -> None:
+    """The `next:` command runs: its script's own parser takes its arguments."""
+    import shlex
+
+    from studies import ablate, mechanism
+
+    argv = shlex.split(next_line[next_line.index("python "):])
+    if argv[1:3] == ["-m", "studies.ablate"]:
+        args = argv[3:]
+        ablate.get_args_parser(args).parse_args(args)
+    else:
+        assert argv[1] == "studies/mechanism.py", argv
+        mechanism.get_args_parser(argv[2:]).parse_args(argv[2:])
+
+
+def _search(best: dict, ref: dict | None) -> dict:
+    return {"kind": "search", "trials": [{}] * 6, "search": {"best": best, "paper": ref}}
+
+
+def test_a_named_arms_study_points_at_the_mechanism_study_without_its_arms():
+    nothing = _ablation(_comparison(2, 0.1, -0.5, 0.7, 1.0, mde=0.71), study="soft_vs_hard")
+    flags = ["--smoke", "--arm", "soft:soft_assignment=true", "--arm", "hard:soft_assignment=false", "--reference",
+             "hard", "--study", "soft_vs_hard", "--values", "soft"]
+    _, nxt = summary.conclusion_lines(nothing, prog="python -m studies.ablate", flags=flags, seeds=[0, 1, 2], run="r",
+                                      dataset="synthetic")
+    assert "studies/mechanism.py --smoke" in nxt and "--arm" not in nxt
+    _parses(nxt)
+
+
+def test_search_conclusions_give_commands_that_run_and_survive_an_unscored_reference():
+    flags = ["--smoke", "--repeats", "2", "--num-samples", "3"]
+    best = {"trial_id": "b", "mAP": 62.0, "config": {"num_scenes": 6, "outmess": True, "seed": 0}}
+    ref = {"trial_id": "p", "mAP": 60.0, "config": {"num_scenes": 4, "outmess": False, "seed": 0}}
+    line, nxt = summary.conclusion_lines(_search(best, ref), prog="python studies/tune.py", flags=flags, seeds=[0],
+                                         run="r", dataset="synthetic")
+    assert "+2.00 mAP" in line and "--repeats" not in nxt and "--arm best:num_scenes=6,outmess=true" in nxt
+    _parses(nxt)
+    # The reference trial diverged (no mAP): the search's answer is its best trial, no crash, no difference claimed.
+    line, nxt = summary.conclusion_lines(_search(best, {**ref, "mAP": None}), prog="python studies/tune.py",
+                                         flags=flags, seeds=[0], run="r", dataset="synthetic")
+    assert line == "  conclusion: trial b scored best (62.00) of the 6 trials" and "a longer search" in nxt
+    # With --repeats the best may be the reference's configuration on another seed: nothing to compare.
+    same = {**best, "config": {**ref["config"], "seed": 1}}
+    line, _ = summary.conclusion_lines(_search(same, ref), prog="python studies/tune.py", flags=flags, seeds=[0],
+                                       run="r", dataset="synthetic")
+    assert "scored best" in line and "mAP against" not in line

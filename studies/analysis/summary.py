@@ -303,7 +303,7 @@ def conclusion_lines(analysis: dict[str, Any], *, prog: str, flags: Sequence[str
     line = f"  conclusion: no value of {axis} differs detectably from {reference} at {n} seeds{floor}"
     if analysis.get("study") != "mechanism" and dataset == "synthetic":
         return [line, "  next: can the mechanism show at all on this data? "
-                + shlex.join(["python", "studies/mechanism.py", *_without_values(flags)])]
+                + shlex.join(["python", "studies/mechanism.py", *_without(flags, _ARMS_FLAGS)])]
     return [line, f"  next: more seeds: {more_cmd}"]
 
 
@@ -312,15 +312,25 @@ def _excludes_zero(c: Mapping[str, Any]) -> bool:
     return lo is not None and hi is not None and (lo > 0 or hi < 0)
 
 
-def _without_values(flags: Sequence[str]) -> list[str]:
-    """`flags` less --values and its values (another study's values are not this one's)."""
+# What only this run's own kind of study takes: dropped from a `next:` command for another study.
+_ARMS_FLAGS = ("--values", "--arm", "--arms", "--reference", "--study")
+_SEARCH_FLAGS = ("--values", "--repeats", "--num-samples", "--grace-period", "--reduction-factor")
+
+
+def _without(flags: Sequence[str], names: Sequence[str]) -> list[str]:
+    """`flags` less the flags `names` and their values."""
     out, skip = [], False
     for f in flags:
         if f.startswith("--"):
-            skip = f == "--values"
+            skip = f in names
         if not skip:
             out.append(f)
     return out
+
+
+def _without_values(flags: Sequence[str]) -> list[str]:
+    """`flags` less --values and its values (another study's values are not this one's)."""
+    return _without(flags, ("--values",))
 
 
 def _without_preset(flags: Sequence[str]) -> list[str]:
@@ -344,13 +354,15 @@ def _search_conclusion(analysis: dict[str, Any], *, prog: str, flags: Sequence[s
         return []
     name = label or "the reference configuration"
     repeats = int(flags[list(flags).index("--repeats") + 1]) if "--repeats" in flags else 1
-    if ref is None or best["trial_id"] == ref["trial_id"]:
-        who = f"trial {best['trial_id']}" + (f" ({name})" if ref is not None else "")
+    b, r = best.get("config") or {}, (ref or {}).get("config") or {}
+    changed = [k for k in b if k != "seed" and str(b[k]) != str(r.get(k))]
+    # Nothing to test against: no reference trial, it did not score (ERROR, DIVERGED), or the best trial has the
+    # reference's configuration (itself, or another of its seeds with --repeats).
+    if ref is None or number(ref.get("mAP")) is None or not changed:
+        who = f"trial {best['trial_id']}" + (f" ({name})" if ref is not None and not changed else "")
         return [f"  conclusion: {who} scored best ({_num(best['mAP'])}) of the {n} trials",
                 "  next: a longer search: " + shlex.join([*shlex.split(prog), *flags, "--num-samples",
                                                           str(2 * max(1, n // repeats)), "--name", f"{run}-longer"])]
-    b, r = best.get("config") or {}, ref.get("config") or {}
-    changed = [k for k in b if k != "seed" and str(b[k]) != str(r.get(k))]
 
     def arm(arm_name: str, config: Mapping[str, Any]) -> str:  # studies.ablate's NAME:FIELD=VALUE,... (JSON values)
         text = {k: str(config.get(k)).lower() if str(config.get(k)) in ("True", "False") else _value(config.get(k))
@@ -361,6 +373,7 @@ def _search_conclusion(analysis: dict[str, Any], *, prog: str, flags: Sequence[s
             f"against {name} (trial {ref['trial_id']}), each one training run: a search ranks configurations, it "
             "does not test their difference",
             "  next: test it over seeds: " + shlex.join([
-                "python", "-m", "studies.ablate", *_without_values(flags), "--study", "best_vs_reference", "--arm",
+                "python", "-m", "studies.ablate", *_without(flags, _SEARCH_FLAGS), "--study", "best_vs_reference",
+                "--arm",
                 arm("best", b), "--arm", arm("reference", r), "--reference", "reference", "--seeds", "0", "1", "2",
                 "3", "4"])]
