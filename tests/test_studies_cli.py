@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -141,6 +142,8 @@ def test_help_shows_the_recipe_it_will_use_and_each_default_once():
     (["--seeds", "-1"], "TrainConfig.seed = -1 is invalid"),
     # A rule across fields: the whole trial config is built by the light parser too.
     (["--set", "feature_cache=true", "--set", "freeze_backbone=false"], "feature_cache = True needs"),
+    # A value the config would ignore (the paper recipes' per-epoch EMA rule overrides ema_decay) is refused.
+    (["--dataset", "coco", "--set", "ema_decay=0.999"], "ema_decay is not used while ema_epoch_retention = 0.82"),
 ])
 def test_bad_values_and_sets_answer_before_the_heavy_imports(argv, message):
     """A wrong --values, --set or config flag is reported by the light CLI module in one line, without importing
@@ -171,3 +174,19 @@ def test_the_overhead_benchmarks_trainable_takes_what_the_real_one_takes():
     from studies.tuning.trainable import train_trial
 
     assert list(inspect.signature(sleeping_trial(1.0)).parameters) == list(inspect.signature(train_trial).parameters)
+
+
+def test_resume_refuses_other_trackers_than_the_run_started_with(tmp_path, monkeypatch):
+    """Ray restores the tracker callbacks with the run: a --log-to typed on --resume could not take effect."""
+    from ray import tune
+
+    monkeypatch.setattr(tune.Tuner, "can_restore", staticmethod(lambda path: True))
+    exp = tmp_path / "ray" / "scene_count" / "r1"
+    exp.mkdir(parents=True)
+    (exp / resume.STUDY_ARGS).write_text(json.dumps({"log_to": ["mlflow"], "name": "r1"}))
+    for given in (["--log-to", "wandb"], ["--log-to", "mlflow", "--log-to", "wandb"]):
+        with pytest.raises(StudyError, match=r"--log-to .*run r1 logs to mlflow, fixed when it started"):
+            resume.restore_args(_args(scene_count, tmp_path, "--resume", "--name", "r1", *given), scene_count.SPEC)
+    for given in ([], ["--log-to", "mlflow"]):  # nothing typed, or what it started with
+        args = resume.restore_args(_args(scene_count, tmp_path, "--resume", "--name", "r1", *given), scene_count.SPEC)
+        assert args.log_to == ["mlflow"]

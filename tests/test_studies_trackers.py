@@ -262,7 +262,7 @@ def test_trial_events_to_mlflow_and_wandb_across_a_resume(wandb_home, capsys):
     assert [f.path for f in client.list_artifacts(parent.info.run_id)] == ["study.json"]
     assert Path(parent.info.artifact_uri).is_relative_to(wandb_home / "runs" / "mlflow" / "artifacts")
 
-    folders = sorted((wandb_home / "runs" / "wandb").glob("offline-run-*"))
+    folders = sorted((wandb_home / "runs" / "wandb" / "scene_count" / "r" / "wandb").glob("offline-run-*"))
     sessions = [wandb_run(f) for f in folders if f.name.endswith("-scene_count-r-a")]
     assert [s["id"] for s in sessions] == ["scene_count-r-a"] * 2  # the same run, continued
     assert [[h["epoch"] for h in s["history"]] for s in sessions] == [[1], [2]]
@@ -355,7 +355,7 @@ def test_smoke_study_logs_to_mlflow_and_wandb(tmp_path, ray_tmp, monkeypatch):
     assert f"logged to MLflow: experiment scene_count, run t; view: .venv/bin/mlflow ui --backend-store-uri " \
            f"sqlite:///{results}/mlflow/mlflow.db" in lines, out
     assert f"logged to W&B offline: group scene_count/t; upload to project salgl: .venv/bin/wandb sync " \
-           f"{results}/wandb/offline-run-*-scene_count-t-*" in lines, out
+           f"{results}/wandb/scene_count/t/wandb/offline-run-*" in lines, out
     summary = lines.index(next(ln for ln in lines if ln.startswith("scene_count t: FINISHED")))
     assert [i for i, ln in enumerate(lines) if ln.startswith("logged to ")] == [summary - 3, summary - 2], out
 
@@ -396,7 +396,7 @@ def test_smoke_study_logs_to_mlflow_and_wandb(tmp_path, ray_tmp, monkeypatch):
             assert history == [(int(e["epoch"]), float(e[col])) for e in mine], col
 
     # W&B: one offline run per trial in the group scene_count/t, and the analysis run with its files.
-    folders = list((results / "wandb").glob("offline-run-*"))
+    folders = list((results / "wandb" / "scene_count" / "t" / "wandb").glob("offline-run-*"))
     wb = {w["id"].removeprefix("scene_count-t-"): w for w in map(wandb_run, folders)}
     stamp = "".join(ch for ch in meta["started"] if ch.isdigit())
     assert set(wb) == {*trials, f"analysis-{stamp}"} and len(folders) == 3

@@ -42,6 +42,12 @@ def restore_args(args: argparse.Namespace, spec: StudySpec) -> argparse.Namespac
                          f"(check --name, and pass the --storage-path the run was started with). Runs of "
                          f"{spec.study} found in {runs_found(args.storage_path, spec.study)}")
     stored = json.loads(exp_dir.read_text(STUDY_ARGS))
+    # The trackers are callbacks Ray restores with the run (studies.tuning.trackers): they cannot change now.
+    given, started = sorted(set(getattr(args, "log_to", None) or [])), sorted(set(stored.get("log_to") or []))
+    if given and given != started:
+        logs = " and ".join(started) or "no tracker"
+        raise StudyError(f"--log-to {' '.join(given)}: run {args.name} logs to {logs}, fixed when it started; resume "
+                         "it without --log-to")
     # What the run was started with wins, except how to run it now (which cluster, dashboard, output).
     return argparse.Namespace(**{**vars(args), **stored, **{k: getattr(args, k) for k in RUNTIME_FLAGS},
                                  "resume": True, "overwrite": False})

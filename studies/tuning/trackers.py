@@ -12,9 +12,9 @@ verdict table to the study run's own run.
   mlflow.db, artifacts in <results-dir>/mlflow/artifacts (MLflow 3.17 refuses its file store ./mlruns unless
   MLFLOW_ALLOW_FILE_STORE is set, and an experiment created without `artifact_location` keeps its artifacts in
   ./mlruns of the current folder). --mlflow-uri names another store or a tracking server.
-- W&B: offline unless --wandb-mode online (which needs a login); runs in <results-dir>/wandb/, uploaded later by
-  `wandb sync`. group "<study>/<run>", job_type "trial"; the analysis is one more run in the group (job_type
-  "analysis"). Every trial is its own Run object in the driver (`wandb.init(reinit="create_new")`).
+- W&B: offline unless --wandb-mode online (which needs a login); runs in <results-dir>/wandb/<study>/<run>/,
+  uploaded later by `wandb sync`. group "<study>/<run>", job_type "trial"; the analysis is one more run in the
+  group (job_type "analysis"). Every trial is its own Run object in the driver (`wandb.init(reinit="create_new")`).
 
 Why not Ray Tune's own integrations (Ray 2.60: ray.air.integrations.mlflow.MLflowLoggerCallback,
 ray.air.integrations.wandb.WandbLoggerCallback): they log `trial.config`, which here is only the searcher's
@@ -56,6 +56,7 @@ from typing import Any
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from studies.analysis import tables
 from studies.analysis.summary import format_table
 from studies.design.cli import WANDB_PROJECT
 from studies.design.spec import ARM, StudyError
@@ -387,15 +388,22 @@ class MlflowCallback(TrackerCallback):
 
 # --- W&B ---
 
-def wandb_init(t: Trackers, **kwargs: Any) -> Any:
-    """wandb.init of one run of the study in <results-dir>/wandb/, silenced (see the module docstring)."""
+def wandb_dir(t: Trackers, study: str, run: str) -> Path:
+    """Where a study run's W&B runs go: W&B writes them to <this>/wandb/offline-run-*, so one study run's are one
+    folder to `wandb sync` (a glob on run ids would also take run "default-2"'s with run "default")."""
+    return Path(t.results_dir) / "wandb" / study / run
+
+
+def wandb_init(t: Trackers, study: str, run: str, **kwargs: Any) -> Any:
+    """wandb.init of one run of the study run `study`/`run` (in wandb_dir), silenced (see the module docstring)."""
     import wandb
 
     # silent: no banners, hints or sync instructions on the console; console="off": the driver's stdout is not
     # captured into the run. x_disable_stats: W&B would sample this driver's CPU and GPUs, not the trial's.
     settings = wandb.Settings(silent=True, console="off", x_disable_stats=True)
-    Path(t.results_dir).mkdir(parents=True, exist_ok=True)  # W&B warns about a missing folder
-    return wandb.init(project=t.wandb_project, dir=t.results_dir, mode=t.wandb_mode, reinit="create_new",
+    folder = wandb_dir(t, study, run)
+    folder.mkdir(parents=True, exist_ok=True)  # W&B warns about a missing folder
+    return wandb.init(project=t.wandb_project, dir=folder, mode=t.wandb_mode, reinit="create_new",
                       resume="allow", settings=settings, **kwargs)
 
 
@@ -418,7 +426,8 @@ class WandbCallback(TrackerCallback):
     def _run(self, trial: Any) -> Any:
         run = self._runs.get(trial.trial_id)
         if run is None:
-            run = wandb_init(self.trackers, id=wandb_id(self.study, self.run, trial.trial_id), name=self.label(trial),
+            run = wandb_init(self.trackers, self.study, self.run, id=wandb_id(self.study, self.run, trial.trial_id),
+                             name=self.label(trial),
                              group=self.group, job_type="trial", tags=wandb_tags(self.tags(trial)),
                              config={**self.flat(trial), "trial_id": trial.trial_id})
             self._runs[trial.trial_id] = run
@@ -485,29 +494,18 @@ def verdict_texts(analysis: dict[str, Any]) -> dict[str, str]:
     """The verdict table as files: the terminal's text, and GitHub markdown where studies.analysis.tables
     has it (an ablation)."""
     out = {f"{VERDICT_TABLE}.txt": format_table(analysis) + "\n"}
-    tables = _tables()
-    if tables is not None and analysis.get("kind") == "ablation" and hasattr(tables, "markdown_table"):
+    if analysis.get("kind") == "ablation":
         out[f"{VERDICT_TABLE}.md"] = tables.markdown_table(analysis)
     return out
 
 
 def verdict_rows(analysis: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The verdict table as columns and rows: studies.analysis.tables' cells for an ablation, else (a joint
-    search, or no such module) the terminal table's lines."""
-    tables = _tables()
-    if tables is not None and analysis.get("kind") == "ablation" and hasattr(tables, "verdict_rows"):
+    search) the terminal table's lines."""
+    if analysis.get("kind") == "ablation":
         header, rows = tables.verdict_rows(analysis)
         return list(header), [list(r) for r in rows]
     return [VERDICT_TABLE], [[line] for line in format_table(analysis).splitlines()]
-
-
-def _tables() -> Any:
-    """studies.analysis.tables (the paper-ready verdict tables, newer than the trackers), or None without it."""
-    try:
-        from studies.analysis import tables
-    except ImportError:
-        return None
-    return tables
 
 
 def _mlflow_finish(t: Trackers, key: dict[str, str], axis: str | None, files: list[Path],
@@ -538,7 +536,8 @@ def _wandb_finish(t: Trackers, key: dict[str, str], axis: str | None, files: lis
 
     study, run = key["study"], key["run"]
     started = re.sub(r"\D", "", key.get("started", ""))  # a run replaced by --overwrite: an analysis run of its own
-    wb = wandb_init(t, id=wandb_id(study, run, "analysis", *([started] if started else [])), name=f"{run} analysis",
+    wb = wandb_init(t, study, run, id=wandb_id(study, run, "analysis", *([started] if started else [])),
+                    name=f"{run} analysis",
                     group=f"{study}/{run}", job_type="analysis", tags=[f"study={study}", f"run={run}"[:64]],
                     config={"study": study, "run": run, "axis": axis})
     try:
@@ -557,9 +556,9 @@ def _wandb_finish(t: Trackers, key: dict[str, str], axis: str | None, files: lis
         wb.finish()
     if t.wandb_mode == "online":
         return f"logged to W&B: project {t.wandb_project}, group {study}/{run}"
-    runs = portable_path(Path(t.results_dir) / "wandb")
+    runs = portable_path(wandb_dir(t, study, run) / "wandb")
     return (f"logged to W&B offline: group {study}/{run}; upload to project {t.wandb_project}: {_tool('wandb')} sync "
-            f"{runs}/offline-run-*-{wandb_id(study, run)}-*")
+            f"{runs}/offline-run-*")
 
 
 def _tool(name: str) -> str:
