@@ -13,6 +13,10 @@ import torch
 
 from salgl_core.io import atomic_write_bytes
 
+# A run folder's files: the checkpoint a resume continues from, and the EMA weights of its best epoch.
+CHECKPOINT = "checkpoint.pt"
+BEST_EMA = "best_ema.pt"
+
 
 def capture_rng() -> dict[str, Any]:
     version, mt, gauss = random.getstate()

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from salgl_core.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from salgl_core.checkpoint import BEST_EMA, CHECKPOINT, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from salgl_core.config import ExperimentConfig, ModelConfig
 from salgl_core.device import describe_device, resolve_device
 from salgl_core.ema import ModelEMA, describe_step_decay, step_decay
@@ -44,9 +44,6 @@ from salgl_core.presets import check_needs
 from salgl_core.pretrain import resolve_backbone_weights
 from salgl_core.report import best_predictions, scene_report
 from salgl_core.transfer import init_from
-
-CHECKPOINT = "checkpoint.pt"
-BEST_EMA = "best_ema.pt"
 
 
 class DivergedError(RuntimeError):

@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from salgl_core.checkpoint import load_checkpoint
+from salgl_core.checkpoint import BEST_EMA, CHECKPOINT, load_checkpoint
 from salgl_core.config import ConfigError
 
-RUN_FILES = ("best_ema.pt", "checkpoint.pt")  # what a run folder gives, in this order (engine.BEST_EMA, CHECKPOINT)
+RUN_FILES = (BEST_EMA, CHECKPOINT)  # what a run folder gives, in this order
 # The modules that are about the labels of the source's dataset, by SALGL attribute name: never loaded.
 LABEL_SPECIFIC = {
     "label_embedding": "label-specific: this config's label embeddings",

@@ -53,6 +53,9 @@ ALLOWED = [re.compile(p) for p in (
     r"  (ERROR|DIVERGED) \w+: .+",
     r"interrupted; finish it with:",
     r"  \S*python\S* \S+ --resume --name .+",
+    # Ray's own warning about this machine, which a user should see: a /dev/shm too small for the object store
+    # (Docker's default 64 MB), so it falls back to /tmp. Not on every machine, so allowed by name.
+    r".*WARNING.*The object store is using \S+ instead of /dev/shm because /dev/shm has only \d+ bytes available.*",
 )]
 
 

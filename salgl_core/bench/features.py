@@ -37,7 +37,7 @@ from salgl_core.bench.train import _step_fn
 from salgl_core.config import ExperimentConfig
 from salgl_core.data import build_datasets, build_loader
 from salgl_core.device import resolve_device
-from salgl_core.ema import ModelEMA
+from salgl_core.ema import ModelEMA, step_decay
 from salgl_core.engine import fit, predict
 from salgl_core.features import FeatureDataset, build_caches, build_feature_cache
 from salgl_core.losses import SALGLLoss
@@ -167,7 +167,8 @@ def step_figures(cfg: ExperimentConfig, bundle: Any, steps: int, evaluate: bool 
     torch.manual_seed(0)
     model = build_model(resolve_backbone_weights(cfg), bundle.num_classes, cfg.data.dataset, bundle.class_names)
     model.train()
-    ema = ModelEMA(model, cfg.train.ema_decay)
+    ema = ModelEMA(model, step_decay(cfg.train.ema_decay, cfg.train.ema_epoch_retention,
+                                     max(1, len(bundle.train) // cfg.train.batch_size)))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
     step = _step_fn(model, model, ema, SALGLLoss(cfg.model), opt, torch.amp.GradScaler("cpu", enabled=False),
                     device, None)
