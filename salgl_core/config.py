@@ -54,6 +54,7 @@ RANDAUGMENT_POLICIES = ("official", "torchvision", "none")
 CP_CR_RULES = ("official_clamp", "zero_if_undefined")
 LABEL_EMBEDDING_KINDS = ("learned", "random", "bert", "glove")  # besides a path to a .npy file
 SCENE_SOURCES = ("learned", "oracle", "random")  # ModelConfig.scene_source
+FEATURE_CACHE_DTYPES = ("float32", "float16")  # TrainConfig.feature_cache_dtype (salgl_core/features.py stores them)
 # The official fixed vectors shipped as package data, <dir>/<dataset>/<kind>.npy (salgl_core.embeddings loads them).
 SHIPPED_EMBEDDING_KINDS = ("bert", "glove")
 SHIPPED_EMBEDDINGS_DIR = Path(__file__).resolve().parent / "label_embeddings"
@@ -266,6 +267,7 @@ class TrainConfig(_Validated):
     early_stop_patience: int = _f(0, 'Stop once the EMA mAP has not improved for more than this many epochs (UNOFF uses 6); 0 = never.', Range(0))
     drop_last: bool = _f(True, 'Drop the last incomplete training batch (as UNOFF).')
     feature_cache: bool = _f(False, "Ours; needs freeze_backbone: compute the frozen backbone's tokens once per (dataset, split, backbone, weights, image size, evaluation transform) into a memory-mapped cache next to the data cache, shared read-only by all trials on a node, and train everything after the backbone on them. The tokens come from the evaluation transform, so there is NO training augmentation (no flip, RandAugment or cutout), unlike the end-to-end run.")
+    feature_cache_dtype: str = _f("float32", "How feature_cache stores the tokens: float32 (a cached run equals the end-to-end frozen run within float rounding) or float16 (half the disk and page cache: each token rounded to fp16's 11 significant bits, relative error <= 2^-11; tests/test_features.py shows a cached run's metrics stay within tolerance of float32's). A token beyond fp16's range (65504) stops the build.", OneOf(FEATURE_CACHE_DTYPES))
     init_from: str | None = _f(None, "Start from another run's weights (fine-tuning): a run folder (its best_ema.pt, else the EMA weights in its checkpoint.pt) or one of those files. Every parameter and buffer whose name and shape match is loaded; the label embeddings, the per-class classifier and the co-occurrence counts start afresh even when their shapes match (salgl_core/transfer.py). A resumed run continues from its own checkpoint instead. none = start from backbone_weights.", Satisfies(_non_empty_str, "a run folder or a checkpoint file"))
     recipe: str | None = _f(None, "The named recipe this config started from (salgl_core/presets.py); set by --recipe or --dataset, recorded in config.json; none = the dataclass defaults.", Satisfies(_is_recipe, "a recipe name from salgl_core/presets.py (python -m salgl_core.train --help lists them)"))
 
@@ -337,6 +339,16 @@ def field_spec(name: str) -> FieldSpec:
     if name not in FIELD_OWNER:
         raise _unknown([name])
     return _specs(_SECTIONS[FIELD_OWNER[name]])[name]
+
+
+def ignored_fields(flat: dict[str, Any]) -> dict[str, str]:
+    """The fields this flat config does not use, each with why: a value a user sets on purpose (a flag, --set, a
+    study's axis or arm) must be refused rather than silently ignored."""
+    out: dict[str, str] = {}
+    if flat.get("ema_epoch_retention"):
+        out["ema_decay"] = (f"ema_decay is not used while ema_epoch_retention = {flat['ema_epoch_retention']:g} sets "
+                            "the per-step EMA decay (the paper recipes' rule): set ema_epoch_retention to 0 as well")
+    return out
 
 
 def check_field(name: str, value: Any) -> Any:

@@ -20,12 +20,22 @@ hash of its weights (state_dict bytes, BatchNorm statistics included), the image
 transform's repr and the dtype. A folder is built in a temporary folder and renamed into place, so a
 reader never sees half a cache; a concurrent builder that loses the race uses the winner's copy.
 
-Storage is float32, not fp16: it makes a cached run equal the end-to-end frozen run within float
-rounding (tests/test_features.py), and the sizes that matter here are small (the default synthetic
-study: 1600 images x 128 x 8 x 8 x 4 B = 52 MB; the 208-image COCO subset with Lite0 at 224 px: 52 MB).
-fp16 would halve full-COCO caches; it is not offered until someone shows metrics stay within tolerance.
+Storage (`TrainConfig.feature_cache_dtype`): float32 by default, which makes a cached run equal the end-to-end
+frozen run within float rounding (tests/test_features.py); the sizes that matter on a CPU are small (the default
+synthetic study: 1600 images x 128 x 8 x 8 x 4 B = 52 MB; the 206-image COCO subset with Lite0 at 224 px: 52 MB).
+float16 halves full-COCO caches (ResNet-101 at 224 px: 123,287 images x 2048 x 7 x 7 x 2 B = 24.7 GB, not 49 GB):
+each token is rounded to 11 significant bits (relative error <= 2^-11), and tests/test_features.py shows a cached
+run's metrics stay within the tolerance that rounding allows. A token beyond float16's range stops the build.
+Trials read either as float32 tensors.
 
-    build_feature_cache(cfg)   a study driver builds both splits once before its trials (fit() reuses them)
+Size limit: a cache above MAX_CACHE_GB is refused before anything is computed (check_cache_size). Every epoch of
+every trial reads the whole cache through the page cache: beyond ~200 GB it no longer fits a GPU node's RAM, and
+each epoch becomes a disk or NFS read of that size. Full COCO 2014 with ResNet-101 at 448 px is 198 GB in
+float32 (2048 x 14 x 14 x 4 B = 1.6 MB an image) and 99 GB in float16; at 576 px float32 (327 GB) is refused.
+
+    build_feature_cache(cfg)   a study builds both splits once before its trials (fit() reuses them): the driver
+                               for synthetic data, a Ray task on a GPU for real data (studies/tuning/caches.py)
+    check_cache_size(...)      the size refusal, also called by a study's driver before Ray starts
     attach_feature_cache(...)  what fit() calls: build or open the caches and swap the bundle's datasets
 """
 
@@ -62,10 +72,12 @@ from salgl_core.pretrain import resolve_backbone_weights
 
 # Part of the key: bump it when what is stored changes (layout, how the features are computed).
 VERSION = 1
-DTYPE = "float32"
 SPLITS = ("train", "val")
 FEATURES, VALID, META = "features.npy", "valid.npy", "meta.json"
 _TMP_PREFIX = ".tmp-features-"
+# The largest cache (both splits) a build may write; the module docstring says why this size.
+MAX_CACHE_GB = 200.0
+_NP_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 @dataclass
@@ -121,7 +133,8 @@ def feature_key(cfg: ExperimentConfig, bundle: DatasetBundle, split: str, backbo
     dataset = bundle.train if split == "train" else bundle.val
     return {"version": VERSION, "split": split, "data": dataset_identity(cfg.data, bundle, dataset),
             "backbone": cfg.model.backbone, "weights_sha256": digest or weights_digest(backbone),
-            "image_size": cfg.data.image_size, "transform": repr(eval_transform(cfg.data)), "dtype": DTYPE}
+            "image_size": cfg.data.image_size, "transform": repr(eval_transform(cfg.data)),
+            "dtype": cfg.train.feature_cache_dtype}
 
 
 def folder_name(key: dict[str, Any]) -> str:
@@ -155,9 +168,36 @@ def _clean_dead_tmp(root: Path) -> None:
 
 
 @torch.no_grad()
+def token_shape(backbone: nn.Module, image_size: int, device: torch.device) -> tuple[int, ...]:
+    """[D, h, w] of the backbone's output at `image_size`, from one blank image in eval mode (a training-mode
+    BatchNorm would move its statistics); the backbone's mode is restored."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        return tuple(backbone(torch.zeros(1, 3, image_size, image_size, device=device)).shape[1:])
+    finally:
+        backbone.train(was_training)
+
+
+def check_cache_size(cfg: ExperimentConfig, images: int, shape: tuple[int, ...]) -> int:
+    """The bytes `images` cached tokens of `shape` take in cfg's feature_cache_dtype; ConfigError in one line above
+    MAX_CACHE_GB."""
+    dtype = cfg.train.feature_cache_dtype
+    size = images * int(np.prod(shape)) * np.dtype(_NP_DTYPES[dtype]).itemsize
+    if size > MAX_CACHE_GB * 1e9:
+        dims = "x".join(map(str, shape))
+        cheaper = "a smaller image_size" if dtype == "float16" else "feature_cache_dtype float16, a smaller image_size"
+        raise ConfigError(f"the feature cache would take {size / 1e9:.3g} GB ({images} images x {dims} tokens in "
+                          f"{dtype}), above the {MAX_CACHE_GB:g} GB limit (salgl_core/features.py says why): use "
+                          f"{cheaper}, or feature_cache false")
+    return size
+
+
+@torch.no_grad()
 def _compute(folder: Path, dataset: MultiLabelDataset, backbone: nn.Module, device: torch.device,
-             batch_size: int, num_workers: int) -> tuple[int, ...]:
-    """Write features.npy and valid.npy of `dataset` (which must carry the evaluation transform) into `folder`."""
+             batch_size: int, num_workers: int, dtype: str = "float32") -> tuple[int, ...]:
+    """Write features.npy (in `dtype`) and valid.npy of `dataset` (which must carry the evaluation transform)
+    into `folder`."""
     from numpy.lib.format import open_memmap
 
     from salgl_core.data import build_loader
@@ -166,19 +206,24 @@ def _compute(folder: Path, dataset: MultiLabelDataset, backbone: nn.Module, devi
     n = len(dataset)
     valid = np.zeros(n, dtype=bool)
     out = None
+    np_dtype = _NP_DTYPES[dtype]
     for batch in build_loader(dataset, batch_size, shuffle=False, num_workers=num_workers):
         if batch["images"].shape[0] == 0:
             continue
         fmap = backbone(batch["images"].to(device)).float().cpu().numpy()
+        with np.errstate(over="ignore"):  # an overflow is caught just below, with what to do
+            stored = fmap.astype(np_dtype)
+        if not np.isfinite(stored).all():  # beyond float16's range (65504): inf, which no trial could use
+            raise DataError(f"the backbone's features reach {np.abs(fmap).max():.3g}, beyond {dtype}'s range "
+                            f"(+-{np.finfo(np_dtype).max:g}); use feature_cache_dtype float32")
         if out is None:
-            out = open_memmap(folder / FEATURES, mode="w+", dtype=np.float32, shape=(n, *fmap.shape[1:]))
+            out = open_memmap(folder / FEATURES, mode="w+", dtype=np_dtype, shape=(n, *fmap.shape[1:]))
         idx = batch["index"].numpy()
-        out[idx] = fmap
+        out[idx] = stored
         valid[idx] = True
     if out is None:  # no image at all (or all corrupt): an empty array of the right shape
-        s = dataset.image_size
-        shape = backbone(torch.zeros(1, 3, s, s, device=device)).shape[1:]
-        out = open_memmap(folder / FEATURES, mode="w+", dtype=np.float32, shape=(n, *shape))
+        shape = token_shape(backbone, dataset.image_size, device)
+        out = open_memmap(folder / FEATURES, mode="w+", dtype=np_dtype, shape=(n, *shape))
     out.flush()
     shape = tuple(out.shape)
     del out
@@ -208,9 +253,9 @@ def build_split(key: dict[str, Any], root: Path, dataset: MultiLabelDataset, bac
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{socket.gethostname()}~{os.getpid()}~", dir=root))
     try:
-        shape = _compute(tmp, dataset, backbone, device, batch_size, num_workers)
+        shape = _compute(tmp, dataset, backbone, device, batch_size, num_workers, key["dtype"])
         seconds = time.perf_counter() - t0
-        meta = {"key": key, "shape": list(shape), "dtype": DTYPE, "valid": int(np.load(tmp / VALID).sum()),
+        meta = {"key": key, "shape": list(shape), "dtype": key["dtype"], "valid": int(np.load(tmp / VALID).sum()),
                 "seconds": round(seconds, 3), "device": str(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_text(tmp / META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; other users' trials on the node read it too
@@ -259,8 +304,10 @@ class FeatureDataset(Dataset):
         if not self.valid[index]:
             return SkippedImage(index, str(ds.paths[index]), tuple(self.cache.shape[1:]), ds.num_classes)
         scene = NO_SCENE if ds.scene_ids is None else int(ds.scene_ids[index])
-        # np.array copies the row out of the read-only map (torch refuses non-writable memory).
-        return (torch.from_numpy(np.array(self.features()[index])), torch.from_numpy(ds.labels[index]),
+        # np.array copies the row out of the read-only map (torch refuses non-writable memory); float16 rows
+        # become float32, what the model takes.
+        row = np.array(self.features()[index], dtype=np.float32)
+        return (torch.from_numpy(row), torch.from_numpy(ds.labels[index]),
                 torch.from_numpy(ds.ignore[index]), index, scene)
 
 
@@ -279,6 +326,9 @@ def build_caches(cfg: ExperimentConfig, bundle: DatasetBundle, backbone: nn.Modu
                           "features change every step")
     root = cache_root(cfg.data)
     digest = weights_digest(backbone)
+    keys = {split: feature_key(cfg, bundle, split, backbone, digest) for split in SPLITS}
+    if not all((root / folder_name(k)).exists() for k in keys.values()):  # something to build: its size first
+        check_cache_size(cfg, len(bundle.train) + len(bundle.val), token_shape(backbone, cfg.data.image_size, device))
     out = {}
     # The loader draws its shuffle seed from the global generator if it has none, and workers are seeded
     # from it: keep the caller's RNG streams exactly as they were, so a cached run matches an uncached one.
@@ -286,9 +336,8 @@ def build_caches(cfg: ExperimentConfig, bundle: DatasetBundle, backbone: nn.Modu
     with torch.random.fork_rng(devices=devices):
         for split in SPLITS:
             ds = _eval_images(cfg.data, bundle.train if split == "train" else bundle.val)
-            key = feature_key(cfg, bundle, split, backbone, digest)
-            out[split] = build_split(key, root, ds, backbone, device, cfg.train.batch_size, cfg.data.num_workers,
-                                     log)
+            out[split] = build_split(keys[split], root, ds, backbone, device, cfg.train.batch_size,
+                                     cfg.data.num_workers, log)
     return out
 
 

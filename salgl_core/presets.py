@@ -13,6 +13,8 @@ study.json), and "the paper's configuration" of a study is its recipe's value of
     paper-voc2007-from-coco-r101-448  the same, fine-tuned from a COCO run (--init-from RUN, required)
     paper-coco-vitl16-448-in1k   ViT-L/16 at 448 px, the official code's ImageNet-1k weights (the paper's 87.6 row)
     paper-coco-vitl16-448-in22k  ViT-L/16 at 448 px, ImageNet-21k weights (the paper's 90.1 "IN-22k" row)
+    screen-coco-r101-224     the paper's COCO head on a frozen ResNet-101 at 224 px, cached fp16 tokens: one-GPU
+                             screening (ours; a screening verdict, not the paper's number)
     synthetic                the embedded synthetic data on a CPU (ours, not the paper's)
 
 Sources: OFF = the official code (jasonseu/SALGL, argparse in lib/utils.py); UNOFF = the reproduction
@@ -163,6 +165,36 @@ _VIT_IN22K = ("timm:vit_large_patch16_224.augreg_in21k",
               "OFF vit_large_patch16_224_in21k default_cfgs: the AugReg ImageNet-21k file L_16-i21k-300ep-lr_0.001-"
               "aug_medium1-wd_0.1-do_0.1-sd_0.1.npz, timm 1.0.31's vit_large_patch16_224.augreg_in21k (extra timm)")
 
+# Screening on real data with one GPU (README "Real data: screening on one GPU"): the COCO recipe's head (K, outmess,
+# normalize, BERT, optimiser, EMA rule) on a frozen ImageNet ResNet-101 at 224 px whose tokens are cached once in
+# float16, so a trial trains the head only. Its verdicts rank head variants cheaply; they are not the paper's numbers.
+_SCREEN = "ours, screening (not the paper's)"
+_SCREEN_EPOCHS = (
+    "ours, an estimate (COCO cannot be run here): UNOFF's full fine-tune peaked at epoch 21 of its 80-epoch OneCycle "
+    "schedule, its LR still near the peak (warm-up to epoch 16), i.e. as the network began to overfit. A frozen "
+    "backbone's head sees fixed, un-augmented tokens (no augmentation with a cache), so it fits, and overfits, "
+    "sooner; OneCycle compressed onto 12 epochs anneals the LR to 0 by the end, so the EMA curve flattens in the "
+    "last epochs. The export's budget check (last 3 epochs) says whether it did")
+
+
+def _screen_settings() -> dict[str, tuple[Any, str]]:
+    out = _paper_settings(_COCO, 224, f"{_SCREEN}: 7 x 7 = 49 tokens, 4x fewer than at 448 px (the GNN over 80 "
+                                      "labels does not shrink with them)", _COCO_K, (641, "COCO"))
+    out.update({
+        "freeze_backbone": (True, f"{_SCREEN}: torchvision's ImageNet weights kept fixed, only the head trains (the "
+                                  "paper fine-tunes the backbone)"),
+        "feature_cache": (True, f"{_SCREEN}: the frozen backbone's tokens computed once, by a GPU Ray task under "
+                                "--storage-path (studies/tuning/caches.py), and read by every trial"),
+        "feature_cache_dtype": ("float16", f"{_SCREEN}: 24.7 GB for COCO 2014 instead of 49 GB in float32; metrics "
+                                           "within fp16's rounding tolerance of float32's (tests/test_features.py)"),
+        "epochs": (12, _SCREEN_EPOCHS),
+        "randaugment": ("none", f"{_SCREEN}: cached tokens come from the evaluation transform, so no augmentation "
+                                "reaches the head (salgl_core/features.py); OFF and UNOFF: the official policy"),
+        "cutout": (False, f"{_SCREEN}: as randaugment, no augmentation with cached tokens; OFF and UNOFF: on"),
+    })
+    return out
+
+
 _PAPER_TABLE = "PAPER COCO 2014 table, SALGL"
 # The published number each recipe aims at (Recipe.target); a recipe absent here has none.
 _TARGETS = {
@@ -216,6 +248,12 @@ _RECIPES = (
            "'IN-22k' row. Only the backbone, size, weights and head are known for ViT; the rest is the ResNet-101 "
            "recipe's.",
            _vit_settings("ViT-L16 (IN-22k) 448x448 row (SALGL 90.1 mAP)", _VIT_IN22K)),
+    Recipe("screen-coco-r101-224", "coco",
+           "MS-COCO 2014, the paper's head (K = 6, outmess, normalize, BERT) on a frozen ImageNet ResNet-101 at 224 "
+           "px, its tokens cached once in float16, 12 epochs, one GPU per trial: a screening setting to rank head "
+           "variants cheaply. A screening verdict is a screening verdict, not the paper's number (none is published "
+           "for it).",
+           _screen_settings()),
     Recipe("synthetic", "synthetic",
            "The embedded synthetic data on a CPU (ours, not the paper's): a small CNN at 64 px, a few epochs; "
            "the model's knobs keep the official defaults (K = 4).",

@@ -36,7 +36,7 @@ from salgl_core.cli import (
     shown_recipe,
     typed_fields,
 )
-from salgl_core.config import ConfigError, ExperimentConfig
+from salgl_core.config import ConfigError, ExperimentConfig, ignored_fields
 from salgl_core.presets import check_needs, recipe_table
 
 PROG = "python -m salgl_core.train"
@@ -104,6 +104,11 @@ def main(args: argparse.Namespace) -> int:
         cfg, sources = _resolve_config(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    typed = typed_fields(args)
+    ignored = [why for name, why in ignored_fields(cfg.to_flat()).items() if name in typed]
+    if ignored:
+        print(f"error: {ignored[0]}", file=sys.stderr)
         return 2
     if args.print_config:
         print(format_config(cfg, sources))

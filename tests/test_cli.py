@@ -172,3 +172,14 @@ def test_resume_without_a_checkpoint_is_refused_not_a_fresh_run(tmp_path, has_ou
     assert out.stderr.startswith("error: --resume continues a run from its checkpoint.pt")
     assert "training" not in out.stdout
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_flag_the_recipe_would_ignore_is_refused(capsys):
+    """The paper recipes' per-epoch EMA rule sets the per-step decay: a typed --ema-decay would do nothing."""
+    from salgl_core.train import main
+
+    parser = get_args_parser()
+    assert main(parser.parse_args(["--recipe", "paper-coco-r101-448", "--ema-decay", "0.999", "--print-config"])) == 2
+    assert "ema_decay is not used while ema_epoch_retention = 0.82" in capsys.readouterr().err
+    assert main(parser.parse_args(["--recipe", "paper-coco-r101-448", "--ema-decay", "0.999",
+                                   "--ema-epoch-retention", "0", "--print-config"])) == 0

@@ -18,6 +18,7 @@ from salgl_core.config import ConfigError, ExperimentConfig
 from salgl_core.data import DataError, build_datasets, collate
 from salgl_core.data.transforms import eval_transform
 from salgl_core.engine import fit
+from salgl_core.metrics import mean_average_precision
 from salgl_core.model import build_model
 from salgl_core.presets import SMOKE, synthetic_preset
 
@@ -274,3 +275,169 @@ def test_features_benchmark_runs_tiny(tmp_path, capsys):
     assert steps["end_to_end_frozen"]["steps"] == 5 and "backbone" in steps["end_to_end_frozen"]["forward_ms_by_module"]
     assert "backbone" not in steps["cached"]["forward_ms_by_module"] and steps["cached"]["step_ms"] > 0
     assert "coco128" in out["coco_subset"]["skipped"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# float16 storage, where a study puts a real-data cache, and the size limit
+
+U16 = 2.0 ** -11  # float16's unit roundoff: round to nearest keeps 11 significant bits
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread: two runs' worth of small matrices gain nothing from a second, and on 2 cores shared
+    with another process two OpenMP threads spin against it (measured: 35 s a run instead of 1.7 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_float16_cache_stays_within_what_its_rounding_allows(tmp_path, monkeypatch, one_thread):
+    """The same small synthetic run trained on float32 and on float16 tokens (the small CNN pretrained briefly and
+    frozen, 64 px: 8 x 8 tokens, hard scene assignment, 3 epochs; ~4 s). The tolerance follows from float16's
+    precision, u = 2^-11:
+
+    - each stored token is its float32 value rounded to 11 significant bits: |x16 - x32| <= u |x32| (plus half the
+      subnormal spacing, 2^-25, below 2^-14), checked exactly;
+    - the head is smooth in its input (but at a tie between two scenes, where the hard argmax could flip), so a
+      relative input error u moves each logit by about u times the head's relative condition number, and the
+      sigmoid (slope <= 1/4) passes at most that to the score. We allow tau = 4u = 2^-9 per validation score (a
+      condition number up to 16; measured: ~5e-4 at most, ~1e-4 typically);
+    - then the float16 run's mAP lies between the mAP of the float32 scores with every positive lowered and every
+      negative raised by tau, and with the opposite shift: the i-th best positive's score and the negatives above
+      it move by at most tau each, and AP (the interpolated one too) only grows as fewer negatives rank above each
+      positive. Here that interval is about +-0.8 mAP;
+    - CF1 / OF1 threshold the scores at 0.5: a decision may flip only for a score within tau of it.
+    """
+    monkeypatch.setattr(pretrain, "DEFAULT_SETTINGS", pretrain.PretrainSettings(images=160, held_out=32, epochs=2,
+                                                                                batch_size=16))
+    over = {"synthetic_train_images": 256, "synthetic_val_images": 128, "image_size": 64, "epochs": 3,
+            "batch_size": 32, "feature_cache": True, "backbone_weights": "synthetic-pretrained"}
+    f32 = fit(smoke_cfg(str(tmp_path), **over), log=None)
+    f16 = fit(smoke_cfg(str(tmp_path), feature_cache_dtype="float16", **over), log=None)
+    folders = {json.loads((tmp_path / n / "meta.json").read_text())["dtype"]: tmp_path / n
+               for n in feature_folders(tmp_path) if "-train-" in n}
+    assert set(folders) == {"float32", "float16"}  # the dtype is part of the key: two caches
+    x32, x16 = (np.load(folders[d] / "features.npy") for d in ("float32", "float16"))
+    assert x32.dtype == np.float32 and x16.dtype == np.float16 and x16.shape == x32.shape == (256, 128, 8, 8)
+    size = {d: (folders[d] / "features.npy").stat().st_size for d in folders}
+    assert size["float16"] < 0.51 * size["float32"]
+    x32, err = x32.astype(np.float64), np.abs(x16.astype(np.float64) - x32)
+    assert (err <= U16 * np.abs(x32) + 2.0 ** -25).all() and err.max() > 0  # rounded, and no more than rounding
+
+    tau = 4 * U16
+    assert f16.best_epoch == f32.best_epoch
+    p32, p16 = f32.predictions, f16.predictions
+    np.testing.assert_array_equal(p16["image_ids"], p32["image_ids"])
+    s32, s16, targets = p32["scores"], p16["scores"], p32["targets"].astype(bool)
+    assert np.abs(s16 - s32).max() <= tau
+    toward = np.where(targets, 1.0, -1.0) * tau * (1 + 1e-6)  # positives up, negatives down (ties broken)
+    low, high = (100 * mean_average_precision(s32 + sign * toward, targets) for sign in (-1, 1))
+    best32, best16 = f32.epochs[f32.best_epoch - 1], f16.epochs[f16.best_epoch - 1]
+    assert best32["mAP_ema"] == pytest.approx(100 * mean_average_precision(s32, targets))  # what the rows report
+    assert low <= best16["mAP_ema"] <= high and high - low < 3  # a tolerance that says something
+    decided = np.abs(s32 - 0.5) > tau
+    np.testing.assert_array_equal((s16 >= 0.5)[decided], (s32 >= 0.5)[decided])
+    if decided.all():  # no score near the threshold: the EMA model's threshold metrics are the same
+        assert (best16["CF1_ema"], best16["OF1_ema"]) == pytest.approx((best32["CF1_ema"], best32["OF1_ema"]))
+
+
+def test_a_real_data_study_keeps_its_cache_on_the_storage_path(tmp_path):
+    """A study on real data with feature_cache puts its cache under --storage-path (every node of a cluster reads
+    the one copy the Ray task built: studies/tuning/caches.py), recorded as the trials' cache_dir; synthetic data,
+    a URI storage path (no memory map there) and an explicit --cache-dir keep features.py's location."""
+    from studies import scene_count
+    from studies.tuning.caches import CACHE_FOLDER
+    from studies.tuning.plan import base_config
+
+    def cache_dir(*argv: str) -> str | None:
+        args = scene_count.get_args_parser().parse_args([*argv, "--set", "freeze_backbone=true"])
+        return base_config(args)[0]["cache_dir"]
+
+    coco = ("--dataset", "coco", "--set", "feature_cache=true")
+    assert cache_dir(*coco, "--storage-path", str(tmp_path / "ray")) == str(tmp_path / "ray" / CACHE_FOLDER)
+    assert cache_dir(*coco, "--storage-path", "s3://bucket/prefix") is None  # features.py's default location
+    assert cache_dir(*coco, "--storage-path", str(tmp_path / "ray"), "--cache-dir", str(tmp_path / "c")) == str(
+        tmp_path / "c")
+    assert cache_dir("--dataset", "coco", "--set", "feature_cache=false", "--storage-path", str(tmp_path)) is None
+    synthetic = cache_dir("--storage-path", str(tmp_path / "ray"))  # STUDY_SYNTHETIC caches features too
+    assert synthetic is not None and CACHE_FOLDER not in synthetic
+
+
+def test_a_cache_above_the_limit_is_refused_in_one_line(tmp_path, monkeypatch):
+    # The arithmetic behind MAX_CACHE_GB (features.py): full COCO 2014 with ResNet-101.
+    coco = 82_783 + 40_504
+    r101 = ExperimentConfig.from_flat({"freeze_backbone": True, "feature_cache": True})
+    half = r101.replace(feature_cache_dtype="float16")
+    assert features.check_cache_size(r101, coco, (2048, 14, 14)) == coco * 2048 * 14 * 14 * 4  # 448 px: 198 GB
+    assert features.check_cache_size(half, coco, (2048, 7, 7)) == coco * 2048 * 7 * 7 * 2  # the screening: 24.7 GB
+    assert features.check_cache_size(half, coco, (2048, 18, 18)) == coco * 2048 * 18 * 18 * 2  # 576 px: 164 GB
+    with pytest.raises(ConfigError) as e:
+        features.check_cache_size(r101, coco, (2048, 18, 18))  # 576 px in float32: 327 GB
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("the feature cache would take 327 GB (123287 images x 2048x18x18 "
+                                              "tokens in float32), above the 200 GB limit")
+    assert "feature_cache_dtype float16" in msg and "feature_cache false" in msg
+    # A build checks before it computes anything: nothing is written.
+    monkeypatch.setattr(features, "MAX_CACHE_GB", 1e-4)  # 100 kB
+    cfg = smoke_cfg(str(tmp_path), feature_cache=True)
+    with pytest.raises(ConfigError, match=r"^the feature cache would take 0.000393 GB \(48 images x 128x4x4 tokens in "
+                                          r"float32\), above the 0.0001 GB limit"):
+        features.build_feature_cache(cfg, log=None)
+    assert not feature_folders(tmp_path) and not list(tmp_path.glob(".tmp-features-*"))
+
+
+def test_the_cache_task_asks_for_a_gpu_when_the_cluster_has_one(monkeypatch):
+    """studies.tuning.caches.build_in_ray with Ray's remote/get/nodes replaced: which resources the task asks for,
+    on which device it computes, and that synthetic data needs no task (its driver builds the cache)."""
+    import ray
+
+    from studies.tuning import caches
+
+    calls: list[tuple[dict, list[str], int]] = []
+
+    def remote(**resources):
+        class Task:
+            def remote(self, flats, threads):
+                calls.append((resources, [f["device"] for f in flats], threads))
+                return "ref"
+        return lambda fn: Task()
+
+    monkeypatch.setattr(ray, "remote", remote)
+    monkeypatch.setattr(ray, "get", lambda ref: [])
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}},
+                                               {"Alive": True, "Resources": {"CPU": 4.0}}])
+    coco = ExperimentConfig.from_flat({"dataset": "coco", "freeze_backbone": True, "feature_cache": True,
+                                       "cache_dir": "/shared/ray/feature-caches", "device": "auto"})
+    lines: list[str] = []
+    caches.build_in_ray([coco, coco], {"gpus": 2.0}, explicit_device=False, log=lines.append)  # one task, one config
+    caches.build_in_ray([coco], {"gpus": 0.0}, explicit_device=False, log=lines.append)
+    caches.build_in_ray([coco.replace(device="cpu")], {"gpus": 2.0}, explicit_device=True, log=lines.append)
+    caches.build_in_ray([coco.replace(device="cuda:1")], {"gpus": 2.0}, explicit_device=True, log=lines.append)
+    assert calls == [({"max_retries": 0, "num_gpus": 1, "num_cpus": 1}, ["cuda"], 0),
+                     ({"max_retries": 0, "num_cpus": 16}, ["cpu"], 16),
+                     ({"max_retries": 0, "num_cpus": 16}, ["cpu"], 16),
+                     ({"max_retries": 0, "num_gpus": 1, "num_cpus": 1}, ["cuda:1"], 0)]
+    assert lines[0] == "feature cache: the backbone's tokens of every image, once, in a Ray task on 1 GPU"
+    assert lines[1] == "feature cache: the backbone's tokens of every image, once, in a Ray task on 16 CPU(s)"
+    assert caches.build_in_ray([smoke_cfg("/tmp/x", feature_cache=True)], {"gpus": 2.0}, False) == []
+    assert len(calls) == 4
+
+
+def test_a_token_beyond_float16_stops_the_build(tmp_path):
+    cfg = smoke_cfg(str(tmp_path), feature_cache=True, feature_cache_dtype="float16")
+    bundle = build_datasets(cfg.data)
+    torch.manual_seed(0)
+    backbone, _ = build_backbone("small_cnn", None)
+
+    class Loud(torch.nn.Module):  # the small CNN's output, 1e5 times: beyond float16's 65504
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return backbone(x) * 0 + 1e5
+
+    key = features.feature_key(cfg, bundle, "train", backbone)
+    with pytest.raises(DataError, match=r"^the backbone's features reach 1e\+05, beyond float16's range \(\+-65504\); "
+                                        r"use feature_cache_dtype float32$"):
+        features.build_split(key, tmp_path / "root", bundle.train, Loud(), torch.device("cpu"), batch_size=8)
+    assert not feature_folders(tmp_path / "root") and not list((tmp_path / "root").glob(".tmp-*"))

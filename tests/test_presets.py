@@ -210,3 +210,28 @@ def test_list_recipes_prints_each_recipes_setting_and_target(capsys):
     assert rows["paper-coco-r101-576"].split()[1:6] == ["coco", "resnet101", "576", "IMAGENET1K_V1", "87.3"]
     assert rows["synthetic"].split()[1:5] == ["synthetic", "small_cnn", "64", "none"]
     assert rows["synthetic"].endswith("none published for this setting")
+
+
+def test_the_screening_recipe_is_the_coco_head_on_a_frozen_cached_r101_at_224():
+    """screen-coco-r101-224: the COCO recipe's head on a frozen ImageNet ResNet-101 at 224 px, its tokens cached once
+    in float16; every value it changes is ours and says so, and its summary says what its verdicts are."""
+    from salgl_core.features import check_cache_size
+
+    r, c, coco = RECIPES["screen-coco-r101-224"], recipe_config("screen-coco-r101-224"), recipe_config(
+        "paper-coco-r101-448")
+    # No published number; a study's reference value (K = 6) is still the paper's configuration.
+    assert r.dataset == "coco" and r.target is None and r.reference == "the paper's configuration"
+    head = ("num_scenes", "outmess", "normalize_adjacency", "label_embedding", "gnn_steps", "att_dim", "enc_layers",
+            "enc_heads", "enc_ffn", "loss", "lr", "weight_decay", "batch_size", "ema_epoch_retention", "amp",
+            "backbone", "backbone_weights", "early_stop_patience")
+    assert {k: c[k] for k in head} == {k: coco[k] for k in head}
+    assert (c["num_scenes"], c["outmess"], c["normalize_adjacency"], c["label_embedding"]) == (6, True, True, "bert")
+    changed = {k: v for k, v in c.items() if v != coco[k]}
+    assert changed == {"recipe": r.name, "image_size": 224, "freeze_backbone": True, "feature_cache": True,
+                       "feature_cache_dtype": "float16", "epochs": 12, "randaugment": "none", "cutout": False}
+    src = r.sources()
+    assert all(src[k].startswith("ours, screening (not the paper's)") for k in changed if k not in ("recipe", "epochs"))
+    assert src["epochs"].startswith("ours, an estimate") and "epoch 21" in src["epochs"]
+    assert "A screening verdict is a screening verdict, not the paper's number" in r.summary
+    # Its cache fits the size limit: COCO 2014 (82,783 + 40,504 images) x 2048 x 7 x 7 tokens in float16, 24.7 GB.
+    assert check_cache_size(ExperimentConfig.from_flat(r.overrides()), 123_287, (2048, 7, 7)) == 24_744_194_048

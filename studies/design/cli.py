@@ -22,7 +22,7 @@ from salgl_core.cli import (
     recipes_epilog,
     shown_recipe,
 )
-from salgl_core.config import DATASETS, ConfigError, ExperimentConfig, check_field, field_spec
+from salgl_core.config import DATASETS, ConfigError, ExperimentConfig, check_field, field_spec, ignored_fields
 from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, Recipe, choose_recipe
 from studies.design.paths import DEFAULT_RESULTS, DEFAULT_STORAGE
 from studies.design.spec import StudyError, StudySpec
@@ -180,6 +180,14 @@ def check_args(args: argparse.Namespace, spec: StudySpec) -> None:
     flat, _ = study_config(args)
     for point in [{"seed": s} for s in args.seeds or ()] + [{spec.axis: v} for v in values]:
         ExperimentConfig.from_flat({**flat, **point})
+    # A field the study sets on purpose must take effect: an axis or arm the config ignores would compare equals.
+    chosen = [(set(sets) | ({spec.axis} if spec.axis and spec.arms is None else set()), flat)]
+    if spec.arms is not None:
+        chosen += [(set(sets) | set(arm), {**flat, **arm}) for arm in spec.arms(flat).values()]
+    for fields_set, config in chosen:
+        for name, why in ignored_fields(config).items():
+            if name in fields_set:
+                raise StudyError(why)
 
 
 def check_axis_not_set(axis: str, sets: dict[str, Any]) -> None:

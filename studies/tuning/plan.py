@@ -30,6 +30,7 @@ from studies.design.spec import ARM, METRIC, MODE, StudyError, StudySpec
 from studies.exports.files import portable_config, utc_now
 from studies.exports.schema import OPTUNA_JOURNAL, PREDICTIONS_DIR, REPORTED_METRIC, SCHEMA_VERSION
 from studies.exports.writer import provenance
+from studies.tuning.caches import built_in_task, with_storage_cache
 from studies.tuning.storage import experiment_dir
 
 
@@ -254,10 +255,10 @@ def _asha(args: argparse.Namespace, epochs: int) -> dict[str, Any] | None:
 
 
 def base_config(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
-    """The flat config every trial starts from (studies.design.cli.study_config), its paths absolute. Returns it
-    and whether --set chose the device."""
+    """The flat config every trial starts from (studies.design.cli.study_config), its paths absolute (a real-data
+    feature cache's under the storage path: studies.tuning.caches). Returns it and whether --set chose the device."""
     flat, explicit_device = study_config(args)
-    return _absolute_paths(flat), explicit_device
+    return with_storage_cache(_absolute_paths(flat), args.storage_path), explicit_device
 
 
 def _absolute_paths(flat: dict[str, Any]) -> dict[str, Any]:
@@ -288,12 +289,9 @@ def check_inputs(plan: Plan, clock: timing.Stopwatch | None = None) -> list[str]
     from salgl_core.pretrain import resolve_backbone_weights
     from salgl_core.transfer import init_from
 
-    first = {**plan.base, **plan.points[0]} if plan.points else plan.base
-    arms = [plan.arms[v] for v in plan.values] if isinstance(plan, GridPlan) and plan.arms else []
-    configs = [ExperimentConfig.from_flat(first), *(ExperimentConfig.from_flat({**plan.base, **a}) for a in arms)]
     bundles: list[tuple[Any, Any]] = []  # (DataConfig, its bundle): one data check per distinct dataset
     clock = clock or timing.Stopwatch()
-    for cfg in configs:
+    for cfg in input_configs(plan):
         check_needs(cfg)  # e.g. a fine-tuning recipe without --init-from
         bundle = next((b for d, b in bundles if d == cfg.data), None)
         if bundle is None:
@@ -304,19 +302,37 @@ def check_inputs(plan: Plan, clock: timing.Stopwatch | None = None) -> list[str]
                 raise StudyError(f"the training set has {len(bundle.train)} images, fewer than one batch of "
                                  f"{cfg.train.batch_size}: lower --batch-size")
         # Every arm's model is built once here. backbone_weights 'synthetic-pretrained' is pretrained here, once,
-        # before the trials (salgl_core/pretrain.py); a feature cache is built here too, so trials only read it.
+        # before the trials (salgl_core/pretrain.py). A feature cache is built before the trials too, so they only
+        # read it: here on synthetic data; on real data a Ray task builds it (studies.tuning.caches), its size checked
+        # here.
         with clock.step(timing.PRETRAINING):
             model_cfg = resolve_backbone_weights(cfg, print)
         with clock.step(timing.MODEL):
             model = build_model(model_cfg, bundle.num_classes, cfg.data.dataset, bundle.class_names)
             if cfg.train.init_from:  # every trial starts from this run: a bad file is named here, with the table once
                 init_from(model, cfg.train.init_from, print)
-        if cfg.train.feature_cache:
+        if built_in_task(cfg.to_flat()):
+            import torch
+
+            from salgl_core.features import check_cache_size, token_shape
+
+            check_cache_size(cfg, len(bundle.train) + len(bundle.val),
+                             token_shape(model.backbone, cfg.data.image_size, torch.device("cpu")))
+        elif cfg.train.feature_cache:
             from salgl_core.features import build_feature_cache
 
             with clock.step(timing.FEATURE_CACHE):
                 build_feature_cache(cfg)
     return list(bundles[0][1].class_names)
+
+
+def input_configs(plan: Plan, base: dict[str, Any] | None = None) -> list[ExperimentConfig]:
+    """The configs whose data and model check_inputs checks (and whose feature caches are built): the first point
+    of the plan, and every arm's. `base`: the plan's base config (default), or the trials' (Plan.trial_base)."""
+    base = plan.base if base is None else base
+    first = {**base, **plan.points[0]} if plan.points else base
+    arms = [plan.arms[v] for v in plan.values] if isinstance(plan, GridPlan) and plan.arms else []
+    return [ExperimentConfig.from_flat(first), *(ExperimentConfig.from_flat({**base, **a}) for a in arms)]
 
 
 def space_json(space: dict[str, BaseDistribution]) -> dict[str, Any]:

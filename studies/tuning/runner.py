@@ -2,9 +2,10 @@
 and `run_cli`, which turns a study script's run into an exit code (studies/script.py calls it).
 
 Order of a run: restore the arguments (--resume) -> plan -> check data and model -> start or join Ray ->
-size the trials to the cluster -> write study.json -> Tuner (new, or restored) -> final status and
-summary -> a FINISHED run's trial checkpoints deleted (studies.tuning.workspace). Everything a user can get
-wrong fails before Ray starts. Ray's own console noise is silenced in studies.tuning.quiet.
+size the trials to the cluster -> a real-data feature cache built in a Ray task (studies.tuning.caches) -> write
+study.json -> Tuner (new, or restored) -> final status and summary -> a FINISHED run's trial checkpoints deleted
+(studies.tuning.workspace). Everything a user can get wrong fails before Ray starts (a corrupt image found while
+caching: before the trials). Ray's own console noise is silenced in studies.tuning.quiet.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from studies.design.spec import METRIC, MODE, StudyError, StudySpec
 from studies.exports.files import portable_path
 from studies.exports.schema import OPTUNA_JOURNAL, STUDY_JSON
 from studies.exports.writer import StudyExport
-from studies.tuning import internals, quiet, resume, trackers
+from studies.tuning import caches, internals, quiet, resume, trackers
 from studies.tuning.callback import ExportCallback, start_session
 from studies.tuning.cluster import check_join_address, cluster_info, resources, start_ray, tune_env
 from studies.tuning.monitor import named_trainable
-from studies.tuning.plan import GridPlan, Plan, check_inputs, make_plan, study_json
+from studies.tuning.plan import GridPlan, Plan, check_inputs, input_configs, make_plan, study_json
 from studies.tuning.search import build_search
 from studies.tuning.storage import Folder, check_cluster_storage, is_uri
 from studies.tuning.trainable import train_trial
@@ -82,6 +83,8 @@ def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float
     g, c, concurrent = resources(args, cluster, plan.num_samples)
     tune_env(concurrent)
     base = plan.trial_base(g)
+    with clock.step(timing.FEATURE_CACHE):  # real data: one Ray task (a GPU if any) builds it before the trials
+        caches.build_in_ray(input_configs(plan, base), cluster, plan.explicit_device)
     resume_cmd = resume.resume_command(args, plan.spec, plan.run)
     meta = study_json(plan, base_config=base, class_names=class_names, cluster=cluster, gpus_per_trial=g,
                       cpus_per_trial=c, max_concurrent=concurrent, started=t0)
