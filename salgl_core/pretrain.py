@@ -137,7 +137,10 @@ def train_small_cnn(cfg: DataConfig, settings: PretrainSettings,
         net = nn.Sequential(backbone, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(dim, y.shape[1]))
         opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         steps = settings.epochs * (n_train // settings.batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.lr, total_steps=steps, pct_start=0.1)
+        # OneCycle divides by the length of its warm-up and of its decay: each needs a step at least (10 steps
+        # at pct_start 0.1 would give a warm-up of none); under 3 steps the rate stays constant.
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.lr, total_steps=steps,
+                                                    pct_start=max(0.1, 2 / steps)) if steps >= 3 else None
         loss_fn = nn.BCEWithLogitsLoss()
         gen = torch.Generator().manual_seed(settings.seed)
         curve = []
@@ -154,7 +157,8 @@ def train_small_cnn(cfg: DataConfig, settings: PretrainSettings,
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                sched.step()
+                if sched is not None:
+                    sched.step()
                 total += loss.item() * len(idx)
             curve.append(round(total / (n_train // settings.batch_size * settings.batch_size), 5))
             if log:

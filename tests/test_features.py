@@ -441,3 +441,12 @@ def test_a_token_beyond_float16_stops_the_build(tmp_path):
                                         r"use feature_cache_dtype float32$"):
         features.build_split(key, tmp_path / "root", bundle.train, Loud(), torch.device("cpu"), batch_size=8)
     assert not feature_folders(tmp_path / "root") and not list((tmp_path / "root").glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("epochs, batch", [(2, 16), (1, 32), (1, 80)])  # 10, 2 and 1 steps
+def test_pretraining_of_few_steps_runs(tmp_path, epochs, batch):
+    """10 steps at pct_start 0.1 left OneCycle a warm-up of no step (ZeroDivisionError); under 3 no schedule."""
+    cfg = smoke_cfg(str(tmp_path))
+    settings = pretrain.PretrainSettings(images=96, held_out=16, epochs=epochs, batch_size=batch)
+    state, report = pretrain.train_small_cnn(cfg.data, settings)
+    assert state and len(report["bce_per_epoch"]) == epochs
