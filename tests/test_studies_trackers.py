@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import socket
 import struct
 import subprocess
@@ -19,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import read_rows
 from study_process import Study
+from terminal_lines import foreign_lines
 
 from salgl_core.config import ExperimentConfig
 from studies import scene_count
@@ -347,11 +349,18 @@ def test_smoke_study_logs_to_mlflow_and_wandb(tmp_path, ray_tmp, monkeypatch):
               "study.log")
     assert s.end(timeout=300) == 0, s.out()[-4000:]
     out = s.out()
-    # Only the study's own lines: no W&B console boxes or warnings, no MLflow/alembic INFO lines.
-    assert not [ln for ln in out.splitlines() if ln.startswith("wandb:") or " INFO mlflow" in ln
-                or "alembic" in ln or ln.startswith("warning")], out
-    # Where the runs are, once each, before the summary (which ends with where to look next).
+    # Only the study's own lines (tests/test_studies_terminal.py's allow-list: no Ray, Optuna, W&B or MLflow line);
+    # this study is also the suite's check of a finished study's terminal.
+    assert foreign_lines(out) == [], out
+    assert not [ln for ln in out.splitlines() if ln.startswith("warning")], out
+    # What a user waits for: progress with the time left, then the conclusion, the next study and the timing.
     lines = out.splitlines()
+    first, last = (next(ln for ln in lines if ln.startswith(f"[{k}/2]")) for k in (1, 2))
+    assert re.search(r"  time left ~\d+ (s|min)$", first) and "time left" not in last
+    for start in ("  conclusion: ", "  next: ", "  preparation ", "  trials ", "  optuna: "):
+        assert sum(ln.startswith(start) for ln in lines) == 1, (start, out)
+    assert "(the synthetic preset's value), 95% intervals" in out and "paper_config" not in out
+    # Where the runs are, once each, before the summary (which ends with where to look next).
     assert f"logged to MLflow: experiment scene_count, run t; view: .venv/bin/mlflow ui --backend-store-uri " \
            f"sqlite:///{results}/mlflow/mlflow.db" in lines, out
     assert f"logged to W&B offline: group scene_count/t; upload to project salgl: .venv/bin/wandb sync " \

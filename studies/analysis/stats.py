@@ -369,7 +369,7 @@ def verdict(c: dict, p_holm: float | None, alpha: float = ALPHA) -> str:
         return head + ("; " + more + " (assuming the study's typical seed spread)" if c["sd_seed"] is None and
                        k is not None else "")
     if p_holm is not None and (lo > 0 or hi < 0):  # significant alone, not in the family of comparisons
-        head = (f"not detectable after Holm's correction (p_holm {p_holm:.2g}); the unadjusted 95% interval "
+        head = (f"not detectable after Holm's correction (Holm p = {p_holm:.2g}); the unadjusted 95% interval "
                 f"{lo:.2f} to {hi:.2f} excludes 0 (difference {d:+.2f} mAP)")
     else:
         head = f"no detectable difference ({d:+.2f} [{lo:.2f}, {hi:.2f}] mAP)"
