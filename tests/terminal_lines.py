@@ -16,6 +16,9 @@ ALLOWED = [re.compile(p) for p in (
     r"joined the Ray cluster at .+",
     r"pretraining small_cnn.+",
     r"feature cache: .+",
+    r"init_from \S+: .+",  # --init-from: what the run starts from, and its table (salgl_core/transfer.py)
+    r"  +name +shape +why",
+    r"  (loaded|re-initialised|skipped) +\S+.*",
     r"\w+ \S+: \d+ trials, up to \d+ at once, \S+ GPU and \S+ CPU each; export: .+",
     # the trials
     r"start    \w+ .+",

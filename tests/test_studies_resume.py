@@ -18,6 +18,7 @@ from helpers import descendants, read_rows, wait_until
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from study_process import Study, recorded_by_ray
+from terminal_lines import foreign_lines
 
 from studies.tuning import quiet, workspace
 
@@ -58,7 +59,9 @@ def test_ctrl_c_then_sigkill_then_resume(tmp_path, ray_tmp):
     resume = next(line.strip() for line in out.splitlines() if "--resume --name r" in line)
     assert "scene_count.py" in resume and out.count("--resume --name r") == 1, out[-4000:]
     assert out.rstrip().endswith(resume), "the resume command is the last thing printed"
+    assert out.rstrip().splitlines()[-2] == "interrupted; finish it with:" and "conclusion:" not in out
     assert_quiet(out)
+    assert foreign_lines(out) == [], out  # only the project's lines (tests/terminal_lines.py)
     assert workspace.checkpoint_dirs(exp), "the interrupted study lost its checkpoints"
     assert json.loads((run / "study.json").read_text())["status"] == "INTERRUPTED"
     done_before = sum(r["status"] == "FINISHED" for r in read_rows(trials_csv))
@@ -75,6 +78,7 @@ def test_ctrl_c_then_sigkill_then_resume(tmp_path, ray_tmp):
     assert s.end() == -signal.SIGKILL
     assert len(finished_at_crash) < len(GRID), "the study finished before the crash: nothing was left to resume"
     assert_quiet(s.log.read_text())  # a resume after Ctrl-C says nothing of Ray's up to the crash
+    assert foreign_lines(s.log.read_text()) == [], s.log.read_text()
 
     # 3. Resume again: it finishes, and the export holds every trial exactly once. Not checked for Ray's
     #    noise: after a SIGKILL, Ray may log a traceback of its own when it fails to delete a checkpoint

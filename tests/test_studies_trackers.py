@@ -22,7 +22,10 @@ from helpers import read_rows
 from study_process import Study
 from terminal_lines import foreign_lines
 
+from salgl_core.checkpoint import BEST_EMA
 from salgl_core.config import ExperimentConfig
+from salgl_core.engine import fit
+from salgl_core.presets import SMOKE, synthetic_preset
 from studies import scene_count
 from studies.analysis.summary import format_table
 from studies.design.spec import StudyError
@@ -334,7 +337,10 @@ def _top_level() -> set[str]:
 def test_smoke_study_logs_to_mlflow_and_wandb(tmp_path, ray_tmp, monkeypatch):
     """scene_count --smoke, K in {2, 4}, one seed, logging to both trackers: one MLflow run per trial under the
     study run's parent, which holds the analysis; one offline W&B run per trial and the analysis one; the same
-    config, tags and per-epoch metrics as the export. W&B's and MLflow's state stay inside tmp_path."""
+    config, tags and per-epoch metrics as the export. W&B's and MLflow's state stay inside tmp_path.
+    For the suite's time, the same study checks two more of a study's options: its finished terminal holds only
+    the project's lines (tests/test_studies_terminal.py), and every trial starts --init-from a smoke run
+    (salgl_core/transfer.py; tests/test_transfer.py covers the loading itself)."""
     for name, sub in (("HOME", "home"), ("WANDB_CONFIG_DIR", "wb/config"), ("WANDB_CACHE_DIR", "wb/cache"),
                       ("WANDB_DATA_DIR", "wb/data"), ("WANDB_DIR", "wb/dir")):
         (tmp_path / sub).mkdir(parents=True)
@@ -343,9 +349,13 @@ def test_smoke_study_logs_to_mlflow_and_wandb(tmp_path, ray_tmp, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     before = _top_level()
     results, storage = tmp_path / "results", tmp_path / "ray"
+    src = tmp_path / "source"  # the run every trial starts from: one smoke epoch
+    fit(ExperimentConfig.from_flat({**synthetic_preset(), **SMOKE, "cache_dir": str(tmp_path / "cache")}), src,
+        log=None)
     s = Study(tmp_path, [sys.executable, "studies/scene_count.py", "--smoke", "--values", "2", "--seeds", "0",
                          "--name", "t", "--results-dir", str(results), "--storage-path", str(storage),
-                         "--ray-temp-dir", ray_tmp, "--no-dashboard", "--log-to", "mlflow", "--log-to", "wandb"],
+                         "--ray-temp-dir", ray_tmp, "--no-dashboard", "--log-to", "mlflow", "--log-to", "wandb",
+                         "--init-from", str(src)],
               "study.log")
     assert s.end(timeout=300) == 0, s.out()[-4000:]
     out = s.out()
@@ -360,6 +370,8 @@ def test_smoke_study_logs_to_mlflow_and_wandb(tmp_path, ray_tmp, monkeypatch):
     for start in ("  conclusion: ", "  next: ", "  preparation ", "  trials ", "  optuna: "):
         assert sum(ln.startswith(start) for ln in lines) == 1, (start, out)
     assert "(the synthetic preset's value), 95% intervals" in out and "paper_config" not in out
+    # --init-from: checked once, up front (its table printed once), recorded in the export for every trial.
+    assert out.count(f"init_from {src / BEST_EMA}: the EMA model of epoch 1 (its best)") == 1, out
     # Where the runs are, once each, before the summary (which ends with where to look next).
     assert f"logged to MLflow: experiment scene_count, run t; view: .venv/bin/mlflow ui --backend-store-uri " \
            f"sqlite:///{results}/mlflow/mlflow.db" in lines, out
@@ -373,6 +385,8 @@ def test_smoke_study_logs_to_mlflow_and_wandb(tmp_path, ray_tmp, monkeypatch):
     trials = {r["trial_id"]: r for r in read_rows(run / "trials.csv")}
     epochs = read_rows(run / "epochs.csv")
     assert len(trials) == 2 and {r["num_scenes"] for r in trials.values()} == {"2", "4"}
+    assert meta["base_config"]["init_from"] == str(src) and {r["init_from"] for r in trials.values()} == {str(src)}
+    assert {r["status"] for r in trials.values()} == {"FINISHED"}
     assert json.loads((storage / "scene_count" / "t" / "study_args.json").read_text())["log_to"] == ["mlflow",
                                                                                                       "wandb"]
 

@@ -1,9 +1,9 @@
 """salgl_core/transfer.py (--init-from): load by name and shape, the label-specific modules afresh, the messages;
-the engine (never on resume), the studies (absolute path, checked before Ray) and a real COCO -> VOC run."""
+the engine (never on resume), the studies (absolute path, checked before Ray; a whole study started --init-from is
+in tests/test_studies_trackers.py's smoke study) and a real COCO -> VOC run."""
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import subprocess
@@ -317,20 +317,3 @@ def test_voc_from_a_tiny_coco_run_on_the_real_files(tmp_path, monkeypatch):
     assert torch.equal(started["label_embedding.weight"], torch.from_numpy(np.load(shipped_path("bert", "voc2007"))))
     assert any(line.startswith(f"init_from {tmp_path / 'coco' / BEST_EMA}") for line in lines)
     assert json.loads((tmp_path / "voc" / "config.json").read_text())["init_from"] == str(tmp_path / "coco")
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_every_trial_of_a_study_starts_from_the_run(smoke_source, tmp_path, ray_tmp):
-    _, src = smoke_source
-    out = subprocess.run([sys.executable, "studies/scene_count.py", "--smoke", "--values", "2", "--seeds", "0",
-                          "--init-from", str(src), "--name", "r", "--results-dir", str(tmp_path / "res"),
-                          "--storage-path", str(tmp_path / "ray"), "--ray-temp-dir", ray_tmp, "--no-dashboard"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert f"init_from {src / BEST_EMA}: the EMA model of epoch 1 (its best)" in out.stdout  # checked once, up front
-    run = tmp_path / "res" / "scene_count" / "r"
-    meta = json.loads((run / "study.json").read_text())
-    assert meta["base_config"]["init_from"] == str(src) and meta["status"] == "FINISHED"
-    rows = list(csv.DictReader((run / "trials.csv").open()))
-    assert {r["status"] for r in rows} == {"FINISHED"} and {r["init_from"] for r in rows} == {str(src)}
