@@ -1,4 +1,5 @@
-"""studies/tuning/trackers.py: `--log-to mlflow` / `--log-to wandb`. Without Ray: the tags, config and metrics of a
+"""studies/tuning/trackers.py (and tracking.py, mlflow_tracker.py, wandb_tracker.py): `--log-to mlflow` /
+`--log-to wandb`. Without Ray: the tags, config and metrics of a
 trial, the pickling Ray does between sessions, the checks before Ray starts, and real MLflow (SQLite) and W&B
 (offline) runs fed trial events as Ray delivers them, across a resume. With Ray: a smoke study logging to both,
 read back (MlflowClient; W&B's offline .wandb files) against its export."""
@@ -30,9 +31,11 @@ from studies import scene_count
 from studies.analysis.summary import format_table
 from studies.design.spec import StudyError
 from studies.exports.schema import EPOCH_COLUMNS
-from studies.tuning import resume, trackers
+from studies.tuning import resume, trackers, tracking, wandb_tracker
 from studies.tuning.callback import trial_config
-from studies.tuning.trackers import MlflowCallback, Trackers, WandbCallback
+from studies.tuning.mlflow_tracker import MlflowCallback
+from studies.tuning.tracking import Trackers
+from studies.tuning.wandb_tracker import WandbCallback
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {k: v for k, v in ExperimentConfig().to_flat().items() if k != "cache_dir"}
@@ -102,22 +105,22 @@ def _result(epoch: int, **extra) -> dict:
 def test_trial_tags_config_and_metrics():
     flat = trial_config(META, {"num_scenes": 4, "seed": 1})
     assert flat == {**BASE, "num_scenes": 4, "seed": 1}
-    assert trackers.trial_tags("scene_count", "r", "num_scenes", "a", {"num_scenes": 4, "seed": 1}, flat) == {
+    assert tracking.trial_tags("scene_count", "r", "num_scenes", "a", {"num_scenes": 4, "seed": 1}, flat) == {
         "study": "scene_count", "run": "r", "trial_id": "a", "axis": "num_scenes", "value": "4", "seed": "1"}
     arms = {"base_config": BASE, "arms": {"no_graph": {"num_scenes": 1}}}
     config = {"arm": "no_graph", "seed": 0}
-    tags = trackers.trial_tags("mechanism", "r", "arm", "b", config, trial_config(arms, config))
+    tags = tracking.trial_tags("mechanism", "r", "arm", "b", config, trial_config(arms, config))
     assert (tags["arm"], tags["axis"], tags["value"], tags["seed"]) == ("no_graph", "arm", "no_graph", "0")
-    search = trackers.trial_tags("tune", "r", None, "c", {"lr": 0.1, "seed": 2}, {**BASE, "lr": 0.1, "seed": 2})
+    search = tracking.trial_tags("tune", "r", None, "c", {"lr": 0.1, "seed": 2}, {**BASE, "lr": 0.1, "seed": 2})
     assert search == {"study": "tune", "run": "r", "trial_id": "c", "seed": "2"}
-    assert trackers.wandb_tags(tags) == ["study=mechanism", "run=r", "arm=no_graph", "axis=arm", "value=no_graph",
+    assert wandb_tracker.wandb_tags(tags) == ["study=mechanism", "run=r", "arm=no_graph", "axis=arm", "value=no_graph",
                                          "seed=0"]
 
     # Only the epoch's own numbers: no texts, lists, flags, timestamps, epoch counter or Ray bookkeeping.
-    metrics = trackers.epoch_metrics(_result(2, scene_usage=[0.5, 0.5], final=False))
+    metrics = tracking.epoch_metrics(_result(2, scene_usage=[0.5, 0.5], final=False))
     assert set(metrics) == {*EPOCH_NUMBERS, "best_epoch"} and metrics["mAP_ema"] == 20.0
-    assert trackers.is_epoch(_result(1)) and not trackers.is_epoch(_result(1, final=True))
-    assert trackers.wandb_id("scene_count", "my run/2", "a_00001") == "scene_count-my-run-2-a_00001"
+    assert tracking.is_epoch(_result(1)) and not tracking.is_epoch(_result(1, final=True))
+    assert wandb_tracker.wandb_id("scene_count", "my run/2", "a_00001") == "scene_count-my-run-2-a_00001"
 
 
 def test_callbacks_pickle_as_plain_data(tmp_path):
@@ -439,7 +442,7 @@ def test_smoke_study_logs_to_mlflow_and_wandb(tmp_path, ray_tmp, monkeypatch):
     assert json.loads((files / "analysis.json").read_text()) == analysis
     assert (files / "verdict_table.txt").read_text() == format_table(analysis) + "\n"
     (table,) = (files / "media" / "table").glob("verdict_table_*.table.json")  # the wandb.Table logged
-    columns, rows = trackers.verdict_rows(analysis)
+    columns, rows = tracking.verdict_rows(analysis)
     assert json.loads(table.read_text()) == {"columns": columns, "data": rows} and len(rows) == 2
 
     assert _top_level() <= before, "the study left files in the repository"

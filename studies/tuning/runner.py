@@ -37,6 +37,7 @@ from studies.tuning.monitor import named_trainable
 from studies.tuning.plan import GridPlan, Plan, check_inputs, input_configs, make_plan, study_json
 from studies.tuning.search import build_search
 from studies.tuning.storage import Folder, check_cluster_storage, is_uri
+from studies.tuning.tracking import Trackers
 from studies.tuning.trainable import train_trial
 from studies.tuning.workspace import finish_ray_folder
 
@@ -61,7 +62,7 @@ def main(args: argparse.Namespace, spec: StudySpec) -> Outcome:
             raise StudyError(f"run {plan.run} of {spec.study} already exists ({plan.run_dir}); continue it with "
                              f"--resume --name {plan.run}, replace it with --overwrite, or pick another --name")
     check_join_address(args)  # an unreachable cluster fails in seconds, before the data are indexed
-    trackers.check(trackers.Trackers.from_args(args))  # --log-to: installed, its server answering
+    trackers.check(Trackers.from_args(args))  # --log-to: installed, its server answering
     clock = timing.Stopwatch()  # the one-off preparation, named in the closing summary (study.json `preparation`)
     class_names = check_inputs(plan, clock)
     if not args.resume and args.overwrite:
@@ -133,7 +134,7 @@ def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float
     analysis = analyze_export(ex)
     # --log-to: the analysis just written goes to the study run's tracker runs (a failure: one warning line);
     # before the summary, which ends with what to do next (an interrupted run: its resume command).
-    trackers.finish_study(trackers.Trackers.from_args(args), plan.spec.study, plan.run, plan.spec.axis, ex.dir, status)
+    trackers.finish_study(Trackers.from_args(args), plan.spec.study, plan.run, plan.spec.axis, ex.dir, status)
     print_summary(plan, ex, status, resume_cmd, concurrent, analysis, summary.run_flags(args))
     if status == "FINISHED" and not is_uri(plan.exp_dir):  # nothing will resume it: its checkpoints can go
         print(finish_ray_folder(plan.exp_dir, args.keep_checkpoints, portable_path(plan.exp_dir)), flush=True)
@@ -154,7 +155,7 @@ def _new_tuner(args: argparse.Namespace, plan: Plan, meta: dict[str, Any], train
                                     num_samples=plan.num_samples, max_concurrent_trials=args.max_concurrent,
                                     reuse_actors=bool(getattr(args, "reuse_actors", False))),
         run_config=tune.RunConfig(name=plan.run, storage_path=str(Folder(plan.exp_dir).parent),
-                                  callbacks=[callback, *trackers.callbacks(trackers.Trackers.from_args(args),
+                                  callbacks=[callback, *trackers.callbacks(Trackers.from_args(args),
                                                                            plan.spec.study, plan.run,
                                                                            plan.spec.axis, meta),
                                              *quiet.logger_callbacks()],
