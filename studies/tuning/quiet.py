@@ -1,8 +1,9 @@
 """Ray's and Optuna's console output that contradicts or clutters a study's own: silenced where they emit it.
 
-A study's terminal holds the study's own lines only (tests/test_studies_terminal.py checks every line against
-the project's patterns): its progress lines, the closing summary and, when interrupted, its own resume
-command. Errors and warnings still show: only the texts named here are dropped, and Ray's loggers keep WARNING.
+A study's terminal holds the study's own lines only: its progress lines, the closing summary and, when
+interrupted, its own resume command (every line is checked against the project's patterns, tests/terminal_lines.py,
+on a finished, an interrupted and a resumed study; tests/test_studies_terminal.py says where). Errors and warnings
+still show: only the texts named here are dropped, and Ray's loggers keep WARNING.
 
 - Ray's INFO lines in the driver ("Started a local Ray instance", "Generated new authentication token",
   Tune's "Wrote the latest version of all result files ...", "Restoring the run from the latest experiment
