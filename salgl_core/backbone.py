@@ -106,7 +106,8 @@ def _small_cnn() -> nn.Module:
 
 class _EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 trunk. The TF-Lite weights expect pixels scaled to [-1, 1] ((x*255 - 127) / 128),
-    while our transforms give ImageNet-normalised tensors: a fixed affine map converts one to the other."""
+    while the loader's uint8 images are ImageNet-normalised on the device (data.transforms.to_model_input): a fixed
+    affine map converts one to the other."""
 
     def __init__(self, pretrained: bool) -> None:
         super().__init__()

@@ -44,7 +44,7 @@ from salgl_core.backbone import SYNTHETIC_PRETRAINED, build_backbone
 from salgl_core.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig
 from salgl_core.data.errors import DataError
 from salgl_core.data.synthetic import cache_root
-from salgl_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SYNTHETIC_NATIVE_SIZE
+from salgl_core.data.transforms import SYNTHETIC_NATIVE_SIZE, to_model_input
 from salgl_core.io import atomic_write_bytes, atomic_write_text, publish_dir
 
 VERSION = 1  # part of the key: bump it when the pretraining procedure changes
@@ -105,9 +105,8 @@ def render_images(cfg: DataConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    """uint8 [B, S, S, 3] images as the model takes them (CPU)."""
+    return to_model_input(x.permute(0, 3, 1, 2), torch.device("cpu"))
 
 
 def _held_out_map(net: nn.Module, x: np.ndarray, y: np.ndarray, batch: int) -> float:

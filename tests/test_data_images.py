@@ -16,7 +16,7 @@ from salgl_core.data import (
     collate,
 )
 from salgl_core.data.images import check_files_exist, load_image
-from salgl_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, CutoutPIL, eval_transform, train_transform
+from salgl_core.data.transforms import IMAGENET_MEAN, CutoutPIL, eval_transform, to_model_input, train_transform
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRUNCATED = SHARED / "voc_mmdet_fixture" / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000001.jpg"
@@ -72,7 +72,8 @@ def dataset(tmp_path: Path, n: int = 10, skip: bool = False, corrupt: tuple[int,
 def test_item_and_collate(tmp_path):
     ds = dataset(tmp_path, skip=True, corrupt=(3,))
     img, target, ignore, index, scene = ds[1]
-    assert img.shape == (3, 32, 32) and target.dtype == torch.float32 and ignore.dtype == torch.bool
+    assert img.shape == (3, 32, 32) and img.dtype == torch.uint8
+    assert target.dtype == torch.float32 and ignore.dtype == torch.bool
     assert target.tolist() == [0, 1, 0, 0] and ignore.tolist() == [False, False, True, False] and index == 1
     assert scene == -1  # this dataset records no scenes
     marker = ds[3]
@@ -80,12 +81,14 @@ def test_item_and_collate(tmp_path):
     batch = collate([ds[i] for i in range(5)])
     assert set(batch) == {"images", "targets", "ignore", "index", "scene", "skipped"}
     assert batch["scene"].dtype == torch.long and batch["scene"].tolist() == [-1] * 4
-    assert batch["images"].shape == (4, 3, 32, 32) and batch["targets"].shape == (4, 4)
+    assert batch["images"].shape == (4, 3, 32, 32) and batch["images"].dtype == torch.uint8
+    assert batch["targets"].shape == (4, 4) and not batch["images"].is_shared()  # shared only inside a worker
     assert batch["ignore"].dtype == torch.bool and batch["index"].dtype == torch.long
     assert batch["index"].tolist() == [0, 1, 2, 4] and batch["skipped"] == 1
     assert torch.equal(batch["targets"][3], torch.tensor([0.0, 0, 0, 0]))
     empty = collate([marker])
-    assert empty["images"].shape == (0, 3, 32, 32) and empty["skipped"] == 1 and empty["index"].numel() == 0
+    assert empty["images"].shape == (0, 3, 32, 32) and empty["images"].dtype == torch.uint8
+    assert empty["skipped"] == 1 and empty["index"].numel() == 0
     assert empty["scene"].shape == (0,) and empty["scene"].dtype == torch.long
 
 
@@ -169,20 +172,20 @@ def names(t: T.Compose) -> list[str]:
 def test_official_recipe_and_switches():
     cfg = DataConfig(dataset="coco", image_size=448)  # the default policy is the official code's
     assert names(train_transform(cfg)) == ["Resize", "RandomHorizontalFlip", "CutoutPIL", "OfficialRandAugment",
-                                           "ToTensor", "Normalize"]
+                                           "PILToTensor"]
     assert train_transform(cfg).transforms[0].size == (448, 448)
-    assert names(eval_transform(cfg)) == ["Resize", "ToTensor", "Normalize"]
+    assert names(eval_transform(cfg)) == ["Resize", "PILToTensor"]
     off = DataConfig(dataset="voc2007", image_size=224, randaugment="none", cutout=False)
-    assert names(train_transform(off)) == ["Resize", "RandomHorizontalFlip", "ToTensor", "Normalize"]
+    assert names(train_transform(off)) == ["Resize", "RandomHorizontalFlip", "PILToTensor"]
     tv = DataConfig(dataset="coco", cutout=False, randaugment="torchvision")
     assert names(train_transform(tv))[2] == "RandAugment"
     syn = DataConfig(dataset="synthetic", image_size=64)  # cutout on and a RandAugment policy set: ignored
-    assert names(train_transform(syn)) == ["RandomHorizontalFlip", "ToTensor", "Normalize"]
+    assert names(train_transform(syn)) == ["RandomHorizontalFlip", "PILToTensor"]
     assert names(train_transform(DataConfig(dataset="synthetic", image_size=96)))[0] == "Resize"
     img = Image.new("RGB", (50, 30), tuple(int(255 * m) for m in IMAGENET_MEAN))
     x = eval_transform(cfg)(img)
-    assert x.shape == (3, 448, 448) and x.abs().max() < 0.02
+    assert x.shape == (3, 448, 448) and x.dtype == torch.uint8
+    assert to_model_input(x[None], torch.device("cpu")).abs().max() < 0.02  # the mean colour normalises to ~0
     y = train_transform(cfg)(img)
-    assert y.shape == (3, 448, 448) and y.dtype == torch.float32
-    assert np.allclose(eval_transform(cfg).transforms[-1].std, IMAGENET_STD)
+    assert y.shape == (3, 448, 448) and y.dtype == torch.uint8
 

@@ -7,6 +7,10 @@ counts in the batch's "skipped" field, so one bad file in 100k does not stop a l
 
 Every item carries the image's true scene id, -1 where the dataset has none (only the synthetic data
 records one); the batch's "scene" holds them. Only `scene_source='oracle'` reads them (engine.py).
+
+Images are uint8 [3,S,S] items and uint8 [B,3,S,S] batches (transforms.py); `transforms.to_model_input`
+normalises a batch on the device. Inside a DataLoader worker, `collate` stacks straight into shared memory, so
+a batch reaches the main process without another copy.
 """
 
 from __future__ import annotations
@@ -72,8 +76,9 @@ class SkippedImage:
 
     index: int
     path: str
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]
     num_classes: int
+    image_dtype: torch.dtype = torch.uint8  # what the dataset's items hold (a feature cache: float32)
 
 
 NO_SCENE = -1  # the scene id of an item whose dataset records none
@@ -81,7 +86,8 @@ NO_SCENE = -1  # the scene id of an item whose dataset records none
 
 class MultiLabelDataset(Dataset):
     """Images with multi-hot targets. Item: (image [3,S,S], target float32 [C], ignore bool [C], index,
-    scene), scene being the true scene id (int) or NO_SCENE.
+    scene), scene being the true scene id (int) or NO_SCENE. The image is what `transform` returns: uint8 with
+    the transforms of transforms.py (normalised on the device by transforms.to_model_input).
 
     `ignore[i, c]` marks pairs left out of AP (VOC's difficult-only objects); all False elsewhere.
     Paths live in one numpy string array rather than a list of str so that forked DataLoader
@@ -129,23 +135,38 @@ class MultiLabelDataset(Dataset):
                 torch.from_numpy(self.ignore[index]), index, scene)
 
 
+def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """torch.stack, straight into shared memory inside a DataLoader worker: the batch then crosses to the main
+    process as it is, where a private tensor would be copied into /dev/shm once more (torch's default_collate
+    does the same)."""
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        first = tensors[0]
+        storage = first.untyped_storage()._new_shared(len(tensors) * first.nbytes, device=first.device)
+        out = first.new_empty(0).set_(storage).view(len(tensors), *first.shape)
+    return torch.stack(tensors, out=out)
+
+
 def collate(batch: Sequence[tuple | SkippedImage]) -> dict[str, Any]:
     """Stack items into {"images", "targets", "ignore", "index", "scene", "skipped"}, dropping skipped images.
 
-    A batch whose images were all skipped has B = 0 (shapes [0, 3, S, S] etc.), never a crash.
+    Images stay as the dataset gives them: uint8 [B, 3, S, S] from the image transforms (normalised on the
+    device by transforms.to_model_input), float32 features from a feature cache. Inside a worker the stacked
+    tensors are allocated in shared memory. A batch whose images were all skipped has B = 0 (shapes
+    [0, 3, S, S] etc., images in the marker's dtype), never a crash.
     """
     items = [b for b in batch if not isinstance(b, SkippedImage)]
     skipped = len(batch) - len(items)
     if not items:
         first = batch[0]
         assert isinstance(first, SkippedImage)
-        return {"images": torch.zeros((0, *first.image_shape)),
+        return {"images": torch.zeros((0, *first.image_shape), dtype=first.image_dtype),
                 "targets": torch.zeros((0, first.num_classes)),
                 "ignore": torch.zeros((0, first.num_classes), dtype=torch.bool),
                 "index": torch.zeros(0, dtype=torch.long), "scene": torch.zeros(0, dtype=torch.long),
                 "skipped": skipped}
     images, targets, ignore, index, scene = zip(*items, strict=True)
-    return {"images": torch.stack(images), "targets": torch.stack(targets), "ignore": torch.stack(ignore),
+    return {"images": _stack(images), "targets": _stack(targets), "ignore": _stack(ignore),
             "index": torch.tensor(index, dtype=torch.long), "scene": torch.tensor(scene, dtype=torch.long),
             "skipped": skipped}
 

@@ -1,9 +1,15 @@
 """Image transforms: the official SALGL recipe for real data, a light one for the synthetic data.
 
+Every transform ends in a uint8 tensor [3, S, S] (PILToTensor), not a normalised float one: batches cross the
+DataLoader's process boundary through /dev/shm, and uint8 is a quarter of the bytes (a batch of 128 at 448 px is
+77 MB, not 308 MB). `to_model_input` is the one place that normalises: it moves a uint8 batch to the device and
+there converts it to float32, /255, minus the ImageNet mean, / std, the same arithmetic as the ToTensor ->
+Normalize pair it replaces (tests/test_data_uint8.py). Every caller that feeds loader batches to a model calls it.
+
 Real data, train (official `lib/dataset.py`, SALGL.md section 2):
-    Resize((S, S)) -> RandomHorizontalFlip -> CutoutPIL(0.5, random colour) -> RandAugment -> ToTensor
-    -> Normalize(ImageNet mean/std)
-Real data, test: Resize((S, S)) -> ToTensor -> Normalize.
+    Resize((S, S)) -> RandomHorizontalFlip -> CutoutPIL(0.5, random colour) -> RandAugment -> PILToTensor,
+    then Normalize(ImageNet mean/std) in to_model_input
+Real data, test: Resize((S, S)) -> PILToTensor (normalised in to_model_input).
 `cutout` switches the cutout step off; the RandAugment policy is chosen by name (RANDAUGMENT_POLICIES):
   "official"     the pip `randaugment` package's UDA-style policy the official code imports, rewritten in
                  `randaugment.py` (2 slots, each p 0.5, magnitudes 1-9 of 10, Invert and Cutout included)
@@ -11,12 +17,14 @@ Real data, test: Resize((S, S)) -> ToTensor -> Normalize.
   "none"         no RandAugment
 The boolean of the current DataConfig maps True to "torchvision" (the behaviour so far) and False to "none".
 
-Synthetic data, train: [Resize] -> RandomHorizontalFlip -> ToTensor -> Normalize, whatever cfg.cutout and
+Synthetic data, train: [Resize] -> RandomHorizontalFlip -> PILToTensor, whatever cfg.cutout and
 cfg.randaugment say: the synthetic classes are defined by colour and shape, which colour operations
 (posterize, solarize, equalize) and a cutout as large as the objects would destroy.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from PIL import Image, ImageDraw
@@ -59,7 +67,34 @@ class CutoutPIL:
 
 
 def _tail() -> list:
-    return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return [T.PILToTensor()]  # uint8 [3, S, S]; to_model_input normalises on the device
+
+
+@functools.lru_cache(maxsize=8)
+def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device: a fresh torch.tensor on a GPU would be a host-to-device copy every step.
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    return mean, std
+
+
+def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """A loader batch as the model takes it: uint8 [B, 3, S, S] is moved to `device` (non_blocking, so a pinned
+    batch overlaps the copy) and only then made float32, /255, minus the ImageNet mean, / std; a float tensor (a
+    cached-feature batch, a test's normalised images) is only moved. channels_last is applied last when asked."""
+    x = images.to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"to_model_input takes uint8 images [B, 3, S, S], got shape {tuple(x.shape)}")
+        mean, std = _imagenet_stats(x.device)
+        # The ops of ToTensor (/255) and Normalize ((x - mean) / std) in their order; in place on the new
+        # float tensor, so the device holds one float batch, not three.
+        x = x.float().div_(255).sub_(mean).div_(std)
+    elif not x.is_floating_point():
+        raise TypeError(f"to_model_input takes uint8 images or a float tensor, got {x.dtype}")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 RANDAUGMENT_POLICIES = ("official", "torchvision", "none")
