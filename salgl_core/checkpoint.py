@@ -3,7 +3,6 @@ lists and dicts only (RNG states are converted; no pickled objects)."""
 
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from salgl_core.io import atomic_write_bytes
+from salgl_core.io import atomic_writer
 
 # A run folder's files: the checkpoint a resume continues from, and the EMA weights of its best epoch.
 CHECKPOINT = "checkpoint.pt"
@@ -43,10 +42,11 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to `path`, atomically (a crash mid-write leaves the previous checkpoint intact)."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    """torch.save to `path`, atomically (a crash mid-write leaves the previous checkpoint intact). torch.save
+    streams each tensor into the temporary file (a CUDA one through a CPU copy of that tensor alone), so the
+    process never holds a serialized copy of the whole checkpoint (1.9 GB on ResNet-101) in memory."""
+    with atomic_writer(path) as f:
+        torch.save(obj, f)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -58,3 +58,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def checkpoint_due(epoch: int, epochs: int, every: int) -> bool:
+    """Whether epoch `epoch` of `epochs` writes the checkpoint a resume continues from (TrainConfig.checkpoint_every
+    = `every`): every `every`-th epoch (counted from the run's first, so a resumed run keeps the same epochs) and
+    always the last; `every` 0: the last only. An early-stopped run also writes one at the epoch it stops."""
+    return epoch == epochs or (every > 0 and epoch % every == 0)

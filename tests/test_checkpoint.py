@@ -1,10 +1,11 @@
+import io
 import random
 
 import numpy as np
 import pytest
 import torch
 
-from salgl_core.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from salgl_core.checkpoint import capture_rng, checkpoint_due, load_checkpoint, restore_rng, save_checkpoint
 
 
 def _draws() -> tuple:
@@ -42,3 +43,40 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         save_checkpoint(tmp_path / "c.pt", {"a": torch.full((2,), 7.0)})
     assert torch.equal(load_checkpoint(tmp_path / "c.pt")["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_a_checkpoint_streams_into_a_temporary_file_in_its_folder(tmp_path, monkeypatch):
+    """torch.save writes straight to a file beside the checkpoint (no serialized copy in memory); a crash halfway
+    through the write leaves the previous checkpoint intact and no temporary file behind."""
+    real_save = torch.save
+    seen = []
+
+    def spy(obj, f, *args, **kwargs):
+        seen.append((type(f), sorted(p.name for p in tmp_path.iterdir())))  # the folder while torch.save writes
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", spy)
+    save_checkpoint(tmp_path / "c.pt", {"a": torch.ones(4)})
+    ((kind, files),) = seen
+    assert kind is io.BufferedWriter and len(files) == 1 and files[0].startswith(".c.pt.") and files[0].endswith(".tmp")
+
+    def crash_halfway(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip file")
+        raise OSError("the process was killed")
+
+    monkeypatch.setattr(torch, "save", crash_halfway)
+    with pytest.raises(OSError, match="killed"):
+        save_checkpoint(tmp_path / "c.pt", {"a": torch.zeros(4)})
+    assert torch.equal(load_checkpoint(tmp_path / "c.pt")["a"], torch.ones(4))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+@pytest.mark.parametrize(("every", "epochs", "due"), [
+    (1, 4, [1, 2, 3, 4]),
+    (2, 5, [2, 4, 5]),  # every 2nd epoch, and the last
+    (3, 3, [3]),
+    (0, 4, [4]),  # 0: the last epoch only
+    (10, 4, [4]),
+])
+def test_checkpoint_every_policy(every, epochs, due):
+    assert [e for e in range(1, epochs + 1) if checkpoint_due(e, epochs, every)] == due
