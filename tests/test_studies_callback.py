@@ -40,11 +40,13 @@ def test_a_trial_from_start_to_finish(tmp_path, capsys):
     cb.on_step_begin(0, [a])
     cb.on_trial_start(0, [a], a)
     assert "start    a num_scenes=4 seed=0  (the paper's configuration)" in capsys.readouterr().out
+    cb.export.flush()  # trials.csv is a snapshot written every few seconds; now, here
     (row,) = read_rows(tmp_path / "trials.csv")
     assert (row["status"], row["is_paper_config"], row["num_scenes"], row["cache_dir"]) == ("RUNNING", "True", "4", "")
     for e in (1, 2):
         cb.on_trial_result(0, [a], a, _epoch(e, node_id="n" * 56, node_ip="10.0.0.7", gpu_ids="1"))
     assert "a epoch 2/2  mAP 20.00  EMA mAP 22.00" in capsys.readouterr().out
+    cb.export.flush()
     (row,) = read_rows(tmp_path / "trials.csv")
     assert (row["node_id"], row["node_ip"], row["gpu_ids"], row["retries"]) == ("n" * 56, "10.0.0.7", "1", "0")
     scene = {"num_scenes": 4, "scene_usage": [0.25] * 4}
@@ -52,6 +54,7 @@ def test_a_trial_from_start_to_finish(tmp_path, capsys):
     cb.on_trial_result(0, [a], a, a.last_result)  # the final report repeats the last epoch: no new row
     cb.on_trial_complete(0, [a], a)
     assert "[1/2] FINISHED a num_scenes=4 seed=0  mAP_ema 22.00 (best 22.00, epoch 2)  6s" in capsys.readouterr().out
+    cb.export.flush()
     (row,) = read_rows(tmp_path / "trials.csv")
     assert (row["status"], row["epochs_done"], row["seconds"], row["error"]) == ("FINISHED", "2", "6.0", "")
     assert [r["epoch"] for r in read_rows(tmp_path / "epochs.csv")] == ["1", "2"]
@@ -76,6 +79,7 @@ def test_stopped_failed_and_retried_trials(tmp_path, capsys):
     cb.on_trial_error(0, [failed], failed)  # a second report of the same end is ignored
     out = capsys.readouterr().out
     assert out.count("ERROR    f num_scenes=1 seed=1  CorruptImageError") == 1
+    cb.export.flush()
     rows = {r["trial_id"]: r for r in read_rows(tmp_path / "trials.csv")}
     assert rows["s"]["status"] == "STOPPED" and rows["f"]["status"] == "ERROR"
     assert rows["f"]["error"] == "CorruptImageError: img_3.jpg is truncated" and rows["f"]["retries"] == "2"

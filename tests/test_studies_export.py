@@ -15,7 +15,7 @@ from salgl_core.config import ExperimentConfig
 from studies import scene_count
 from studies import tune as tune_study
 from studies.design.paths import REPO
-from studies.exports.files import portable_config, portable_path
+from studies.exports.files import portable_config, portable_path, read_epoch_rows
 from studies.exports.schema import EPOCH_COLUMNS, SEARCH_STUDY_KEYS, STUDY_KEYS, TRIAL_COLUMNS
 from studies.exports.writer import StudyExport, gpu_name, provenance
 from studies.tuning.plan import make_plan, study_json
@@ -41,6 +41,7 @@ def test_a_study_written_event_by_event(tmp_path):
     flat = ExperimentConfig().to_flat()
     ex.trial_started("a", {**flat, "num_scenes": 2}, seed=0, is_paper=False)
     ex.trial_started("b", flat, seed=1, is_paper=True)
+    ex.flush()  # trials.csv is a snapshot written every few seconds (tests/test_export_log.py); now, here
     rows = read_rows(tmp_path / "run" / "trials.csv")
     assert [r["status"] for r in rows] == ["RUNNING", "RUNNING"]
     assert header(tmp_path / "run" / "trials.csv") == list(TRIAL_COLUMNS)
@@ -51,6 +52,7 @@ def test_a_study_written_event_by_event(tmp_path):
                                                    "true_scene_nmi": 0.25}, seconds=16.0)
     ex.trial_epoch("b", _metrics(1, mAP_ema=float("nan")))
     ex.trial_ended("b", "DIVERGED", error="training diverged at epoch 2")
+    ex.flush()
 
     rows = {r["trial_id"]: r for r in read_rows(tmp_path / "run" / "trials.csv")}
     a, b = rows["a"], rows["b"]
@@ -127,8 +129,13 @@ def test_a_trial_restarted_from_scratch_drops_its_later_epochs(tmp_path):
     for e in (1, 2, 3):
         ex.trial_epoch("t", _metrics(e))
     ex.trial_epoch("t", _metrics(1, mAP=5.0))  # no checkpoint survived: it starts over
-    assert [(r["epoch"], r["mAP"]) for r in read_rows(tmp_path / "epochs.csv")] == [("1", "5.0")]
+    # The log holds all four reports; read by its rules (as every reader does), epoch 1 stands alone ...
+    assert len(read_rows(tmp_path / "epochs.csv")) == 4
+    assert [(r["epoch"], r["mAP"]) for r in read_epoch_rows(tmp_path / "epochs.csv")] == [("1", "5.0")]
+    ex.flush()
     assert read_rows(tmp_path / "trials.csv")[0]["epochs_done"] == "1"
+    ex.finish("FINISHED")  # ... and the compacted file holds it alone
+    assert [(r["epoch"], r["mAP"]) for r in read_rows(tmp_path / "epochs.csv")] == [("1", "5.0")]
 
 
 def test_bad_status_is_refused(tmp_path):
@@ -209,5 +216,6 @@ def test_exports_are_portable(tmp_path):
     assert "cache_dir" not in meta["base_config"]  # ... the export does not name it
     ex = StudyExport.open(tmp_path / "run", meta)
     ex.trial_started("t", flat, seed=0, is_paper=True)
+    ex.flush()
     (row,) = read_rows(tmp_path / "run" / "trials.csv")
     assert (row["cache_dir"], row["data_root"], row["val_images"]) == ("", "data/coco", str(tmp_path / "val"))

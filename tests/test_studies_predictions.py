@@ -87,6 +87,7 @@ def test_the_callback_saves_predictions_of_finished_trials_only_and_survives_the
     for t in (done, lost, diverged):
         cb.on_trial_start(0, [t], t)
         cb.on_trial_complete(0, [t], t)
+    cb.export.flush()  # trials.csv is a snapshot written every few seconds; now, here
     out = capsys.readouterr().out
     assert f"warning: trial lost: its validation predictions were not saved (no {TRANSFER_FILE}" in out
     assert {r["trial_id"]: r["status"] for r in read_rows(tmp_path / "run" / "trials.csv")} == {

@@ -1,7 +1,9 @@
 """Reading and validating results files: study.json, trials.csv, epochs.csv, scenes/<trial>.json, paper CSVs.
 
 The study export (studies/exports/writer.py) writes every file whole, atomically, so a file is either complete
-or absent: nothing here repairs half-written rows or guesses units. What a user can still meet -- a
+or absent: nothing here repairs half-written rows or guesses units. The one exception is epochs.csv while a study
+runs, an append-only log read by its rules (studies.exports.files.read_epoch_log: later reports supersede, a
+killed writer's last half line is ignored), as the writer and the analysis read it. What a user can still meet -- a
 missing or empty file, invalid JSON, a file of another schema or version, a non-numeric cell -- becomes
 a `LoadError` (the file cannot be used) or a warning (it can, with a named cell read as missing) whose
 message names the file. The schema itself lives in studies/exports/schema.py.
@@ -9,8 +11,6 @@ message names the file. The schema itself lives in studies/exports/schema.py.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ import pandas as pd
 
 from dashboards.data.paths import shown
 from studies.exports.evidence import number
+from studies.exports.files import CsvDamage, csv_records, read_epoch_log
 from studies.exports.schema import (
     ARM_STUDY_KEYS,
     EPOCH_COLUMNS,
@@ -77,8 +78,8 @@ def read_text(path: Path) -> str:
 def stamp(*paths: Path) -> tuple[tuple[str, int, int], ...]:
     """What identifies the files' contents for a cache: (path, mtime in ns, size) each, (path, 0, -1) if absent.
 
-    The export replaces a file by renaming a new one over it, so every rewrite changes its mtime (and a
-    new file in scenes/ changes the folder's)."""
+    The export replaces a file by renaming a new one over it, or appends to epochs.csv, so every change changes
+    its mtime and size (and a new file in scenes/ changes the folder's)."""
     out = []
     for p in paths:
         try:
@@ -114,33 +115,31 @@ def _number_column(nums: list) -> pd.Series:
 
 
 def read_csv_table(path: Path, columns: Sequence[str], numeric: Iterable[str] = (), text: Iterable[str] = (),
-                   booleans: Iterable[str] = ()) -> tuple[pd.DataFrame, list[str]]:
+                   booleans: Iterable[str] = (), log: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """A results CSV as a table, and warnings about cells it had to read as missing.
 
     Raises LoadError when the file is absent, unreadable, empty, not CSV, lacks one of `columns`, repeats
     a column name or has a row whose length differs from the header's (the export never writes one).
     An empty cell is missing. `numeric` columns hold finite numbers (any other cell is read as missing, with
     a warning), `booleans` true/false, `text` stay text; any other column (a config field) becomes
-    numbers or booleans when every non-empty cell is one, else stays text.
+    numbers or booleans when every non-empty cell is one, else stays text. `log`: the file is epochs.csv, read
+    by the log's rules (studies.exports.files.read_epoch_log): only the rows that stand, a cut last line ignored.
     """
     content = read_text(path)
     if not content.strip():
         raise LoadError(path, "is empty (no header line); the study export always writes the header")
-    reader = csv.reader(io.StringIO(content, newline=""))
-    records: list[tuple[int, list[str]]] = []  # (the line the record starts on, its cells)
+    warnings: list[str] = []
     try:
-        header = [h.strip() for h in next(reader)]
-        start = reader.line_num + 1
-        while (rec := next(reader, None)) is not None:
-            line, start = start, reader.line_num + 1
-            if not rec:
-                continue
-            if len(rec) != len(header):
-                raise LoadError(path, f"line {line} has {len(rec)} fields where the header has "
-                                      f"{len(header)}: the file is damaged or was not written by the study export")
-            records.append((line, rec))
-    except csv.Error as e:
-        raise LoadError(path, f"is not valid CSV at line {reader.line_num} ({e})") from None
+        if log:
+            epochs = read_epoch_log(content)
+            header, records = epochs.header, epochs.records  # (the line each record starts on, its cells)
+            if epochs.torn:
+                warnings.append(f"{shown(path)}: its last line has no line end (a write the study was stopped "
+                                f"in): ignored")
+        else:
+            header, records, _ = csv_records(content)
+    except CsvDamage as e:
+        raise LoadError(path, str(e)) from None
     missing = [c for c in columns if c not in header]
     if missing:
         raise LoadError(path, f"lacks the column(s) {_some(missing)} (its header: {_some(header)}): not a "
@@ -150,7 +149,6 @@ def read_csv_table(path: Path, columns: Sequence[str], numeric: Iterable[str] = 
         raise LoadError(path, f"repeats the column(s) {', '.join(map(repr, repeated))} in its header")
 
     name = shown(path)
-    warnings: list[str] = []
     text, numeric, booleans = set(text), set(numeric), set(booleans)
     # Plain Python per column: a few hundred cells, where per-column pandas calls would dominate.
     data: dict[str, Any] = {}
@@ -197,8 +195,9 @@ def read_trials(path: Path) -> tuple[pd.DataFrame, list[str]]:
 
 
 def read_epochs(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    """epochs.csv: one row per trial and epoch, each trial's epochs in order (as the export writes them)."""
-    return read_csv_table(path, EPOCH_COLUMNS, EPOCH_COLUMNS[1:], ("trial_id",))
+    """epochs.csv: one row per trial and epoch, each trial's epochs in order, also while the study appends to it
+    or after its driver was killed (studies.exports.files.read_epoch_log)."""
+    return read_csv_table(path, EPOCH_COLUMNS, EPOCH_COLUMNS[1:], ("trial_id",), log=True)
 
 
 # ---------------------------------------------------------------------------------------------

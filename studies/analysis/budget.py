@@ -9,11 +9,11 @@ when that rise is under THRESHOLD mAP.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 from studies.exports import schema
+from studies.exports.files import CsvDamage, read_epoch_log
 
 WINDOW = 3  # epochs
 THRESHOLD = 0.5  # mAP points
@@ -31,15 +31,18 @@ def _curves(run_dir: Path, trial_ids: set[str]) -> dict[str, list[float]]:
         return {}
     by_trial: dict[str, dict[int, float]] = {}
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                if row.get("trial_id") in trial_ids:
-                    try:
-                        by_trial.setdefault(row["trial_id"], {})[int(row["epoch"])] = float(row["mAP_ema"])
-                    except (KeyError, TypeError, ValueError):
-                        continue
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        # The log's rules (a study killed while it appended leaves superseded rows and maybe half a line); a row
+        # of the wrong length is left out, leaving its gap.
+        log = read_epoch_log(path.read_bytes().decode("utf-8"), strict=False)
+    except (OSError, UnicodeDecodeError, CsvDamage) as e:
         raise UnreadableFile(f"{schema.EPOCHS_CSV} unreadable ({type(e).__name__}: {e})") from e
+    for _, cells in log.records:
+        row = dict(zip(log.header, cells, strict=True))
+        if row.get("trial_id") in trial_ids:
+            try:
+                by_trial.setdefault(row["trial_id"], {})[int(row["epoch"])] = float(row["mAP_ema"])
+            except (KeyError, TypeError, ValueError):
+                continue
     curves = {}
     for tid, points in by_trial.items():
         if sorted(points) != list(range(1, len(points) + 1)):

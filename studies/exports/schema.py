@@ -21,6 +21,9 @@ TRIALS_CSV = "trials.csv"
 EPOCHS_CSV = "epochs.csv"
 SCENES_DIR = "scenes"
 OPTUNA_JOURNAL = "optuna_journal.log"
+# The writer's own log of trial-row changes since trials.csv was last written (studies/exports/writer.py): only
+# while a study runs, or after its driver was killed; read only by the writer, gone once the run ends.
+TRIALS_JOURNAL = ".trials.journal"
 
 # Every metric in the export is in percent (0-100), the paper's unit.
 METRIC_UNIT = "percent"

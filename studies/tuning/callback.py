@@ -93,6 +93,12 @@ class ExportCallback(tune.Callback):
             self.export.prune({t.trial_id for t in trials})
             self._pruned = True
 
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        # trials.csv and study.json are snapshots written at most every few seconds: one may come due while no
+        # trial reports (long epochs), and the Tune loop steps often enough to write it then.
+        if self.export is not None:
+            self.export.tick()
+
     def _flat(self, trial: Any) -> dict[str, Any]:
         return trial_config(self.meta, trial.config)
 
