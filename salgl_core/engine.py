@@ -1,9 +1,10 @@
 """The training loop: plain functions, the official recipe (SALGL.md section 2).
 
 AdamW on all parameters, OneCycleLR stepped per iteration (20% warm-up), model EMA (its copy averages
-the co-occurrence counts too), ASL + scene entropy terms, AMP and channels_last on CUDA. After every
+the co-occurrence counts too), ASL + scene entropy terms, AMP on CUDA, channels_last. After every
 epoch both the live and the EMA model are evaluated with the official protocol, a checkpoint is written
-atomically, and the epoch's metrics go to a callback (what the Ray trainable wraps).
+atomically (every checkpoint_every epochs and at the last), and the epoch's metrics go to a callback (what the Ray
+trainable wraps).
 
 Resume is exact: model, EMA, optimizer, scheduler, grad scaler, RNG states and history are restored,
 and the data order of epoch e depends only on (seed, e).
@@ -11,6 +12,25 @@ and the data order of epoch e depends only on (seed, e).
 The EMA's per-step decay comes from the number of training batches per epoch when ema_epoch_retention is set
 (salgl_core/ema.py step_decay), so it is known once the loaders exist. A run with init_from starts from
 another run's weights (salgl_core/transfer.py) unless it resumes from its own checkpoint.
+
+Evaluation: one pass of the validation loader per epoch; each batch is decoded once and scored by the live and the
+EMA model (salgl_core/predict.py `predict_models`). With freeze_backbone and no feature cache both models hold the
+same backbone, bit for bit (frozen weights, BatchNorm kept in eval mode, and the EMA's lerp of equal tensors is the
+tensor itself), so it runs once per batch for both heads. Scores are sigmoid(float32 logits) and the metrics are
+computed in float64 by salgl_core.metrics.evaluate whatever the precision of the forward.
+
+Precision on CUDA (ignored on CPU, which always computes in float32):
+- training: TF32 matmuls and convolutions whenever mixed precision is on (amp fp16 / bf16): autocast already runs
+  the big products in 16 bits, and TF32 only speeds up what it leaves in float32. amp none means float32 was asked
+  for, so TF32 stays off. Set once per fit (`_set_tf32`), through the public torch.backends flags.
+- evaluation: TrainConfig.eval_precision (fp32 = the official evaluate.py, TF32 off even for convolutions; tf32;
+  bf16 autocast), applied around the evaluation pass only (predict.eval_precision), the training setting restored after.
+
+Host syncs per training step: none on the float32 / bf16 paths. A non-finite loss is recorded on the device (its
+first step and loss terms) and checked every FINITE_CHECK_EVERY steps and at the end of the epoch, where
+DivergedError names the first bad step; the loss sums stay on the device until the epoch ends. fp16's GradScaler
+still reads its inf flag on the host every step (inherent to dynamic loss scaling; bf16 needs no scaler). The
+optimizer is AdamW's fused kernel on CUDA and its multi-tensor (foreach) form otherwise (`adamw_kernel`).
 """
 
 from __future__ import annotations
@@ -22,7 +42,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,15 +51,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from salgl_core.checkpoint import BEST_EMA, CHECKPOINT, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from salgl_core.config import ExperimentConfig, ModelConfig
+from salgl_core.checkpoint import (
+    BEST_EMA,
+    CHECKPOINT,
+    capture_rng,
+    checkpoint_due,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from salgl_core.config import ExperimentConfig, available_cpus
 from salgl_core.device import describe_device, resolve_device
 from salgl_core.ema import ModelEMA, describe_step_decay, step_decay
 from salgl_core.features import attach_feature_cache
 from salgl_core.io import atomic_write_text
 from salgl_core.losses import SALGLLoss
 from salgl_core.metrics import evaluate, nmi
-from salgl_core.model import SALGL, build_model, random_scenes
+from salgl_core.model import SALGL, build_model
+from salgl_core.predict import batch_scenes, predict, predict_models, to_device
 from salgl_core.presets import check_needs
 from salgl_core.pretrain import resolve_backbone_weights
 from salgl_core.report import best_predictions, scene_report
@@ -92,22 +121,17 @@ def _autocast(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
 
-def _to_device(batch: dict, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    images = batch["images"].to(device, non_blocking=True)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, batch["targets"].to(device, non_blocking=True)
+def _set_tf32(device: torch.device, amp: str) -> None:
+    """Training's TF32 rule (module docstring): on CUDA, TF32 exactly when amp is fp16 or bf16; CPU untouched."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = amp != "none"
 
 
-def batch_scenes(batch: dict, cfg: ModelConfig, split: str) -> torch.Tensor | None:
-    """The scene ids the model is given (ModelConfig.scene_source): None for learned (SALGL's classifier
-    decides), the batch's true ids for the oracle, and for random the fixed ids of `random_scenes`, computed
-    from the dataset index and split alone, so that the control never reads the true ids."""
-    if cfg.scene_source == "oracle":
-        return batch["scene"]
-    if cfg.scene_source == "random":
-        return random_scenes(batch["index"], split, cfg.num_scenes)
-    return None
+def adamw_kernel(params: Sequence[torch.Tensor]) -> dict[str, bool]:
+    """AdamW's implementation flags: the fused kernel when every parameter is a floating-point CUDA tensor, else the
+    multi-tensor foreach form (the same update as the default per-parameter loop, in fewer ops)."""
+    fused = bool(params) and all(p.device.type == "cuda" and p.is_floating_point() for p in params)
+    return {"fused": fused, "foreach": not fused}
 
 
 def train_one_epoch(model: SALGL, ema: ModelEMA, criterion: SALGLLoss, loader: DataLoader,
@@ -115,9 +139,10 @@ def train_one_epoch(model: SALGL, ema: ModelEMA, criterion: SALGLLoss, loader: D
                     scaler: torch.amp.GradScaler, cfg: ExperimentConfig, device: torch.device, epoch: int,
                     progress: bool = False) -> dict[str, float]:
     model.train()
-    channels_last = cfg.train.channels_last and device.type == "cuda"
+    channels_last = cfg.train.channels_last
     sums: dict[str, torch.Tensor] = {}
     images_seen, skipped, steps = 0, 0, 0
+    finite = _FiniteWatch(device)
     start = time.perf_counter()
     it = loader
     if progress:
@@ -128,13 +153,13 @@ def train_one_epoch(model: SALGL, ema: ModelEMA, criterion: SALGLLoss, loader: D
         skipped += int(batch.get("skipped", 0))
         if batch["images"].shape[0] == 0:
             continue
-        images, targets = _to_device(batch, device, channels_last)
+        images, targets = to_device(batch, device, channels_last)
         with _autocast(device, cfg.train.amp):
             out = model(images, targets, batch_scenes(batch, cfg.model, "train"))
         loss, terms = criterion(out.logits, out.scene_probs, targets)
-        if not torch.isfinite(loss):
-            raise DivergedError(epoch, (epoch - 1) * len(loader) + step,
-                                {k: float(v) for k, v in terms.items()})
+        finite.record(loss, terms, step)
+        if step % FINITE_CHECK_EVERY == 0:
+            finite.check(epoch, (epoch - 1) * len(loader))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -145,6 +170,7 @@ def train_one_epoch(model: SALGL, ema: ModelEMA, criterion: SALGLLoss, loader: D
             sums[k] = sums.get(k, 0) + v * images.shape[0]
         images_seen += images.shape[0]
         steps += 1
+    finite.check(epoch, (epoch - 1) * len(loader))
     seconds = time.perf_counter() - start
     n = max(images_seen, 1)
     out_metrics = {k: float(v) / n for k, v in sums.items()}
@@ -153,26 +179,31 @@ def train_one_epoch(model: SALGL, ema: ModelEMA, criterion: SALGLLoss, loader: D
     return out_metrics
 
 
-@torch.no_grad()
-def predict(model: SALGL, loader: DataLoader, device: torch.device, amp: str = "none",
-            channels_last: bool = False, split: str = "val") -> dict[str, np.ndarray]:
-    """Sigmoid scores, targets, ignore mask, argmax scene and dataset index of every image of `split`."""
-    model.eval()
-    scores, targets, ignore, scenes, index = [], [], [], [], []
-    for batch in loader:
-        if batch["images"].shape[0] == 0:
-            continue
-        images, y = _to_device(batch, device, channels_last and device.type == "cuda")
-        with _autocast(device, amp):
-            out = model(images, scenes=batch_scenes(batch, model.cfg, split))
-        scores.append(torch.sigmoid(out.logits.float()).cpu())
-        scenes.append(out.scene_probs.argmax(dim=1).cpu())
-        targets.append(y.cpu())
-        ignore.append(batch["ignore"])
-        index.append(batch["index"])
-    cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros((0,))  # noqa: E731
-    return {"scores": cat(scores), "targets": cat(targets), "ignore": cat(ignore).astype(bool),
-            "scenes": cat(scenes), "index": cat(index)}
+# Training steps between two checks of the device-side finiteness flag (each check is one host sync).
+FINITE_CHECK_EVERY = 50
+
+
+class _FiniteWatch:
+    """Records the first step whose loss is not finite, on the device (no host sync per step); check() raises
+    DivergedError for it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.first = torch.zeros((), dtype=torch.long, device=device)  # 0 = every loss so far finite
+        self.terms: torch.Tensor | None = None  # the loss terms of that step
+        self.names: list[str] = []
+
+    def record(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
+        new = ~torch.isfinite(loss.detach()) & (self.first == 0)
+        values = torch.stack([v.float() for v in terms.values()])
+        if self.terms is None:
+            self.names, self.terms = list(terms), torch.zeros_like(values)
+        self.first = torch.where(new, step, self.first)
+        self.terms = torch.where(new, values, self.terms)
+
+    def check(self, epoch: int, steps_before: int) -> None:
+        first = int(self.first)
+        if first:
+            raise DivergedError(epoch, steps_before + first, dict(zip(self.names, self.terms.tolist(), strict=True)))
 
 
 def _write_epochs_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -255,12 +286,17 @@ def fit(cfg: ExperimentConfig, out_dir: str | Path | None = None, *,
         _keep_if_best(run, done, row, avg, out if save_best else None)
         _finish_row(run, done, row, avg, t0, e0)
         done.history.append(row)
+        stop = _stops_early(cfg, done, epoch)
         if out is not None:
-            _save_epoch(run, done, epoch, out)
+            t = cfg.train
+            _save_epoch(run, done, epoch, out, stop or checkpoint_due(epoch, t.epochs, t.checkpoint_every))
         log(_summary_line(row))
         if on_epoch is not None:
             on_epoch(row)
-        if _should_stop_early(cfg, done, epoch, log):
+        if stop:
+            best = done.best
+            log(f"early stop: EMA mAP has not improved for {cfg.train.early_stop_patience} epochs (best "
+                f"{best['mAP_ema']:.2f} at epoch {best['epoch']})")
             stopped_early = True
             break
     return _fit_result(run, done, avg, stopped_early)
@@ -275,13 +311,14 @@ def _build_run(cfg: ExperimentConfig, data: Any | None, log: Callable[[str], Non
     check_needs(cfg)  # before the data are indexed: a recipe's required field (init_from) is missing
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
+    _set_tf32(device, cfg.train.amp)
     bundle = data if data is not None else build_datasets(cfg.data)
     class_names = list(bundle.class_names)
     model, bundle = _build_model(cfg, bundle, class_names, device, log, init)
     criterion = SALGLLoss(cfg.model)
     trainable = [p for p in model.parameters() if p.requires_grad]  # not a frozen backbone (freeze_backbone)
     optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                  betas=(0.9, 0.999), eps=1e-8)
+                                  betas=(0.9, 0.999), eps=1e-8, **adamw_kernel(trainable))
     generator = torch.Generator()
     train_loader, val_loader = _build_loaders(cfg, bundle, generator)
     # The per-step decay needs the iterations per epoch (ema_epoch_retention): the EMA is built once they are known.
@@ -306,18 +343,26 @@ def _build_model(cfg: ExperimentConfig, bundle: Any, class_names: list[str], dev
     model = build_model(resolve_backbone_weights(cfg, log), len(class_names), cfg.data.dataset, class_names).to(device)
     if init and cfg.train.init_from:
         init_from(model, cfg.train.init_from, log)
-    if cfg.train.channels_last and device.type == "cuda":
+    if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.train.feature_cache:  # train on the frozen backbone's cached output (salgl_core/features.py)
         bundle = attach_feature_cache(cfg, model, bundle, device, log)
     return model, bundle
 
 
+def loader_workers(cfg: ExperimentConfig, cpus: int) -> int:
+    """The DataLoader worker processes a run with `cfg` starts on `cpus` CPUs: DataConfig.num_workers (auto:
+    salgl_core.data.resolve_num_workers), none with feature_cache (cached features are rows of a memory map:
+    cheaper to read in-process than to start workers for)."""
+    from salgl_core.data import resolve_num_workers
+
+    return 0 if cfg.train.feature_cache else resolve_num_workers(cfg.data.num_workers, cpus)
+
+
 def _build_loaders(cfg: ExperimentConfig, bundle: Any, generator: torch.Generator) -> tuple[DataLoader, DataLoader]:
     from salgl_core.data import build_loader
 
-    # Cached features are rows of a memory map: cheaper to read in-process than to start workers for.
-    nw = 0 if cfg.train.feature_cache else cfg.data.num_workers
+    nw = loader_workers(cfg, available_cpus())  # a study trial's config holds its count, from its own CPUs
     train_loader = build_loader(bundle.train, cfg.train.batch_size, True, nw, cfg.train.drop_last, generator=generator)
     val_loader = build_loader(bundle.val, cfg.train.batch_size, False, nw)
     if len(train_loader) == 0:
@@ -338,6 +383,8 @@ def _start(run: _Run, out: Path | None, resume: bool, log: Callable[[str], None]
         run.model.load_state_dict(state["model"])
         run.ema.load_state_dict(state["ema"])  # also reads older checkpoints (the bare EMA model's state)
         run.optimizer.load_state_dict(state["optimizer"])
+        for group in run.optimizer.param_groups:  # the kernel of this machine, not of the one that saved it
+            group.update(adamw_kernel(group["params"]))
         run.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"] and run.scaler.is_enabled():  # a run saved without fp16 has an empty scaler state
             run.scaler.load_state_dict(state["scaler"])
@@ -365,9 +412,9 @@ def _evaluate_epoch(run: _Run, m: dict[str, Any]) -> tuple[dict[str, Any], dict[
     """Evaluate the live and the EMA model on the validation set: the row `m` with both models' metrics, and the
     EMA model's predictions."""
     cfg, epoch = run.cfg, m["epoch"]
-    # Evaluation in float32, as the official evaluate.py (AMP only speeds up training).
-    live = predict(run.model, run.val_loader, run.device, "none", cfg.train.channels_last)
-    avg = predict(run.ema.module, run.val_loader, run.device, "none", cfg.train.channels_last)
+    # One pass for both models, in eval_precision (float32 on CPU, as the official evaluate.py).
+    live, avg = predict_models([run.model, run.ema.module], run.val_loader, run.device, cfg.train.eval_precision,
+                               cfg.train.channels_last, share_backbone=_shared_backbone(run))
     for name, pred in (("model", live), ("EMA model", avg)):
         if not np.isfinite(pred["scores"]).all():
             raise DivergedError(epoch, epoch * len(run.train_loader), {f"{name} validation scores": math.nan})
@@ -378,6 +425,15 @@ def _evaluate_epoch(run: _Run, m: dict[str, Any]) -> tuple[dict[str, Any], dict[
     m = {**m, **m_live}
     m.update(mAP_ema=m_ema["mAP"], mAP_ema_present=m_ema["mAP_present"], CF1_ema=m_ema["CF1"], OF1_ema=m_ema["OF1"])
     return m, avg
+
+
+def _shared_backbone(run: _Run) -> bool:
+    """Whether the live and the EMA model hold the same backbone, so that evaluation runs it once per batch: a frozen
+    backbone that still runs (no feature cache), checked tensor by tensor (one comparison per evaluation)."""
+    if not run.cfg.model.freeze_backbone or run.model.takes_features:
+        return False
+    live, avg = run.model.backbone.state_dict(), run.ema.module.backbone.state_dict()
+    return live.keys() == avg.keys() and all(torch.equal(live[k], avg[k]) for k in live)
 
 
 def _keep_if_best(run: _Run, done: _Progress, m: dict[str, Any], avg: dict[str, np.ndarray],
@@ -410,30 +466,28 @@ def _finish_row(run: _Run, done: _Progress, m: dict[str, Any], avg: dict[str, np
              device=run.device_name)
 
 
-def _save_epoch(run: _Run, done: _Progress, epoch: int, out: Path) -> None:
-    """The checkpoint a resume continues from (RNG states included) and epochs.csv, after every epoch."""
-    save_checkpoint(out / CHECKPOINT, {
-        "model": run.model.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "epoch": epoch,
-        "rng": capture_rng(), "history": done.history, "config": run.cfg.to_flat(), "class_names": run.class_names,
-        "best_scores": done.best_scores})
+def _save_epoch(run: _Run, done: _Progress, epoch: int, out: Path, checkpoint: bool = True) -> None:
+    """epochs.csv after every epoch and, with `checkpoint` (TrainConfig.checkpoint_every's epochs), the checkpoint a
+    resume continues from (RNG states included). The state dicts hold references to the tensors, not copies."""
+    if checkpoint:
+        save_checkpoint(out / CHECKPOINT, {
+            "model": run.model.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "epoch": epoch,
+            "rng": capture_rng(), "history": done.history, "config": run.cfg.to_flat(),
+            "class_names": run.class_names, "best_scores": done.best_scores})
     _write_epochs_csv(out / "epochs.csv", done.history)
 
 
-def _should_stop_early(cfg: ExperimentConfig, done: _Progress, epoch: int, log: Callable[[str], None]) -> bool:
+def _stops_early(cfg: ExperimentConfig, done: _Progress, epoch: int) -> bool:
+    """The run stops after epoch `epoch`: the EMA mAP has not improved for more than early_stop_patience epochs."""
     patience = cfg.train.early_stop_patience
-    best = done.best
-    if not patience or epoch - best["epoch"] <= patience:
-        return False
-    log(f"early stop: EMA mAP has not improved for {patience} epochs (best {best['mAP_ema']:.2f} at "
-        f"epoch {best['epoch']})")
-    return True
+    return bool(patience) and epoch - done.best["epoch"] > patience
 
 
 def _fit_result(run: _Run, done: _Progress, avg: dict[str, np.ndarray] | None, stopped_early: bool) -> FitResult:
     """The history, the best EMA epoch and its predictions, and the scene report of the last EMA model."""
-    final = avg if avg is not None else predict(run.ema.module, run.val_loader, run.device, "none",
-                                                run.cfg.train.channels_last)
+    final = avg if avg is not None else predict(run.ema.module, run.val_loader, run.device,
+                                                run.cfg.train.eval_precision, run.cfg.train.channels_last)
     ts = run.true_scenes[final["index"]] if run.true_scenes is not None else None
     report = scene_report(run.ema.module, final["scenes"], run.class_names, ts)
     best, kept = done.best, done.best_scores

@@ -65,7 +65,7 @@ from salgl_core.data.bundle import DatasetBundle
 from salgl_core.data.errors import DataError
 from salgl_core.data.images import NO_SCENE, MultiLabelDataset, SkippedImage
 from salgl_core.data.synthetic import cache_root
-from salgl_core.data.transforms import eval_transform
+from salgl_core.data.transforms import eval_transform, to_model_input
 from salgl_core.device import resolve_device
 from salgl_core.io import atomic_write_text, publish_dir
 from salgl_core.pretrain import resolve_backbone_weights
@@ -210,7 +210,7 @@ def _compute(folder: Path, dataset: MultiLabelDataset, backbone: nn.Module, devi
     for batch in build_loader(dataset, batch_size, shuffle=False, num_workers=num_workers):
         if batch["images"].shape[0] == 0:
             continue
-        fmap = backbone(batch["images"].to(device)).float().cpu().numpy()
+        fmap = backbone(to_model_input(batch["images"], device)).float().cpu().numpy()
         with np.errstate(over="ignore"):  # an overflow is caught just below, with what to do
             stored = fmap.astype(np_dtype)
         if not np.isfinite(stored).all():  # beyond float16's range (65504): inf, which no trial could use
@@ -302,7 +302,7 @@ class FeatureDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int] | SkippedImage:
         ds = self.images
         if not self.valid[index]:
-            return SkippedImage(index, str(ds.paths[index]), tuple(self.cache.shape[1:]), ds.num_classes)
+            return SkippedImage(index, str(ds.paths[index]), tuple(self.cache.shape[1:]), ds.num_classes, torch.float32)
         scene = NO_SCENE if ds.scene_ids is None else int(ds.scene_ids[index])
         # np.array copies the row out of the read-only map (torch refuses non-writable memory); float16 rows
         # become float32, what the model takes.

@@ -93,8 +93,10 @@ class SALGL(nn.Module):
             self.backbone.eval()
         return self
 
-    def tokens(self, images: torch.Tensor) -> torch.Tensor:
-        fmap = images if self.takes_features else self.backbone(images)  # [B, D, h, w]
+    def tokens(self, images: torch.Tensor, from_features: bool = False) -> torch.Tensor:
+        """The encoded tokens [B, N, D] of `images`, or of the backbone's output [B, D, h, w] when `from_features`
+        (or takes_features) says `images` is that already."""
+        fmap = images if self.takes_features or from_features else self.backbone(images)  # [B, D, h, w]
         x = fmap.flatten(2).transpose(1, 2)
         return self.encoder(x, tuple(fmap.shape[-2:]))
 
@@ -112,24 +114,25 @@ class SALGL(nn.Module):
             return scene_logits, torch.softmax(scene_logits, dim=-1, dtype=dtype)
         if scenes is None:
             raise ValueError(f"scene_source is {source!r}: SALGL.forward needs each image's scene id, "
-                             "forward(images, targets, scenes=int64 [B]) (engine.batch_scenes gives them)")
-        scenes = scenes.to(x.device, torch.long)
+                             "forward(images, targets, scenes=int64 [B]) (predict.batch_scenes gives them)")
+        # Checked where the ids are (the loader's CPU tensor): on the model's device int() would wait for the GPU.
         if scenes.shape != (x.shape[0],) or (scenes.numel() and not 0 <= int(scenes.min()) <= int(scenes.max()) < k):
             found = scenes.unique().tolist() if scenes.numel() else []
             raise ValueError(f"scene_source {source!r}: expected one scene id in [0, {k}) per image (shape "
                              f"[{x.shape[0]}]), got shape {list(scenes.shape)} with values {found[:8]}; -1 means "
                              "the dataset records no true scene for that image (only synthetic data does)")
-        return None, F.one_hot(scenes, k).to(dtype)
+        return None, F.one_hot(scenes.to(x.device, torch.long), k).to(dtype)
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None,
-                scenes: torch.Tensor | None = None) -> SALGLOutput:
+                scenes: torch.Tensor | None = None, from_features: bool = False) -> SALGLOutput:
         """targets (multi-hot [B, C]) are needed in training mode: they update the co-occurrence counts.
         scenes (int64 [B] in [0, K)) are needed with scene_source 'oracle' / 'random' and refused with
-        'learned'."""
+        'learned'. from_features: `images` is this model's backbone output already (predict.predict_models runs a
+        frozen backbone shared by a model and its EMA copy once)."""
         if self.training and targets is None:
             raise ValueError("SALGL.forward needs targets in training mode (they update the co-occurrence "
                              "counts); call model.eval() for inference")
-        x = self.tokens(images)
+        x = self.tokens(images, from_features)
         scene_logits, scene_probs = self.scene_probabilities(x, scenes)
         adjacency = self.cooccurrence(scene_probs, targets)
         h0, alpha = self.attention(x, self.label_embedding().to(x.dtype))

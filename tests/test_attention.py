@@ -71,3 +71,35 @@ def test_fast_path_skips_the_hidden_product(monkeypatch):
     fast.hidden_linear.register_forward_hook(lambda *a: called.append(1))
     fast(torch.randn(2, 5, 16), torch.randn(3, 8))
     assert not called
+
+
+def test_cpu_kernel_tanh_and_gradients_match_autograd(monkeypatch):
+    from salgl_core import attention
+    from salgl_core.attention import _CpuFastScores, _fast_scores, _tanh_via_sigmoid_
+
+    # tanh(z) = 2 sigmoid(2z) - 1: at most a few float32 ulps of 1 from torch.tanh, over the whole range.
+    z = torch.linspace(-12, 12, 200_001)
+    eps = torch.finfo(torch.float32).eps
+    assert (_tanh_via_sigmoid_(z.clone()) - torch.tanh(z)).abs().max() <= 2 * eps
+    # Forward and backward against autograd of the plain formula: float64 to rounding, float32 within tolerance.
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        g = torch.Generator().manual_seed(0)
+        u, v, w = (torch.randn(*s, generator=g, dtype=dtype) for s in ((3, 5, 8), (4, 8), (8,)))
+        c = torch.tensor(0.3, dtype=dtype)
+        grad_out = torch.randn(3, 4, 5, generator=g, dtype=dtype)
+        leaves = [t.clone().requires_grad_(True) for t in (u, v, w, c)]
+        ref = torch.tanh(leaves[0].unsqueeze(1) * leaves[1].unsqueeze(1)) @ leaves[2] + leaves[3]
+        want = torch.autograd.grad(ref, leaves, grad_out)
+        leaves = [t.clone().requires_grad_(True) for t in (u, v, w, c)]
+        out = _CpuFastScores.apply(*leaves)
+        torch.testing.assert_close(out, ref.detach(), rtol=tol, atol=tol)
+        # Twice through a retained graph: the backward leaves its saved tanh intact.
+        first = torch.autograd.grad(out, leaves, grad_out, retain_graph=True)
+        second = torch.autograd.grad(out, leaves, grad_out)
+        for a, b, r in zip(first, second, want, strict=True):
+            assert torch.equal(a, b)
+            torch.testing.assert_close(a, r, rtol=tol, atol=tol)
+        # Without gradients (evaluation): a few images at a time, here one, the same scores.
+        monkeypatch.setattr(attention, "_CPU_BLOCK_ELEMENTS", 1)
+        with torch.no_grad():
+            torch.testing.assert_close(_fast_scores(u, v, w, c), ref.detach(), rtol=tol, atol=tol)

@@ -192,3 +192,73 @@ def test_fit_derives_the_step_decay_from_its_own_loader(tmp_path):
         decay = result.epochs[0]["ema_step_decay"]
         assert decay ** steps == pytest.approx(0.82, rel=1e-9)
         assert f"EMA: 0.82 per epoch over {steps} iterations -> per-step decay {decay:.6f}" in lines[0]
+
+
+# --- update() pairs the tensors once (no state_dict per step); it must equal the state_dict path
+
+
+class Reassigning(nn.Module):
+    """Re-assigns a float buffer every forward (as SceneCooccurrence does with its counts) and holds an integer one."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+        self.bn = nn.BatchNorm1d(2)
+        self.cooccurrence = nn.Module()
+        self.cooccurrence.register_buffer("counts", torch.zeros(2, 2))
+
+    def forward(self, x):
+        y = self.bn(self.lin(x))
+        self.cooccurrence.counts = self.cooccurrence.counts * 0.5 + y.detach().t() @ y.detach()  # a new tensor
+        return y
+
+
+def _step(m, opt):
+    opt.zero_grad()
+    m(torch.randn(4, 3)).square().sum().backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("comat_ema", [True, False])
+def test_cached_pairs_equal_the_state_dict_path_over_steps_and_loads(comat_ema):
+    torch.manual_seed(0)
+    m = Reassigning()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    cached, reference = ModelEMA(m, 0.7, comat_ema), ModelEMA(m, 0.7, comat_ema)
+
+    def same():
+        for (name, a), b in zip(cached.state_dict().items(), reference.state_dict().values(), strict=True):
+            assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, name
+
+    for _ in range(5):
+        _step(m, opt)
+        cached.update(m)
+        with torch.no_grad():
+            reference._update_from_state_dicts(m, reference.current_decay())
+        reference.updates += 1
+        same()
+    assert cached._pairs is not None and cached._pairs.complete  # the cached path ran, not the fallback
+    # Loading (in place, and by assignment: new tensor objects) and a live model that is another object.
+    state = {k: v.clone() + 1 if v.is_floating_point() else v for k, v in reference.state_dict().items()
+             if k.startswith("module.")}
+    state["_extra_state"] = reference.get_extra_state()
+    for assign in (False, True):
+        cached.load_state_dict(state, assign=assign)
+        reference.load_state_dict(state)
+        other = copy.deepcopy(m)
+        for model in (m, other):
+            _step(model, torch.optim.SGD(model.parameters(), lr=0.1))
+            cached.update(model)
+            with torch.no_grad():
+                reference._update_from_state_dicts(model, reference.current_decay())
+            reference.updates += 1
+            same()
+    if not comat_ema:  # the counts followed the live buffer (of the last model updated from), a new tensor each step
+        assert torch.equal(cached.module.cooccurrence.counts, other.cooccurrence.counts)
+
+
+def test_a_copied_ema_does_not_carry_the_live_model():
+    m = Tiny()
+    ema = ModelEMA(m, 0.9)
+    ema.update(m)
+    assert ema._pairs is not None and copy.deepcopy(ema)._pairs is None

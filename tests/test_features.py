@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import transforms as T
 
 from salgl_core import features, pretrain
 from salgl_core.backbone import BackboneWeightsError, build_backbone
 from salgl_core.config import ConfigError, ExperimentConfig
 from salgl_core.data import DataError, build_datasets, collate
-from salgl_core.data.transforms import eval_transform
+from salgl_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from salgl_core.engine import fit
 from salgl_core.metrics import mean_average_precision
 from salgl_core.model import build_model
@@ -108,9 +109,13 @@ def test_feature_items_are_the_image_items_with_features(cache_dir):
         for key in want:
             if key != "images":
                 assert torch.equal(torch.as_tensor(got[key]), torch.as_tensor(want[key])), key
-        with torch.no_grad():  # the evaluation transform's images through the backbone
-            eval_images = torch.stack([eval_transform(cfg.data)(Image.open(images.paths[i]).convert("RGB"))
-                                       for i in idx])
+        # The evaluation transform's images through the backbone, normalised as before the uint8 data path
+        # (ToTensor -> Normalize in the transform): the cache build's uint8 batches give the same tokens.
+        steps = eval_transform(cfg.data).transforms
+        assert isinstance(steps[-1], T.PILToTensor)
+        old = T.Compose([*steps[:-1], T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        with torch.no_grad():
+            eval_images = torch.stack([old(Image.open(images.paths[i]).convert("RGB")) for i in idx])
             torch.testing.assert_close(got["images"], backbone(eval_images), atol=1e-5, rtol=1e-5)
     meta = json.loads((caches["train"].root / "meta.json").read_text())
     assert meta["shape"] == [len(bundle.train), 128, 4, 4] and meta["dtype"] == "float32"

@@ -36,12 +36,14 @@ from salgl_core.bench.attention import _device_info
 from salgl_core.bench.train import _step_fn
 from salgl_core.config import ExperimentConfig
 from salgl_core.data import build_datasets, build_loader
+from salgl_core.data.transforms import to_model_input
 from salgl_core.device import resolve_device
 from salgl_core.ema import ModelEMA, step_decay
-from salgl_core.engine import fit, predict
+from salgl_core.engine import fit
 from salgl_core.features import FeatureDataset, build_caches, build_feature_cache
 from salgl_core.losses import SALGLLoss
 from salgl_core.model import build_model
+from salgl_core.predict import predict
 from salgl_core.presets import STUDY_SYNTHETIC, get_recipe, synthetic_preset
 from salgl_core.pretrain import resolve_backbone_weights
 
@@ -137,10 +139,10 @@ def _batches(loader):
         yield from loader
 
 
-def _time_steps(model, step, loader, steps: int) -> dict[str, Any]:
+def _time_steps(model, step, loader, steps: int, device: torch.device) -> dict[str, Any]:
     it = _batches(loader)
     b = next(it)
-    step(b["images"], b["targets"])  # untimed warm-up (allocator, oneDNN primitives)
+    step(to_model_input(b["images"], device), b["targets"])  # untimed warm-up (allocator, oneDNN primitives)
     timers = _ForwardTimers(model)
     data_s = step_s = 0.0
     try:
@@ -148,7 +150,7 @@ def _time_steps(model, step, loader, steps: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             b = next(it)
             t1 = time.perf_counter()
-            step(b["images"], b["targets"])
+            step(to_model_input(b["images"], device), b["targets"])  # normalising is part of the step, as in fit()
             data_s += t1 - t0
             step_s += time.perf_counter() - t1
     finally:
@@ -174,7 +176,8 @@ def step_figures(cfg: ExperimentConfig, bundle: Any, steps: int, evaluate: bool 
                     device, None)
     bs = cfg.train.batch_size
     out: dict[str, Any] = {}
-    out["end_to_end_frozen"] = _time_steps(model, step, build_loader(bundle.train, bs, True, 0, True, seed=0), steps)
+    loader = build_loader(bundle.train, bs, True, 0, True, seed=0)
+    out["end_to_end_frozen"] = _time_steps(model, step, loader, steps, device)
     if evaluate:
         out["end_to_end_frozen"]["eval_pass_s"] = _r(_eval_seconds(model, bundle.val, bs, device))
     t0 = time.perf_counter()
@@ -183,7 +186,7 @@ def step_figures(cfg: ExperimentConfig, bundle: Any, steps: int, evaluate: bool 
                           "shape_train": list(caches["train"].shape)}
     model.takes_features = True
     train_f, val_f = FeatureDataset(bundle.train, caches["train"]), FeatureDataset(bundle.val, caches["val"])
-    out["cached"] = _time_steps(model, step, build_loader(train_f, bs, True, 0, True, seed=0), steps)
+    out["cached"] = _time_steps(model, step, build_loader(train_f, bs, True, 0, True, seed=0), steps, device)
     if evaluate:
         out["cached"]["eval_pass_s"] = _r(_eval_seconds(model, val_f, bs, device))
     return out
