@@ -55,9 +55,14 @@ CP_CR_RULES = ("official_clamp", "zero_if_undefined")
 LABEL_EMBEDDING_KINDS = ("learned", "random", "bert", "glove")  # besides a path to a .npy file
 SCENE_SOURCES = ("learned", "oracle", "random")  # ModelConfig.scene_source
 FEATURE_CACHE_DTYPES = ("float32", "float16")  # TrainConfig.feature_cache_dtype (salgl_core/features.py stores them)
+EVAL_PRECISIONS = ("fp32", "tf32", "bf16")  # TrainConfig.eval_precision (salgl_core/engine.py applies them)
 # The official fixed vectors shipped as package data, <dir>/<dataset>/<kind>.npy (salgl_core.embeddings loads them).
 SHIPPED_EMBEDDING_KINDS = ("bert", "glove")
 SHIPPED_EMBEDDINGS_DIR = Path(__file__).resolve().parent / "label_embeddings"
+
+
+# DataConfig.num_workers: the number of workers chosen when the run starts (salgl_core.data.resolve_num_workers).
+AUTO_WORKERS = -1
 
 
 def available_cpus() -> int:
@@ -233,7 +238,7 @@ class DataConfig(_Validated):
     skip_corrupt: bool = _f(False, "Skip truncated/corrupt images and count them in the log instead of stopping with the file's name.")
     randaugment: str = _f("official", "RandAugment policy of the training transform on real data: official (the pip `randaugment` package the official code imports), torchvision (torchvision's RandAugment, not the official policy) or none.", OneOf(RANDAUGMENT_POLICIES))
     cutout: bool = _f(True, 'Cutout at half the image size in the training transform (official: on).')
-    num_workers: int = _f(min(8, available_cpus()), 'DataLoader worker processes; the dataclass default is min(8, the CPUs this process may use).', Range(0))
+    num_workers: int = _f(AUTO_WORKERS, 'DataLoader worker processes; -1 = auto, chosen when the run starts: min(8, CPUs - 1), one CPU staying with the training process (0 = load in the training process), the CPUs being those this process may use or, in a study trial, the trial\'s own (--cpus-per-trial).', Range(AUTO_WORKERS))
     cache_dir: str | None = _f(None, 'Where the synthetic dataset is generated (and cached backbone features and pretrained small-CNN weights are kept); none = $SALGL_CACHE if set, else <repo>/.cache/synthetic.', PATH)
     synthetic_train_images: int = _f(3000, 'Synthetic data: training images.', Range(8))
     synthetic_val_images: int = _f(1000, 'Synthetic data: validation images.', Range(8))
@@ -256,8 +261,9 @@ class TrainConfig(_Validated):
     ema_decay: float = _f(0.9997, 'Constant per-step decay of the model-weight EMA (official 0.9997); used only when ema_epoch_retention is 0 (the paper recipes set it to 0.82: add --ema-epoch-retention 0 to use ema_decay with them).', Range(0, 1))
     ema_epoch_retention: float = _f(0.0, "The EMA keeps this share of its weights per epoch, whatever the batch or dataset size: the per-step decay is ema_epoch_retention^(1 / iterations per epoch), the iterations being the training batches of the run (after drop_last), known at fit time (UNOFF: 0.82, which it hard-codes per dataset for batch 128). Above 0 it wins over ema_decay; 0 = off, the constant ema_decay is used (official).", Range(0, 1))
     ema_warmup: bool = _f(False, 'Ours: EMA decay min(decay, (1 + t) / (10 + t)) at update t, so short runs leave their initial weights (off = the official constant decay).')
-    amp: str = _f("fp16", 'Mixed precision for training on CUDA: none, bf16 or fp16 (ignored on CPU). The official code has --amp (off by default); the reproduction that matched the paper trained with fp16 AMP. Evaluation always runs in float32, as the official evaluate.py.', OneOf(("none", "bf16", "fp16")))
-    channels_last: bool = _f(True, 'channels_last memory format on CUDA.')
+    amp: str = _f("fp16", 'Mixed precision for training on CUDA: none, bf16 or fp16 (ignored on CPU). The official code has --amp (off by default); the reproduction that matched the paper trained with fp16 AMP. With fp16 or bf16, the float32 operations left outside autocast use TF32 on CUDA; none keeps them in strict float32. Evaluation precision: eval_precision.', OneOf(("none", "bf16", "fp16")))
+    eval_precision: str = _f("tf32", "Precision of the validation forward on CUDA (ignored on CPU, which evaluates in float32): fp32 = strict float32 as the official evaluate.py (TF32 off, convolutions included); tf32 = TF32 matmuls and convolutions, float32 storage; bf16 = bf16 autocast. Either way the scores are float32 (sigmoid of float32 logits) and the metrics are computed in float64. Default tf32: its 10-bit-mantissa products move a logit by about 1e-3 relative, which leaves a ranking metric such as mAP unchanged in practice, at several times float32's speed on A100/H100; use fp32 to compare with a published number to the last digit, bf16 (8-bit mantissa) for the fastest screening.", OneOf(EVAL_PRECISIONS))
+    channels_last: bool = _f(True, 'channels_last memory format for the model and its input batches, on CUDA and on CPU (cuDNN and oneDNN convolutions run faster in it: on 2 CPU cores EfficientNet-Lite0 at 224 px trains about 1.3x and evaluates about 1.9x faster).')
     seed: int = _f(0, 'Seed for torch, numpy, random and the data order.', Range(0))
     deterministic: bool = _f(False, 'Deterministic kernels (slower); exact resume and repeatable runs.')
     device: str = _f("auto", 'auto (cuda if available), cpu, cuda or cuda:N.', Satisfies(_is_device, "'auto', 'cpu', 'cuda' or 'cuda:N'"))
@@ -265,6 +271,7 @@ class TrainConfig(_Validated):
     threshold: float = _f(0.5, 'Score threshold for CP/CR/CF1/OP/OR/OF1 (official 0.5, inclusive).', Range(0, 1))
     top_k: int = _f(3, 'k of the top-k CP/CR/CF1/OP/OR/OF1 variants (official 3).', Range(1))
     early_stop_patience: int = _f(0, 'Stop once the EMA mAP has not improved for more than this many epochs (UNOFF uses 6); 0 = never.', Range(0))
+    checkpoint_every: int = _f(1, "Write the checkpoint a resume continues from (checkpoint.pt; in a study, the trial's Ray checkpoint) every N epochs; the last epoch (and an early-stopped run's last) always writes one; 0 = only there. A resume repeats the epochs after the last checkpoint (exactly: epoch e's data order depends on (seed, e) alone). Larger N saves the write (the model, its EMA and the optimizer: about 1.9 GB on ResNet-101) and, in a study, Ray's copy of it, which holds the training.", Range(0))
     drop_last: bool = _f(True, 'Drop the last incomplete training batch (as UNOFF).')
     feature_cache: bool = _f(False, "Ours; needs freeze_backbone: compute the frozen backbone's tokens once per (dataset, split, backbone, weights, image size, evaluation transform) into a memory-mapped cache next to the data cache, shared read-only by all trials on a node, and train everything after the backbone on them. The tokens come from the evaluation transform, so there is NO training augmentation (no flip, RandAugment or cutout), unlike the end-to-end run.")
     feature_cache_dtype: str = _f("float32", "How feature_cache stores the tokens: float32 (a cached run equals the end-to-end frozen run within float rounding) or float16 (half the disk and page cache: each token rounded to fp16's 11 significant bits, relative error <= 2^-11; tests/test_features.py shows a cached run's metrics stay within tolerance of float32's). A token beyond fp16's range (65504) stops the build.", OneOf(FEATURE_CACHE_DTYPES))

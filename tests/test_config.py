@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from salgl_core.config import (
+    AUTO_WORKERS,
     BACKBONES,
     CP_CR_RULES,
     DATA_PATH_FIELDS,
@@ -140,8 +141,12 @@ def test_new_fields_defaults_and_legacy_randaugment(tmp_path):
     assert cfg.model.label_embedding == "learned"
     for kind in ("bert", "glove", "learned", "random", "vectors/bert.npy"):
         assert ModelConfig(label_embedding=kind).label_embedding == kind
-    # The default worker count follows the CPUs this process may use, at most 8.
-    assert DataConfig().num_workers == min(8, available_cpus()) and available_cpus() >= 1
+    # The default worker count is auto (-1), chosen when the run starts (salgl_core.data.resolve_num_workers), not
+    # the CPUs of the process that built the config: a study's driver writes it into every trial's config.
+    assert DataConfig().num_workers == AUTO_WORKERS == -1 and available_cpus() >= 1
+    assert DataConfig(num_workers=3).num_workers == 3  # config files with explicit counts keep them
+    with pytest.raises(ConfigError, match=r"num_workers = -2 is invalid: expected an integer >= -1"):
+        DataConfig(num_workers=-2)
     # config.json written before the named policies held a boolean; True was torchvision's RandAugment.
     for old, new in ((True, "torchvision"), (False, "none")):
         flat = {**ExperimentConfig().to_flat(), "randaugment": old}

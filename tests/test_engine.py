@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from salgl_core import engine
+from salgl_core import engine, predict
 from salgl_core.config import ExperimentConfig
 from salgl_core.data import build_datasets
 from salgl_core.engine import CHECKPOINT, DivergedError, fit
@@ -102,6 +102,47 @@ def test_resume_gives_the_same_second_epoch(cache_dir, tmp_path):
         assert set(again.predictions) == set(p)
         for key in p:
             np.testing.assert_allclose(again.predictions[key], p[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.slow
+def test_checkpoint_every_and_an_exact_resume_from_its_last_checkpoint(cache_dir, tmp_path, monkeypatch):
+    """checkpoint_every 2 over 4 epochs: checkpoint.pt after epochs 2 and 4 only (epochs.csv after each). A crash
+    after epoch 3 resumes from epoch 2's checkpoint and trains epoch 3 again, exactly as the first time."""
+    torch.set_num_threads(2)
+    cfg = small_cfg(cache_dir, **{**SMOKE, "epochs": 4, "checkpoint_every": 2})  # SMOKE: 32 images of 32 px
+    data = build_datasets(cfg.data)
+    written = []
+    real = engine.save_checkpoint
+
+    def spy(path, state):
+        if Path(path).name == CHECKPOINT:
+            written.append(state["epoch"])
+        real(path, state)
+
+    monkeypatch.setattr(engine, "save_checkpoint", spy)
+
+    class Crash(Exception):
+        pass
+
+    first: dict = {}
+
+    def crash_after_third(m):
+        if m["epoch"] == 3:
+            first.update(m)
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit(cfg, tmp_path, data=data, log=None, on_epoch=crash_after_third)
+    assert written == [2] and torch.load(tmp_path / CHECKPOINT, weights_only=True)["epoch"] == 2
+    assert [r["epoch"] for r in csv.DictReader(open(tmp_path / "epochs.csv"))] == ["1", "2", "3"]
+    lines = []
+    resumed = fit(cfg, tmp_path, data=data, log=lines.append, resume=True)
+    assert any(line.startswith("resumed from") and line.endswith("after epoch 2") for line in lines), lines
+    assert written == [2, 4] and [m["epoch"] for m in resumed.epochs] == [1, 2, 3, 4]
+    again = resumed.epochs[2]
+    for key in ("loss_total", "loss_cls", "mAP", "mAP_ema", "CF1", "OF1"):
+        assert again[key] == pytest.approx(first[key], rel=1e-5, abs=1e-5), key
+    assert [r["epoch"] for r in csv.DictReader(open(tmp_path / "epochs.csv"))] == ["1", "2", "3", "4"]
 
 
 @pytest.mark.slow
@@ -218,7 +259,7 @@ def test_batch_scenes_reads_the_true_ids_for_the_oracle_only():
     scrambled = {**batch, "scene": torch.tensor([-1, -1, -1])}
     for cfg_source, split in itertools.product(("learned", "random"), ("train", "val")):
         cfg = ExperimentConfig.from_flat({"scene_source": cfg_source, "num_scenes": 3}).model
-        a, b = engine.batch_scenes(batch, cfg, split), engine.batch_scenes(scrambled, cfg, split)
+        a, b = predict.batch_scenes(batch, cfg, split), predict.batch_scenes(scrambled, cfg, split)
         assert (a is None and b is None) if cfg_source == "learned" else torch.equal(a, b)
     oracle = ExperimentConfig.from_flat({**synthetic_preset(), "scene_source": "oracle"}).model
-    assert engine.batch_scenes(batch, oracle, "val") is batch["scene"]
+    assert predict.batch_scenes(batch, oracle, "val") is batch["scene"]

@@ -12,7 +12,7 @@ from salgl_core.presets import SMOKE, STUDY_SYNTHETIC, recipe_config, synthetic_
 from studies import graph_depth, mechanism, momentum, scene_count, visibility
 from studies import tune as tune_study
 from studies.design.spec import ARM, StudyError, arm_config
-from studies.tuning.plan import GridPlan, SearchPlan, base_config, make_plan
+from studies.tuning.plan import GridPlan, SearchPlan, base_config, make_plan, study_json
 
 COCO = recipe_config("paper-coco-r101-448")
 SYNTHETIC = recipe_config("synthetic")
@@ -87,6 +87,32 @@ def test_the_trials_device_follows_the_resources(tmp_path):
     assert plan.base["device"] == "cpu"  # the plan itself is not changed
     plan = make_plan(_args(scene_count, tmp_path, "--set", "device=cuda"), scene_count.SPEC)
     assert plan.trial_base(0.0)["device"] == "cuda"  # --set device wins
+
+
+def test_device_indices_get_a_note_at_plan_time(tmp_path):
+    """--set device=cuda:1 reaches the trials as it is (each maps it to its own GPU: test_trial_resources.py); the
+    driver says once that the index is per trial."""
+    plan = make_plan(_args(scene_count, tmp_path, "--set", "device=cuda:1"), scene_count.SPEC)
+    assert plan.trial_base(1.0)["device"] == "cuda:1"
+    note = plan.device_note()
+    assert note is not None and note.startswith("note: device cuda:1: each trial sees only the GPU(s) Ray gives it")
+    for argv in ((), ("--set", "device=cuda"), ("--set", "device=cpu")):
+        assert make_plan(_args(scene_count, tmp_path, *argv), scene_count.SPEC).device_note() is None
+
+
+def test_the_trials_get_auto_workers_not_the_drivers_count(tmp_path, monkeypatch):
+    """num_workers auto (-1) reaches every trial, which sizes its loader from its own CPUs; the driver's CPU count
+    is not what they get. A typed --num-workers and a preset's explicit count stay as they are."""
+    monkeypatch.setattr("salgl_core.config.available_cpus", lambda: 2)  # a 2-core head node
+    coco = make_plan(_args(scene_count, tmp_path, "--dataset", "coco"), scene_count.SPEC)
+    assert coco.base["num_workers"] == coco.trial_base(1.0)["num_workers"] == -1
+    assert make_plan(_args(scene_count, tmp_path, "--dataset", "coco", "--num-workers", "2"),
+                     scene_count.SPEC).trial_base(1.0)["num_workers"] == 2
+    assert make_plan(_args(scene_count, tmp_path), scene_count.SPEC).trial_base(0.0)["num_workers"] == 0  # preset
+    # study.json records the same auto in its base config.
+    meta = study_json(coco, base_config=coco.trial_base(1.0), class_names=["a"], cluster={}, gpus_per_trial=1.0,
+                      cpus_per_trial=4.0, max_concurrent=1, started=0.0)
+    assert meta["base_config"]["num_workers"] == -1
 
 
 def test_relative_paths_become_absolute(tmp_path, monkeypatch):

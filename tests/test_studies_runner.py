@@ -40,6 +40,7 @@ from studies.exports.schema import (
     STUDY_KEYS,
     TRIAL_COLUMNS,
 )
+from studies.tuning import workspace
 from studies.tuning.internals import ray_temp_dir
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -249,6 +250,23 @@ def test_a_crashed_trial_is_retried_from_its_last_checkpoint(ray_two_gpus, tmp_p
     (df,) = ExperimentAnalysis(str(tmp_path / "ray" / "scene_count" / "t")).trial_dataframes.values()
     # Reports in order: the epochs before the crash, the rest from the latest checkpoint, the final report.
     assert df["epoch"].tolist() == [1, 2, 3, 3] and df["final"].fillna(False).tolist() == [False] * 3 + [True]
+
+
+def test_checkpoint_every_leaves_the_expected_checkpoints(ray_two_gpus, tmp_path):
+    """--checkpoint-every 2 over 3 epochs: epoch 2's report carries a checkpoint and so does the final one (epoch
+    3's, with the predictions); epochs 1 and 3 report without. Ray keeps both (num_to_keep=2)."""
+    import torch
+
+    args = _args(scene_count, tmp_path, "--values", "4", "--seeds", "0", "--epochs", "3", "--checkpoint-every", "2",
+                 "--keep-checkpoints")
+    assert scene_count.main(args).status == "FINISHED"
+    exp = tmp_path / "ray" / "scene_count" / "t"
+    (df,) = ExperimentAnalysis(str(exp)).trial_dataframes.values()
+    assert df["epoch"].tolist() == [1, 2, 3, 3] and df["final"].fillna(False).tolist() == [False] * 3 + [True]
+    assert df["checkpoint_dir_name"].fillna("").tolist() == ["", "checkpoint_000000", "", "checkpoint_000001"]
+    dirs = workspace.checkpoint_dirs(exp)
+    assert [d.name for d in dirs] == ["checkpoint_000000", "checkpoint_000001"]
+    assert [torch.load(d / "checkpoint.pt", weights_only=True)["epoch"] for d in dirs] == [2, 3]
 
 
 def test_joint_search_tpe_asha(ray_two_gpus, tmp_path):

@@ -64,6 +64,15 @@ class Plan(abc.ABC):
             base["device"] = "auto" if gpus_per_trial > 0 else "cpu"
         return base
 
+    def device_note(self) -> str | None:
+        """What the driver says about --set device=cuda:N: an index of the node's GPUs means nothing to a trial, which
+        sees only the GPUs Ray gives it (the trial maps it to 'cuda': studies.tuning.trainable.trial_device)."""
+        device = str(self.base["device"])
+        if not (self.explicit_device and device.startswith("cuda:")):
+            return None
+        return (f"note: device {device}: each trial sees only the GPU(s) Ray gives it, numbered from cuda:0, so its "
+                "trials train on their own first GPU ('cuda'); Ray, not the index, chooses which GPU")
+
     @abc.abstractmethod
     def study_keys(self) -> dict[str, Any]:
         """This kind of plan's own study.json keys (axis, grid or search space, scheduler settings)."""

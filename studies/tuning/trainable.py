@@ -1,7 +1,11 @@
-"""The Ray trainable: one SALGL training run in a Ray worker, a report and a checkpoint per epoch.
+"""The Ray trainable: one SALGL training run in a Ray worker, a report per epoch (with a checkpoint every
+checkpoint_every epochs) and a final report with one.
 
 This is all a worker imports of the studies (besides salgl_core), so it stays small. The trial runs in
 its own working directory, so every path in its config is absolute (see studies.tuning.plan.base_config).
+What the driver cannot know is settled here, from the trial's own share of the node: the data-loader workers
+of num_workers auto and the torch threads (from the trial's CPUs), and a cuda:N device (the trial sees only its
+own GPUs).
 """
 
 from __future__ import annotations
@@ -29,16 +33,21 @@ def _epoch_metrics(m: dict[str, Any]) -> dict[str, Any]:
 
 def train_trial(config: dict[str, Any], base_config: dict[str, Any], threads: int = 1,
                 monitor: dict[str, Any] | None = None, arms: dict[str, dict[str, Any]] | None = None) -> None:
-    """Ray trainable: one SALGL training run; a report (and a checkpoint) per epoch, then a final report.
+    """Ray trainable: one SALGL training run; a report per epoch (with a checkpoint on checkpoint_every's epochs
+    before the last), then a final report with one.
     `config` holds what the searcher chose (axis value, seed, ...); `base_config` everything else;
     `monitor` ({study, run, axis}) names the trial in the Ray metrics it publishes (studies.tuning.monitor);
     `arms` ({arm: overrides}, a study of named arms) turns the chosen arm into config fields.
     Every report says where the trial runs (node id and IP, GPU ids): a retry may run elsewhere."""
     import torch
 
-    cfg = ExperimentConfig.from_flat({**base_config, **arm_config(config, arms)})
-    torch.set_num_threads(max(1, threads))
     where = placement()
+    # `threads` is the trial's CPU request (--cpus-per-trial, at least 1), what Ray reserved for it.
+    cfg, torch_threads, notes = settle_trial({**base_config, **arm_config(config, arms)}, max(1, threads),
+                                             [i for i in where["gpu_ids"].split(",") if i])
+    for line in notes:
+        print(line, flush=True)
+    torch.set_num_threads(torch_threads)
     trial_id = tune.get_context().get_trial_id()
     tags = None if monitor is None else {"study": monitor["study"], "run": monitor["run"],
                                          "trial": trial_name(monitor["study"], monitor.get("axis"), config, trial_id)}
@@ -53,7 +62,34 @@ def train_trial(config: dict[str, Any], base_config: dict[str, Any], threads: in
         shutil.rmtree(out, ignore_errors=True)
 
 
+def settle_trial(flat: dict[str, Any], cpus: int, gpu_ids: list[str]) -> tuple[ExperimentConfig, int, list[str]]:
+    """What the driver cannot know, settled from the trial's own share of its node (`cpus` CPUs, the GPUs `gpu_ids`):
+    the trial's config, num_workers auto resolved from `cpus` (min(8, cpus - 1): salgl_core.data.resolve_num_workers)
+    and a cuda:N device mapped (trial_device); torch's threads, the CPUs the loader's workers leave (at least 1:
+    workers + threads = cpus, so the trial never oversubscribes its share); the lines to log. An explicit
+    num_workers stays as it is."""
+    from salgl_core.data import resolve_num_workers
+    from salgl_core.engine import loader_workers
+
+    flat = {**flat, "num_workers": resolve_num_workers(flat["num_workers"], cpus)}
+    flat["device"], note = trial_device(flat["device"], gpu_ids)
+    cfg = ExperimentConfig.from_flat(flat)
+    return cfg, max(1, cpus - loader_workers(cfg, cpus)), [note] if note else []
+
+
+def trial_device(name: str, gpu_ids: list[str]) -> tuple[str, str | None]:
+    """The device a trial trains on for TrainConfig.device `name`, the trial having the GPUs `gpu_ids` (Ray's ids;
+    the process sees only those, renumbered from cuda:0), and a log line when that changes it. cuda:N names a GPU
+    of the node, an ordinal the trial may not have: it becomes 'cuda', the trial's first GPU. Without GPUs (and
+    for auto, cpu, cuda) `name` stays as it is."""
+    if not name.startswith("cuda:") or not gpu_ids:
+        return name, None
+    return "cuda", (f"device {name} -> cuda: a trial sees only the GPU(s) Ray gave it (node GPU "
+                    f"{', '.join(gpu_ids)}, numbered from cuda:0 inside the trial); it trains on the first")
+
+
 def _train(cfg: ExperimentConfig, out: Path, where: dict[str, str], tags: dict[str, str] | None) -> None:
+    from salgl_core.checkpoint import checkpoint_due
     from salgl_core.engine import CHECKPOINT, DivergedError, fit
 
     resume = False
@@ -64,14 +100,19 @@ def _train(cfg: ExperimentConfig, out: Path, where: dict[str, str], tags: dict[s
         resume = True
     started = time.time()
     last: dict[str, Any] = {}
+    t = cfg.train
 
     def on_epoch(m: dict[str, Any]) -> None:
         last.clear()
         last.update(_epoch_metrics(m), **where, trial_started=started, reported_at=time.time())
         if tags is not None:
             publish(tags, last)
-        # The engine has just written checkpoint.pt atomically.
-        _report_with_checkpoint(out / CHECKPOINT, dict(last))
+        # On checkpoint_every's epochs the engine has just written checkpoint.pt (atomically). The last epoch's is
+        # left to the final report, sent right after with the same file: one copy to storage instead of two.
+        if checkpoint_due(m["epoch"], t.epochs, t.checkpoint_every) and m["epoch"] < t.epochs:
+            _report_with_checkpoint(out / CHECKPOINT, dict(last))
+        else:
+            tune.report(dict(last))
 
     try:
         res = fit(cfg, out, on_epoch=on_epoch, resume=resume, save_best=False)
