@@ -1,6 +1,7 @@
 """The project's own terminal lines (studies/tuning/runner.py, callback.py, cluster.py, plan.py, trackers.py,
-studies/analysis/summary.py, salgl_core/pretrain.py and features.py) as regular expressions: anything else a study
-prints is Ray's, Optuna's or a tracker's noise (tests/test_studies_terminal.py, tests/test_studies_trackers.py)."""
+packing.py, studies/analysis/summary.py, salgl_core/pretrain.py and features.py) as regular expressions: anything else
+a study prints is Ray's, Optuna's or a tracker's noise (tests/test_studies_terminal.py, tests/test_studies_trackers.py).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ ALLOWED = [re.compile(p) for p in (
     r"WARNING: the Ray dashboard will listen on .+",
     r"Ray dashboard: http://\S+  \(token authentication is .+\)",
     r"joined the Ray cluster at .+",
+    r"memory: .+",  # GPU trials: one trial's estimated memory against its GPU share (studies/tuning/packing.py)
     r"pretraining small_cnn.+",
     r"feature cache: .+",
     r"init_from \S+: .+",  # --init-from: what the run starts from, and its table (salgl_core/transfer.py)

@@ -41,6 +41,35 @@ def check_command(argv: list[str]) -> None:
     assert not unknown, f"{script} does not know {unknown}"
 
 
+# GPU memory in GB of the GPU instance types and node labels the examples may name (AWS data sheets; NVIDIA GPU
+# Feature Discovery's nvidia.com/gpu.product, the device name with dashes).
+INSTANCE_GPU_GB = {"p5.48xlarge": 80, "p4de.24xlarge": 80, "p4d.24xlarge": 40, "g5.2xlarge": 24, "g6.2xlarge": 24}
+GPU_PRODUCT_GB = {"NVIDIA-H100-80GB-HBM3": 80, "NVIDIA-A100-SXM4-80GB": 80, "NVIDIA-A100-SXM4-40GB": 40,
+                  "NVIDIA-A10G": 24, "NVIDIA-L4": 24}
+
+
+def recipes_of(commands: list[list[str]]) -> set[str]:
+    return {argv[argv.index("--recipe") + 1] for argv in commands if "--recipe" in argv}
+
+
+@pytest.fixture(scope="module")
+def recipe_gb():
+    """The estimated GPU memory of one trial of a recipe, in GB (salgl_core.memory: seconds per recipe)."""
+    from salgl_core.config import ExperimentConfig
+    from salgl_core.memory import GB, estimate_train_memory
+    from salgl_core.presets import recipe_config
+
+    cache: dict[tuple[str, int | None], float] = {}
+
+    def gb(recipe: str, batch: int | None = None) -> float:
+        if (recipe, batch) not in cache:
+            flat = {**recipe_config(recipe), **({"batch_size": batch} if batch else {})}
+            cache[recipe, batch] = estimate_train_memory(ExperimentConfig.from_flat(flat)).total / GB
+        return cache[recipe, batch]
+
+    return gb
+
+
 def cluster_flags(argv: list[str]) -> None:
     """A study on a real cluster keeps Ray's state and its export on shared storage."""
     for flag in ("--storage-path", "--results-dir"):
@@ -75,6 +104,23 @@ def test_ray_up_definition():
         cluster_flags(argv)
 
 
+@pytest.mark.slow
+def test_ray_up_gpus_hold_the_recipe_it_runs(recipe_gb):
+    """The workers' GPU holds a trial of every recipe the file's commands run, and the line on 24 GB cards gives
+    the largest batch that fits one (the estimate at that batch fits, one more does not)."""
+    text = (CLUSTER / "ray-up-gpu.yaml").read_text()
+    workers = yaml.safe_load(text)["available_node_types"]["gpu_worker"]
+    card = INSTANCE_GPU_GB[workers["node_config"]["InstanceType"]]
+    recipes = recipes_of(study_commands(text))
+    assert recipes == {"paper-coco-r101-448"}
+    for recipe in recipes:
+        assert recipe_gb(recipe) <= card, (recipe, recipe_gb(recipe), card)
+    comments = re.sub(r"\n\s*#\s*", " ", text)  # the comments' lines joined
+    (batch,) = {int(b) for b in re.findall(r"24 GB card .*? holds batch (\d+) at most", comments)}
+    assert recipe_gb("paper-coco-r101-448", batch) <= 24 < recipe_gb("paper-coco-r101-448", batch + 1)
+    assert f"needs about {recipe_gb('paper-coco-r101-448'):.1f} GB" in comments
+
+
 def test_kuberay_rayjob():
     text = (CLUSTER / "kuberay-rayjob.yaml").read_text()
     job = yaml.safe_load(text)
@@ -101,6 +147,19 @@ def test_kuberay_rayjob():
     gpus = [g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")
             for g in spec["rayClusterSpec"]["workerGroupSpecs"]]
     assert all(gpus)
+    # Every GPU pod asks for a named card, one that holds the recipe (test_kuberay_gpus_hold_the_recipe).
+    products = [g["template"]["spec"].get("nodeSelector", {}).get("nvidia.com/gpu.product")
+                for g in spec["rayClusterSpec"]["workerGroupSpecs"]]
+    assert all(p in GPU_PRODUCT_GB for p in products), products
+
+
+@pytest.mark.slow
+def test_kuberay_gpus_hold_the_recipe_it_runs(recipe_gb):
+    job = yaml.safe_load((CLUSTER / "kuberay-rayjob.yaml").read_text())
+    (recipe,) = recipes_of([shlex.split(job["spec"]["entrypoint"])])
+    for group in job["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
+        card = GPU_PRODUCT_GB[group["template"]["spec"]["nodeSelector"]["nvidia.com/gpu.product"]]
+        assert recipe_gb(recipe) <= card, (recipe, recipe_gb(recipe), card)
 
 
 def test_image_matches_the_pinned_ray():

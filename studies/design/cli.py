@@ -30,7 +30,7 @@ from studies.design.spec import StudyError, StudySpec
 # Config fields with a flag of their own (--data-root sets data_root, ...).
 CONFIG_FLAGS = ("dataset", "data_root", "train_images", "train_annotations", "val_images", "val_annotations",
                 "cache_dir", "backbone", "backbone_weights", "image_size", "epochs", "batch_size", "lr",
-                "num_workers", "init_from")
+                "num_workers", "checkpoint_every", "init_from")
 # `--log-to` (studies/tuning/trackers.py) and the W&B project runs go to unless --wandb-project says otherwise.
 TRACKERS = ("mlflow", "wandb")
 WANDB_PROJECT = "salgl"
@@ -103,6 +103,11 @@ def get_args_parser(spec: StudySpec, argv: list[str] | None = None) -> argparse.
     r = p.add_argument_group("resources")
     r.add_argument("--gpus-per-trial", type=float, default=None, metavar="X",
                    help="GPUs per trial, fractions allowed (default: 1 when the Ray cluster has GPUs, else 0)")
+    r.add_argument("--gpu-memory-gb", type=float, default=None, metavar="X",
+                   help="the memory of one GPU of the cluster, in GB (e.g. 80 for an H100 or A100 80GB, 24 for an A10G "
+                        "or L4). A trial whose estimated training memory exceeds its share (--gpus-per-trial x this) "
+                        "is refused before it starts (default: this machine's GPU when Ray runs here, else the GPU "
+                        "type Ray reports, for the types studies/tuning/packing.py knows)")
     r.add_argument("--cpus-per-trial", type=float, default=None, metavar="X",
                    help="CPUs per trial (default: 1 on CPU; with GPUs, the cluster's CPUs shared by the trials "
                         "that fit on its GPUs at once)")

@@ -18,7 +18,7 @@ STUDY_ARGS = "study_args.json"
 
 # Flags that only say how to run, not what: the ones --resume takes from the new command line.
 RUNTIME_FLAGS = ("address", "dashboard_host", "dashboard_port", "no_dashboard", "ray_temp_dir", "verbose",
-                 "keep_checkpoints")
+                 "keep_checkpoints", "gpu_memory_gb")
 
 def saved_args(args: argparse.Namespace, **resolved: Any) -> dict[str, Any]:
     """What study_args.json keeps of a new run: its flags, with what was decided at start (`resolved`:

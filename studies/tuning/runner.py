@@ -30,7 +30,7 @@ from studies.design.spec import METRIC, MODE, StudyError, StudySpec
 from studies.exports.files import portable_path
 from studies.exports.schema import OPTUNA_JOURNAL, STUDY_JSON
 from studies.exports.writer import StudyExport
-from studies.tuning import caches, internals, quiet, resume, trackers
+from studies.tuning import caches, internals, packing, quiet, resume, trackers
 from studies.tuning.callback import ExportCallback, start_session
 from studies.tuning.cluster import check_join_address, cluster_info, resources, start_ray, tune_env
 from studies.tuning.monitor import named_trainable
@@ -65,6 +65,7 @@ def main(args: argparse.Namespace, spec: StudySpec) -> Outcome:
     trackers.check(Trackers.from_args(args))  # --log-to: installed, its server answering
     clock = timing.Stopwatch()  # the one-off preparation, named in the closing summary (study.json `preparation`)
     class_names = check_inputs(plan, clock)
+    packing.before_ray(args, plan, len(class_names))  # --gpus-per-trial vs one GPU's memory, if known here
     if not args.resume and args.overwrite:
         shutil.rmtree(plan.run_dir, ignore_errors=True)
         Folder(plan.exp_dir).delete()
@@ -82,6 +83,7 @@ def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float
     # On several nodes, Ray's experiment folder must be one they all reach: checked before any trial starts.
     check_cluster_storage(args.storage_path, [n for n in ray.nodes() if n.get("Alive")])
     g, c, concurrent = resources(args, cluster, plan.num_samples)
+    packing.after_ray(args, plan, len(class_names), g, ray.nodes())  # unless before_ray could
     tune_env(concurrent)
     base = plan.trial_base(g)
     with clock.step(timing.FEATURE_CACHE):  # real data: one Ray task (a GPU if any) builds it before the trials
@@ -101,6 +103,8 @@ def _run(args: argparse.Namespace, plan: Plan, class_names: list[str], t0: float
         plan.spec.study, plan.spec.axis, plan.run, per_trial=not reuse)
     print(f"{plan.spec.study} {plan.run}: {plan.num_samples} trials, up to {concurrent} at once, {g:g} GPU and "
           f"{c:g} CPU each; export: {portable_path(plan.run_dir)}", flush=True)
+    if note := plan.device_note():
+        print(note, flush=True)
     old = plan.run_dir / STUDY_JSON
     earlier = json.loads(old.read_text()) if args.resume and old.is_file() else {}
     session = start_session(plan.run_dir, float(earlier.get("wall_seconds") or 0.0), t0)
@@ -160,9 +164,16 @@ def _new_tuner(args: argparse.Namespace, plan: Plan, meta: dict[str, Any], train
                                                                            plan.spec.axis, meta),
                                              *quiet.logger_callbacks()],
                                   failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                                  # Two, not one: Ray deletes the older checkpoint when it registers a newer
-                                  # one, before its experiment state names the newer; a driver killed in
-                                  # between would resume the trial from a deleted checkpoint.
+                                  # Two, not one (Ray 2.60): the driver deletes the older checkpoint as soon as
+                                  # it registers a newer one (train/_internal/checkpoint_manager.py), but the
+                                  # experiment state naming the newer one is written at a later step and copied
+                                  # to storage in the background (tune/execution/experiment_state.py). A driver
+                                  # killed in between leaves a state that names a deleted checkpoint, and Ray
+                                  # then refuses to restore the trial ("Could not recover from checkpoint as it
+                                  # does not exist on storage anymore", tune/trainable/trainable.py, before the
+                                  # trainable runs, so it cannot fall back), retry after retry: the trial ends
+                                  # in ERROR. With two, a state one checkpoint old still names a kept one.
+                                  # --checkpoint-every N makes them fewer (writes and copies), not smaller.
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   verbose=args.verbose, log_to_file=True),
     )
