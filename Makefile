@@ -55,7 +55,8 @@ bench: $(STAMP)
 	$(PY) -m salgl_core.bench attention
 	$(PY) -m salgl_core.bench loader
 
-# On a GPU machine, under 8 minutes: attention/step, train throughput, a 448 px epoch, a 2-trial study.
+# On a GPU machine, under 8 minutes by construction (a budget per step, tools/gpu_check.sh): attention/step,
+# train throughput (eager, then compiled), a 448 px epoch, a 2-trial study.
 # Every JSON goes to $$OUT/gpu_check/ when OUT is set. GPU_CHECK_SMOKE=1 runs it small on a CPU.
 gpu-check: $(STAMP)
 	PY=$(PY) tools/gpu_check.sh

@@ -1,4 +1,5 @@
-"""`python -m salgl_core.bench attention|loader|train|features|probe`: run one benchmark and print its JSON object."""
+"""`python -m salgl_core.bench attention|loader|train|features|probe|memory|epochs`: run one benchmark and print its
+JSON object (train: its JSON lines)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,23 @@ import argparse
 import json
 import sys
 
-from salgl_core.bench import attention, features, loader, probe, train
+from salgl_core.bench import attention, epochs, features, loader, memory, probe, train
 
-BENCHMARKS = {"attention": attention, "loader": loader, "train": train, "features": features, "probe": probe}
+BENCHMARKS = {"attention": attention, "loader": loader, "train": train, "features": features, "probe": probe,
+              "memory": memory, "epochs": epochs}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m salgl_core.bench",
-                                     description="SALGL benchmarks; each prints one JSON object.")
+                                     description="SALGL benchmarks; each prints one JSON object (train: "
+                                                 "JSON lines, one per record as it is measured).")
     sub = parser.add_subparsers(dest="which", required=True)
     for name, module in BENCHMARKS.items():
         module.add_arguments(sub.add_parser(name, help=module.SUMMARY, description=module.SUMMARY))
     args = parser.parse_args(argv)
-    print(json.dumps(BENCHMARKS[args.which].run(args), indent=2))
+    result = BENCHMARKS[args.which].run(args)
+    if result is not None:  # None: the benchmark printed JSON lines as it measured (train)
+        print(json.dumps(result, indent=2))
     return 0
 
 

@@ -1,12 +1,25 @@
 """Train benchmark: training throughput (images/s) and peak GPU memory of a recipe's model at its resolution.
 
-Each configuration (AMP dtype x channels_last x torch.compile) is measured twice: on tensors already on
-the device (the model's ceiling) and fed by the real training loader on generated JPEGs (decode, the
-recipe's augmentations, collate, host-to-device copy). One step is what `engine.train_one_epoch` does:
-autocast forward, ASL + scene entropy losses, (scaled) backward, AdamW, EMA update. The model is the
-recipe's (K, outmess, normalize, label vectors) with random-init weights, so nothing is downloaded.
-torch.compile is measured with channels_last on only unless --full-grid (each compile takes a minute or
-more); a configuration that fails (out of memory, a compile error) records its error and the rest go on.
+Each configuration (AMP dtype x channels_last x torch.compile) is timed on uint8 batches already on the
+device (the model's ceiling); then the fastest one is timed fed by the real training loader on generated
+COCO-like JPEGs (640x480, resized by the recipe's train transform: decode, augmentations, collate,
+host-to-device copy), after a warm-up of workers x prefetch batches so that the workers' queue does not
+count (bench/loader.py: `steady_loader`). One step is what `engine.train_one_epoch` does: to_model_input
+(normalised on the device), autocast forward, ASL + scene entropy losses, (scaled) backward, AdamW, EMA
+update. The model is the recipe's (K, outmess, normalize, label vectors) with random-init weights, so
+nothing is downloaded. torch.compile is measured with channels_last on only unless --full-grid; its
+compilation is reported apart (compile_s) from its steady-state images/s. A configuration that fails (out
+of memory, a compile error) records its error and the rest go on.
+
+Output: JSON lines, each printed and flushed as soon as it is measured, so a run stopped by a time limit
+keeps what finished:
+    {"record": "setup", ...}       device, recipe, shapes, the configurations to come
+    {"record": "loader", ...}      the loader alone: steady-state images/s, warm-up batches, workers
+    {"record": "config", ...}      one per configuration: tensor-fed images/s, step_ms, warmup_s (compile_s), peak MB
+    {"record": "loader_fed", ...}  the fastest configuration fed by the loader: images/s, data_wait_share, peak MB
+    {"record": "summary", ...}     the figures to judge: best tensor-fed and loader-fed images/s, loader alone,
+                                   data-wait share, peak memory, loader_keeps_up (bench/records.py `summarize`,
+                                   which tools/gpu_check.sh also applies to whatever lines a stopped run left)
 
 Without CUDA the same command runs small (small CNN at 64 px, batch 4, 2 steps) so tests can run it.
 
@@ -17,52 +30,39 @@ Without CUDA the same command runs small (small CNN at 64 px, batch 4, 2 steps) 
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
-import multiprocessing
+import json
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from salgl_core.bench.attention import _device_info, _sync
-from salgl_core.config import BACKBONES, DataConfig, ModelConfig, available_cpus
-from salgl_core.data import build_loader
+from salgl_core.bench.loader import COCO_LIKE_SIZE, generate_jpegs, loader_rate, steady_loader
+from salgl_core.bench.records import best_config, summarize
+from salgl_core.config import AUTO_WORKERS, BACKBONES, DataConfig, ModelConfig, available_cpus
+from salgl_core.data import resolve_num_workers
 from salgl_core.data.images import MultiLabelDataset
-from salgl_core.data.transforms import train_transform
+from salgl_core.data.transforms import to_model_input, train_transform
 from salgl_core.device import resolve_device
 from salgl_core.ema import ModelEMA
 from salgl_core.losses import SALGLLoss
 from salgl_core.model import build_model
 from salgl_core.presets import RECIPES, recipe_config
 
-SUMMARY = "training throughput and peak memory of a recipe's model: on-device tensors and the real loader"
+SUMMARY = "training throughput and peak memory of a recipe's model: on-device tensors and the real loader (JSON lines)"
 # Small shapes for a CPU (chosen automatically without CUDA, or with --small).
 SMALL = {"backbone": "small_cnn", "image_size": 64, "batch": 4, "steps": 2, "warmup": 1, "loader_batches": 2,
          "model": {"att_dim": 32, "enc_heads": 4, "enc_ffn": 64}}
+MAX_JPEGS = 512  # distinct generated files, cycled beyond: decoding costs the same, generating does not
 
-
-def _write_jpeg(job: tuple[str, int, int]) -> None:
-    """A smooth random colour field plus noise: content JPEG compresses like a photo, not like flat colour."""
-    path, size, seed = job
-    rng = np.random.default_rng(seed)
-    low = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
-    noisy = np.asarray(low, dtype=np.int16) + rng.integers(-24, 25, (size, size, 3), dtype=np.int16)
-    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(path, quality=90)
-
-
-def generate_jpegs(folder: Path, n: int, size: int, processes: int) -> list[str]:
-    jobs = [(str(folder / f"{i:06d}.jpg"), size, i) for i in range(n)]
-    if processes > 1 and n > 16:
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
-            pool.map(_write_jpeg, jobs, chunksize=8)
-    else:
-        for job in jobs:
-            _write_jpeg(job)
-    return [j[0] for j in jobs]
+Step = Callable[[torch.Tensor, torch.Tensor], None]
 
 
 def _model_config(recipe: dict[str, Any], small: bool, backbone: str | None) -> ModelConfig:
@@ -78,8 +78,8 @@ def _model_config(recipe: dict[str, Any], small: bool, backbone: str | None) -> 
 def _step_fn(model: torch.nn.Module, run: torch.nn.Module, ema: ModelEMA, crit: SALGLLoss,
              opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device,
              dtype: torch.dtype | None):
-    """One training step; `run` is the model or its compiled wrapper (whose state_dict keys differ, so the
-    EMA reads the model itself)."""
+    """One training step on model-ready inputs; `run` is the model or its compiled wrapper (whose state_dict
+    keys differ, so the EMA reads the model itself)."""
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = run(x, y)
@@ -92,62 +92,117 @@ def _step_fn(model: torch.nn.Module, run: torch.nn.Module, ema: ModelEMA, crit: 
     return step
 
 
+class _Setup:
+    """What every configuration shares: the model config, its classes, the device, the compile backend."""
+
+    def __init__(self, cfg: ModelConfig, classes: int, dataset: str, class_names: list[str] | None,
+                 device: torch.device, compile_backend: str) -> None:
+        self.cfg, self.classes, self.dataset, self.class_names = cfg, classes, dataset, class_names
+        self.device, self.compile_backend = device, compile_backend
+
+    def batch_step(self, amp: str, channels_last: bool, compile_: bool) -> Step:
+        """A fresh model, optimizer and EMA; the step over a loader batch (uint8 images anywhere, targets)."""
+        device, cuda = self.device, self.device.type == "cuda"
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if cuda else None  # as the engine
+        torch.manual_seed(0)
+        model = build_model(self.cfg, self.classes, self.dataset, self.class_names).to(device).train()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        ema = ModelEMA(model, 0.9997)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-2)
+        scaler = torch.amp.GradScaler(device.type, enabled=cuda and amp == "fp16")
+        run = torch.compile(model, backend=self.compile_backend) if compile_ else model
+        step = _step_fn(model, run, ema, SALGLLoss(self.cfg), opt, scaler, device, dtype)
+
+        def batch_step(images: torch.Tensor, targets: torch.Tensor) -> None:
+            step(to_model_input(images, device, channels_last), targets.to(device, non_blocking=True))
+        return batch_step
+
+
 def _rate(images: int, seconds: float) -> float:
     return round(images / max(seconds, 1e-9), 2)
 
 
-def measure(cfg: ModelConfig, classes: int, dataset: str, class_names: list[str] | None, device: torch.device,
-            amp: str, channels_last: bool, compile_: bool, batch: int, image_size: int, warmup: int, steps: int,
-            loader: Any, loader_batches: int, compile_backend: str) -> dict[str, Any]:
-    """One configuration: tensor-fed and loader-fed images/s, step time, peak memory."""
-    out: dict[str, Any] = {"amp": amp, "channels_last": channels_last, "compile": compile_, "error": None}
+def _guarded(device: torch.device, head: dict[str, Any], body: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Run `body(out)` on a record: its error (out of memory, a compile failure) recorded, not raised, and the
+    peak GPU memory of what it did added."""
+    out = {**head, "error": None}
     cuda = device.type == "cuda"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if cuda else None  # as the engine: CUDA only
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        torch.manual_seed(0)
-        model = build_model(cfg, classes, dataset, class_names).to(device).train().to(memory_format=fmt)
-        ema = ModelEMA(model, 0.9997)
-        crit = SALGLLoss(cfg)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-2)
-        scaler = torch.amp.GradScaler(device.type, enabled=cuda and amp == "fp16")
-        run = torch.compile(model, backend=compile_backend) if compile_ else model
-        step = _step_fn(model, run, ema, crit, opt, scaler, device, dtype)
-        x = torch.randn(batch, 3, image_size, image_size, device=device).contiguous(memory_format=fmt)
-        y = (torch.rand(batch, classes, device=device) < 0.05).float()
+        body(out)
+    except Exception as e:  # measure the next configuration
+        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+    finally:
+        out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else None
+        if cuda:
+            gc.collect()  # the model, optimizer and EMA of this configuration, before the next one's peak
+            torch.cuda.empty_cache()
+    return out
+
+
+def measure_tensors(setup: _Setup, amp: str, channels_last: bool, compile_: bool, batch: int, image_size: int,
+                    warmup: int, steps: int) -> dict[str, Any]:
+    """One configuration on a uint8 batch already on the device: images/s, step time, warm-up, peak memory."""
+    device = setup.device
+    warmup = max(warmup, 1) if compile_ else warmup  # the compilation stays out of the timed steps
+
+    def body(out: dict[str, Any]) -> None:
+        step = setup.batch_step(amp, channels_last, compile_)
+        x = torch.randint(0, 256, (batch, 3, image_size, image_size), dtype=torch.uint8, device=device)
+        y = (torch.rand(batch, setup.classes, device=device) < 0.05).float()
         t0 = time.perf_counter()
-        for _ in range(warmup):  # includes the compilation
+        for _ in range(warmup):  # the compilation, cudnn's algorithm search
             step(x, y)
         _sync(device)
-        out["warmup_s"] = round(time.perf_counter() - t0, 3)
+        warm = time.perf_counter() - t0
         t0 = time.perf_counter()
         for _ in range(steps):
             step(x, y)
         _sync(device)
         dt = time.perf_counter() - t0
         out["tensors"] = {"images_per_s": _rate(steps * batch, dt), "step_ms": round(1000 * dt / steps, 2)}
-        if loader is not None:
-            it = iter(loader)
-            next(it)  # untimed: worker start-up
-            n = 0
-            t0 = time.perf_counter()
-            for b in itertools.islice(it, loader_batches):
-                xb = b["images"].to(device, non_blocking=True).contiguous(memory_format=fmt)
-                step(xb, b["targets"].to(device, non_blocking=True))
-                n += xb.shape[0]
-            _sync(device)
-            dt = time.perf_counter() - t0
-            out["loader"] = {"images_per_s": _rate(n, dt), "images": n}
-    except Exception as e:  # out of memory, a compile failure: record it, measure the next configuration
-        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-    finally:
-        out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else None
-        if cuda:
-            torch.cuda.empty_cache()
-    return out
+        out["warmup_s"] = round(warm, 3)
+        if compile_:  # the warm-up beyond as many steady-state steps: what compiling cost
+            out["compile_s"] = round(max(0.0, warm - warmup * dt / steps), 3)
+
+    return _guarded(device, {"record": "config", "amp": amp, "channels_last": channels_last, "compile": compile_},
+                    body)
+
+
+def measure_loader_fed(setup: _Setup, amp: str, channels_last: bool, compile_: bool, ds: MultiLabelDataset,
+                       batch: int, workers: int, batches: int) -> dict[str, Any]:
+    """One configuration fed by the training loader, timed in its steady state: images/s and the share of the
+    timed window the training loop spent waiting for the next batch (near 0 when the loader keeps up; host time,
+    so on CUDA, where the host runs ahead of the GPU, an upper bound on the GPU's idle share)."""
+    device = setup.device
+
+    def body(out: dict[str, Any]) -> None:
+        step = setup.batch_step(amp, channels_last, compile_)
+        loader, skip = steady_loader(ds, batch, workers, batches)
+        out.update(workers=loader.num_workers, warmup_batches=skip)
+        it = iter(loader)
+        for _ in range(skip):  # untimed: worker start-up and the batches they queued meanwhile
+            b = next(it)
+            step(b["images"], b["targets"])
+        _sync(device)
+        n, wait = 0, 0.0
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            t = time.perf_counter()
+            b = next(it)
+            wait += time.perf_counter() - t
+            step(b["images"], b["targets"])
+            n += b["images"].shape[0]
+        _sync(device)
+        dt = time.perf_counter() - t0
+        del it
+        out.update(images_per_s=_rate(n, dt), images=n, batches=batches, data_wait_share=round(wait / dt, 3))
+
+    return _guarded(device, {"record": "loader_fed", "amp": amp, "channels_last": channels_last,
+                             "compile": compile_}, body)
 
 
 def _grid(args: argparse.Namespace, cuda: bool) -> list[tuple[str, bool, bool]]:
@@ -181,15 +236,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None, metavar="N", help="default: the recipe's (64 small)")
     p.add_argument("--batch", type=int, default=None, metavar="N", help="default: the recipe's batch size (4 small)")
     p.add_argument("--warmup", type=int, default=None, metavar="N",
-                   help="untimed steps first, compilation included (default: 3; 1 small)")
+                   help="untimed steps first, compilation included, at least 1 when compiling (default: 3; 1 small)")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="timed tensor-fed steps (default: 8; 2 small)")
     p.add_argument("--loader-batches", type=int, default=None, metavar="N",
-                   help="timed loader-fed steps; 0 skips the loader (default: 12; 2 small)")
+                   help="timed loader batches, after a warm-up of workers x prefetch batches; 0 skips the loader "
+                        "(default: 16; 2 small)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="loader worker processes (default: min(8, CPUs); 0 small)")
+                   help="loader worker processes (default: auto, as a training run: min(8, CPUs - 1); 0 small)")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def _emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)  # one line each, at once: a time limit keeps what finished
+
+
+def measure_all(args: argparse.Namespace, emit: Callable[[dict[str, Any]], None] = _emit) -> list[dict[str, Any]]:
+    """Measure what `args` asks, passing each record to `emit` as soon as it is complete; all the records."""
+    t_start = time.perf_counter()
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     small = (not cuda) if args.small is None else args.small
@@ -209,38 +271,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     warmup = args.warmup if args.warmup is not None else (SMALL["warmup"] if small else 3)
     steps = args.steps or (SMALL["steps"] if small else 8)
     loader_batches = args.loader_batches if args.loader_batches is not None else (
-        SMALL["loader_batches"] if small else 12)
-    workers = args.workers if args.workers is not None else (0 if small else min(8, available_cpus()))
-    out: dict[str, Any] = {
-        "benchmark": "train", **_device_info(device), "recipe": args.recipe, "small": small,
-        "shape": {"backbone": cfg.backbone, "image_size": size, "batch": batch, "classes": classes,
-                  "num_scenes": cfg.num_scenes, "label_embedding": cfg.label_embedding},
-        "warmup": warmup, "steps": steps, "loader_batches": loader_batches, "workers": workers,
-        "compile_backend": args.compile_backend,
-    }
+        SMALL["loader_batches"] if small else 16)
+    workers = args.workers if args.workers is not None else (0 if small else AUTO_WORKERS)
+    grid = _grid(args, cuda)
+    records: list[dict[str, Any]] = []
+
+    def put(record: dict[str, Any]) -> None:
+        records.append(record)
+        emit(record)
+
+    put({"record": "setup", "benchmark": "train", **_device_info(device), "recipe": args.recipe, "small": small,
+         "shape": {"backbone": cfg.backbone, "image_size": size, "batch": batch, "classes": classes,
+                   "num_scenes": cfg.num_scenes, "label_embedding": cfg.label_embedding},
+         "warmup": warmup, "steps": steps, "loader_batches": loader_batches,
+         "workers": resolve_num_workers(workers, available_cpus()), "compile_backend": args.compile_backend,
+         "configs": [{"amp": a, "channels_last": cl, "compile": c} for a, cl, c in grid]})
+    setup = _Setup(cfg, classes, dataset, class_names, device, args.compile_backend)
     with tempfile.TemporaryDirectory(prefix="salgl-bench-train-") as tmp:
-        loader = None
+        ds = None
         if loader_batches > 0:
             t0 = time.perf_counter()
-            n = batch * (loader_batches + 1)
-            paths = generate_jpegs(Path(tmp), n, size, max(1, available_cpus()))
+            n = min(MAX_JPEGS, batch * (loader_batches + 1))
+            paths = generate_jpegs(Path(tmp), n, max(1, available_cpus()))
             labels = (np.random.default_rng(0).random((n, classes)) < 0.05).astype(np.uint8)
             data_cfg = DataConfig(dataset=dataset, image_size=size, randaugment=recipe["randaugment"],
                                   cutout=recipe["cutout"])
             ds = MultiLabelDataset(paths, labels, class_names or [f"c{i}" for i in range(classes)],
                                    train_transform(data_cfg), size)
-            loader = build_loader(ds, batch, shuffle=True, num_workers=workers, drop_last=True, seed=0)
-            out["jpegs"] = {"images": n, "size": size, "generation_s": round(time.perf_counter() - t0, 2),
-                            "augmentations": f"{recipe['randaugment']} RandAugment, cutout {recipe['cutout']}"}
+            jpegs = {"files": n, "size": list(COCO_LIKE_SIZE), "generation_s": round(time.perf_counter() - t0, 2),
+                     "augmentations": f"{recipe['randaugment']} RandAugment, cutout {recipe['cutout']}"}
             # The pipeline alone (no model): the ceiling the loader puts on the loader-fed numbers.
-            it = iter(loader)
-            next(it)
-            t0 = time.perf_counter()
-            got = sum(b["images"].shape[0] for b in itertools.islice(it, loader_batches))
-            out["loader_only"] = {"images_per_s": _rate(got, time.perf_counter() - t0), "images": got}
-        out["runs"] = [measure(cfg, classes, dataset, class_names, device, amp, cl, comp, batch, size, warmup, steps,
-                               loader, loader_batches, args.compile_backend)
-                       for amp, cl, comp in _grid(args, cuda)]
-    ok = [r for r in out["runs"] if r["error"] is None]
-    out["best"] = max(ok, key=lambda r: r["tensors"]["images_per_s"]) if ok else None
-    return out
+            put({"record": "loader", "jpegs": jpegs, **loader_rate(ds, batch, workers, loader_batches)})
+        for amp, cl, comp in grid:
+            put(measure_tensors(setup, amp, cl, comp, batch, size, warmup, steps))
+        best = best_config(records)
+        if ds is not None and best is not None:
+            put(measure_loader_fed(setup, best["amp"], best["channels_last"], best["compile"], ds, batch, workers,
+                                   loader_batches))
+    put(summarize(records, time.perf_counter() - t_start))
+    return records
+
+
+def run(args: argparse.Namespace) -> None:
+    """Print the records as JSON lines (the command's output); nothing is left for the caller to print."""
+    measure_all(args)
+    sys.stdout.flush()
