@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
 from salgl_core.bench.loader import (
@@ -214,3 +215,26 @@ def test_scene_probe_reads_a_fully_visible_scene(tmp_path, capsys):
     assert (row["visibility"], row["train_images"], row["val_images"]) == (1.0, 240, 120)
     assert row["background_shows_true_scene"] == 100.0 and row["feature_dim"] == 128
     assert row["probe_accuracy"] > row["majority_class"] + 20, row
+
+
+def test_every_benchmark_parses_to_itself():
+    # A benchmark's own argument named like the subcommand's dest would send main() to the wrong benchmark.
+    from salgl_core.bench.__main__ import BENCHMARKS, get_args_parser
+
+    extra = {"epochs": ["cached"]}
+    for name in BENCHMARKS:
+        assert get_args_parser().parse_args([name, *extra.get(name, [])]).which == name
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "coco128").is_dir(), reason="../shared/data/coco128 is not available")
+def test_epochs_benchmark_configs_are_valid():
+    from salgl_core.bench.epochs import cached_config, real_config
+    from salgl_core.config import ExperimentConfig
+
+    real = ExperimentConfig.from_flat(real_config(SHARED_DATA, 10, 2))
+    assert (real.model.backbone, real.data.image_size, real.train.epochs, real.data.num_workers) == (
+        "efficientnet_lite0", 224, 10, 2)
+    cached = ExperimentConfig.from_flat(cached_config(8))
+    assert cached.train.feature_cache and cached.model.freeze_backbone and cached.train.epochs == 8
+    with pytest.raises(SystemExit, match="coco128"):
+        real_config(SHARED_DATA / "nowhere", 1, 0)

@@ -13,14 +13,19 @@ BENCHMARKS = {"attention": attention, "loader": loader, "train": train, "feature
               "memory": memory, "epochs": epochs}
 
 
-def main(argv: list[str] | None = None) -> int:
+def get_args_parser() -> argparse.ArgumentParser:
+    """One subcommand per benchmark; `which` names it (a benchmark's own arguments must not use that name)."""
     parser = argparse.ArgumentParser(prog="python -m salgl_core.bench",
                                      description="SALGL benchmarks; each prints one JSON object (train: "
                                                  "JSON lines, one per record as it is measured).")
     sub = parser.add_subparsers(dest="which", required=True)
     for name, module in BENCHMARKS.items():
         module.add_arguments(sub.add_parser(name, help=module.SUMMARY, description=module.SUMMARY))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
     result = BENCHMARKS[args.which].run(args)
     if result is not None:  # None: the benchmark printed JSON lines as it measured (train)
         print(json.dumps(result, indent=2))

@@ -85,7 +85,7 @@ def measure(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("which", choices=("real", "cached"), help="the real-image run or the cached-feature study trial")
+    p.add_argument("kind", choices=("real", "cached"), help="the real-image run or the cached-feature study trial")
     p.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs (default: real 10, cached 8)")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="real: data-loader workers (default: 2)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -99,12 +99,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     import salgl_core
 
-    real = args.which == "real"
+    real = args.kind == "real"
     threads = args.threads or (2 if real else 1)
     torch.set_num_threads(threads)
     epochs = args.epochs or (10 if real else 8)
     flat = real_config(args.real_data, epochs, args.workers) if real else cached_config(epochs)
-    return {"which": args.which, "code": str(Path(salgl_core.__file__).parent), "threads": threads,
+    return {"kind": args.kind, "code": str(Path(salgl_core.__file__).parent), "threads": threads,
             **({"workers": args.workers} if real else {}), **measure(flat)}
 
 
