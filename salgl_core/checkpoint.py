@@ -15,6 +15,10 @@ from salgl_core.io import atomic_writer
 # A run folder's files: the checkpoint a resume continues from, and the EMA weights of its best epoch.
 CHECKPOINT = "checkpoint.pt"
 BEST_EMA = "best_ema.pt"
+# A new best epoch's EMA weights wait here until the epoch's checkpoint is written (commit_best): with
+# checkpoint_every > 1 a crash rolls the run back to its last checkpoint, and best_ema.pt must not hold an epoch the
+# resumed history no longer has.
+BEST_EMA_PENDING = ".best_ema.pending.pt"
 
 
 def capture_rng() -> dict[str, Any]:
@@ -65,3 +69,25 @@ def checkpoint_due(epoch: int, epochs: int, every: int) -> bool:
     = `every`): every `every`-th epoch (counted from the run's first, so a resumed run keeps the same epochs) and
     always the last; `every` 0: the last only. An early-stopped run also writes one at the epoch it stops."""
     return epoch == epochs or (every > 0 and epoch % every == 0)
+
+
+def commit_best(out: Path) -> None:
+    """After a checkpoint is written: the pending best EMA weights (if any) become best_ema.pt."""
+    if (out / BEST_EMA_PENDING).is_file():
+        (out / BEST_EMA_PENDING).replace(out / BEST_EMA)
+
+
+def settle_pending_best(out: Path, restored_epoch: int) -> str | None:
+    """On resume from the checkpoint of `restored_epoch`: pending best weights of that epoch or earlier are committed
+    (a crash came between the checkpoint and the commit), later ones deleted (their epoch is trained again). Returns a
+    line to log when a pending file was deleted."""
+    pending = out / BEST_EMA_PENDING
+    if not pending.is_file():
+        return None
+    epoch = int(torch.load(pending, map_location="cpu", weights_only=True)["epoch"])
+    if epoch <= restored_epoch:
+        commit_best(out)
+        return None
+    pending.unlink()
+    return (f"best EMA weights of epoch {epoch} dropped: the run resumes after epoch {restored_epoch} and trains "
+            "it again")

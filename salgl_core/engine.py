@@ -26,11 +26,12 @@ Precision on CUDA (ignored on CPU, which always computes in float32):
 - evaluation: TrainConfig.eval_precision (fp32 = the official evaluate.py, TF32 off even for convolutions; tf32;
   bf16 autocast), applied around the evaluation pass only (predict.eval_precision), the training setting restored after.
 
-Host syncs per training step: none on the float32 / bf16 paths. A non-finite loss is recorded on the device (its
+Host syncs per training step: none. A non-finite loss is recorded on the device (its
 first step and loss terms) and checked every FINITE_CHECK_EVERY steps and at the end of the epoch, where
-DivergedError names the first bad step; the loss sums stay on the device until the epoch ends. fp16's GradScaler
-still reads its inf flag on the host every step (inherent to dynamic loss scaling; bf16 needs no scaler). The
-optimizer is AdamW's fused kernel on CUDA and its multi-tensor (foreach) form otherwise (`adamw_kernel`).
+DivergedError names the first bad step; the loss sums stay on the device until the epoch ends. The optimizer is
+AdamW's fused kernel on CUDA and its multi-tensor (foreach) form otherwise (`adamw_kernel`); with fp16 the fused
+kernel takes GradScaler's scale and inf flag on the device, so dynamic loss scaling reads nothing back either (the
+foreach form would: GradScaler checks the flag on the host before an unfused step).
 """
 
 from __future__ import annotations
@@ -52,13 +53,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from salgl_core.checkpoint import (
-    BEST_EMA,
+    BEST_EMA_PENDING,
     CHECKPOINT,
     capture_rng,
     checkpoint_due,
+    commit_best,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
+    settle_pending_best,
 )
 from salgl_core.config import ExperimentConfig, available_cpus
 from salgl_core.device import describe_device, resolve_device
@@ -383,8 +386,7 @@ def _start(run: _Run, out: Path | None, resume: bool, log: Callable[[str], None]
         run.model.load_state_dict(state["model"])
         run.ema.load_state_dict(state["ema"])  # also reads older checkpoints (the bare EMA model's state)
         run.optimizer.load_state_dict(state["optimizer"])
-        for group in run.optimizer.param_groups:  # the kernel of this machine, not of the one that saved it
-            group.update(adamw_kernel(group["params"]))
+        _use_kernel(run.optimizer)
         run.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"] and run.scaler.is_enabled():  # a run saved without fp16 has an empty scaler state
             run.scaler.load_state_dict(state["scaler"])
@@ -393,8 +395,24 @@ def _start(run: _Run, out: Path | None, resume: bool, log: Callable[[str], None]
         done.best_scores = state.get("best_scores")  # absent from checkpoints written before it was kept
         done.start_epoch = int(state["epoch"]) + 1
         log(f"resumed from {out / CHECKPOINT} after epoch {state['epoch']}")
+        dropped = settle_pending_best(out, int(state["epoch"]))
+        if dropped:
+            log(dropped)
     run.cfg.save(out / "config.json")
     return done
+
+
+def _use_kernel(optimizer: torch.optim.Optimizer) -> None:
+    """After load_state_dict: AdamW's kernel of this machine (adamw_kernel), not the one of the run that saved it. The
+    fused kernel wants each step count as a float32 tensor on its parameter's device, where a foreach (CPU) checkpoint
+    left it on the CPU; torch's load_state_dict placed it by the saved flags."""
+    for group in optimizer.param_groups:
+        group.update(adamw_kernel(group["params"]))
+        if group["fused"]:
+            for p in group["params"]:
+                state = optimizer.state.get(p, {})
+                if "step" in state:
+                    state["step"] = state["step"].to(p.device, torch.float32)
 
 
 def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
@@ -439,7 +457,7 @@ def _shared_backbone(run: _Run) -> bool:
 def _keep_if_best(run: _Run, done: _Progress, m: dict[str, Any], avg: dict[str, np.ndarray],
                   out: Path | None) -> None:
     """If epoch `m` has the best EMA mAP so far, keep its EMA validation scores and, with `out`, the EMA model
-    in out/best_ema.pt."""
+    for out/best_ema.pt (pending until the epoch's checkpoint: checkpoint.commit_best)."""
     best = done.best
     if best is not None and not m["mAP_ema"] > best["mAP_ema"]:  # ties (and NaN) keep the earlier epoch
         return
@@ -447,7 +465,7 @@ def _keep_if_best(run: _Run, done: _Progress, m: dict[str, Any], avg: dict[str, 
     done.best_scores = {"epoch": epoch, "scores": torch.from_numpy(avg["scores"]),
                         "index": torch.from_numpy(avg["index"])}
     if out is not None:
-        save_checkpoint(out / BEST_EMA, {"model": run.ema.module.state_dict(), "epoch": epoch,
+        save_checkpoint(out / BEST_EMA_PENDING, {"model": run.ema.module.state_dict(), "epoch": epoch,
                                          "config": run.cfg.to_flat(), "class_names": run.class_names})
 
 
@@ -475,6 +493,7 @@ def _save_epoch(run: _Run, done: _Progress, epoch: int, out: Path, checkpoint: b
             "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "epoch": epoch,
             "rng": capture_rng(), "history": done.history, "config": run.cfg.to_flat(),
             "class_names": run.class_names, "best_scores": done.best_scores})
+        commit_best(out)  # after the checkpoint: a resume never finds best_ema.pt ahead of it
     _write_epochs_csv(out / "epochs.csv", done.history)
 
 

@@ -80,3 +80,19 @@ def test_a_checkpoint_streams_into_a_temporary_file_in_its_folder(tmp_path, monk
 ])
 def test_checkpoint_every_policy(every, epochs, due):
     assert [e for e in range(1, epochs + 1) if checkpoint_due(e, epochs, every)] == due
+
+
+def test_pending_best_weights_are_committed_or_dropped_on_resume(tmp_path):
+    from salgl_core.checkpoint import BEST_EMA, BEST_EMA_PENDING, commit_best, settle_pending_best
+
+    save_checkpoint(tmp_path / BEST_EMA, {"epoch": 1})
+    save_checkpoint(tmp_path / BEST_EMA_PENDING, {"epoch": 2})
+    assert settle_pending_best(tmp_path, restored_epoch=2) is None  # the crash came after epoch 2's checkpoint
+    assert load_checkpoint(tmp_path / BEST_EMA)["epoch"] == 2 and not (tmp_path / BEST_EMA_PENDING).exists()
+    save_checkpoint(tmp_path / BEST_EMA_PENDING, {"epoch": 3})
+    assert "epoch 3 dropped" in settle_pending_best(tmp_path, restored_epoch=2)  # epoch 3 is trained again
+    assert load_checkpoint(tmp_path / BEST_EMA)["epoch"] == 2 and not (tmp_path / BEST_EMA_PENDING).exists()
+    assert settle_pending_best(tmp_path, restored_epoch=2) is None
+    save_checkpoint(tmp_path / BEST_EMA_PENDING, {"epoch": 4})
+    commit_best(tmp_path)
+    assert load_checkpoint(tmp_path / BEST_EMA)["epoch"] == 4

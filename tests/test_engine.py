@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from salgl_core import engine, predict
+from salgl_core.checkpoint import BEST_EMA, BEST_EMA_PENDING
 from salgl_core.config import ExperimentConfig
 from salgl_core.data import build_datasets
 from salgl_core.engine import CHECKPOINT, DivergedError, fit
@@ -134,6 +135,8 @@ def test_checkpoint_every_and_an_exact_resume_from_its_last_checkpoint(cache_dir
     with pytest.raises(Crash):
         fit(cfg, tmp_path, data=data, log=None, on_epoch=crash_after_third)
     assert written == [2] and torch.load(tmp_path / CHECKPOINT, weights_only=True)["epoch"] == 2
+    # best_ema.pt never runs ahead of the checkpoint: a best epoch 3 would still be pending
+    assert torch.load(tmp_path / BEST_EMA, weights_only=True)["epoch"] <= 2
     assert [r["epoch"] for r in csv.DictReader(open(tmp_path / "epochs.csv"))] == ["1", "2", "3"]
     lines = []
     resumed = fit(cfg, tmp_path, data=data, log=lines.append, resume=True)
@@ -143,6 +146,8 @@ def test_checkpoint_every_and_an_exact_resume_from_its_last_checkpoint(cache_dir
     for key in ("loss_total", "loss_cls", "mAP", "mAP_ema", "CF1", "OF1"):
         assert again[key] == pytest.approx(first[key], rel=1e-5, abs=1e-5), key
     assert [r["epoch"] for r in csv.DictReader(open(tmp_path / "epochs.csv"))] == ["1", "2", "3", "4"]
+    assert torch.load(tmp_path / BEST_EMA, weights_only=True)["epoch"] == resumed.best_epoch
+    assert not (tmp_path / BEST_EMA_PENDING).exists()
 
 
 @pytest.mark.slow

@@ -128,3 +128,9 @@ def test_gpu_memory_flag_wins_and_must_be_positive(tmp_path):
         packing.driver_gpu(_args(tmp_path, "--gpu-memory-gb", "0"))
     # Joining a cluster: the driver's own GPU (if any) says nothing about the workers'.
     assert packing.driver_gpu(_args(tmp_path, "--address", "10.0.0.1:6379")) is None
+
+
+def test_a_share_is_what_ray_packs_on_one_card():
+    # Ray puts floor(1 / g) trials on a GPU: 0.4 shares a card between two, 0.6 has one to itself.
+    assert [packing.gpu_share(g) for g in (0.25, 0.333, 0.4, 0.5, 0.6, 1, 2)] == pytest.approx(
+        [0.25, 1 / 3, 0.5, 0.5, 1.0, 1.0, 1.0])

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from salgl_core import engine
-from salgl_core.checkpoint import save_checkpoint
+from salgl_core.checkpoint import BEST_EMA, CHECKPOINT, save_checkpoint
 from salgl_core.config import ExperimentConfig
 from salgl_core.ema import ModelEMA
 from salgl_core.embeddings import shipped_path
-from salgl_core.engine import BEST_EMA, CHECKPOINT, fit
+from salgl_core.engine import fit
 from salgl_core.model import build_model
 from salgl_core.presets import SMOKE, get_recipe, synthetic_preset
 from salgl_core.transfer import (

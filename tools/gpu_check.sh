@@ -22,6 +22,7 @@
 #   tools/gpu_check.sh                        # on a GPU machine (make gpu-check)
 #   GPU_CHECK_SMOKE=1 tools/gpu_check.sh      # the same steps at CPU-sized shapes, to check the script itself
 #   GPU_CHECK_DRY_RUN=1 tools/gpu_check.sh    # print the budgets and commands, run nothing
+#   GPU_CHECK_SKIP="train_compile study" tools/gpu_check.sh   # leave steps out (gpu_check.json marks them skipped)
 # PY=path/to/python overrides the interpreter (default: .venv/bin/python if present, else python3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,7 @@ LIMIT=480      # 8 minutes
 PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 SMOKE=${GPU_CHECK_SMOKE:-0}
 DRY=${GPU_CHECK_DRY_RUN:-0}
+SKIP=" ${GPU_CHECK_SKIP:-} "
 SCALE=${GPU_CHECK_TIME_SCALE:-$([ "$SMOKE" = 1 ] && echo 10 || echo 1)}
 
 budget_of() {  # budget_of NAME: the step's budget in seconds, unscaled
@@ -76,6 +78,11 @@ step() {
   shift 2
   if ! budget=$(budget_of "$name"); then echo "gpu-check: step $name has no budget in STEP_BUDGETS" >&2; exit 2; fi
   limit=$((budget * SCALE))
+  if [[ "$SKIP" == *" $name "* ]]; then
+    echo "== $name: skipped (GPU_CHECK_SKIP)" >&2
+    [ "$DRY" = 1 ] || printf '%s\tskipped\t0\t%s\n' "$name" "$limit" >> "$SUMMARY"
+    return 0
+  fi
   echo "== $name: budget $limit s (at $(($(date +%s) - T_START)) s of $((LIMIT * SCALE)) s): $*" >&2
   if [ "$DRY" = 1 ]; then return 0; fi
   t0=$(date +%s)

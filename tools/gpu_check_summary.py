@@ -59,8 +59,11 @@ def check(dest: Path, smoke: bool, total: int, limit: int) -> dict[str, Any]:
     steps = []
     for line in (dest / "steps.tsv").read_text().splitlines():
         name, rc, seconds, budget = line.split("\t")
-        steps.append({"name": name, "rc": int(rc), "seconds": int(seconds), "budget": int(budget)})
-    return {"smoke": smoke, "ok": bool(steps) and all(s["rc"] == 0 for s in steps), "total_seconds": total,
+        skipped = rc == "skipped"  # GPU_CHECK_SKIP
+        steps.append({"name": name, "rc": None if skipped else int(rc), "seconds": int(seconds), "budget": int(budget),
+                      "skipped": skipped})
+    ran = [s for s in steps if not s["skipped"]]
+    return {"smoke": smoke, "ok": bool(ran) and all(s["rc"] == 0 for s in ran), "total_seconds": total,
             "limit_seconds": limit, "within_limit": total <= limit, "steps": steps, "goals": goals(dest)}
 
 

@@ -3,11 +3,12 @@
 Ray packs trials by GPU count, not memory: --gpus-per-trial 0.25 puts four trials on one card whatever each
 needs, and a trial that runs out of memory is retried once, then marked ERROR. So the study estimates the GPU
 memory of one trial (salgl_core.memory: one training step traced on fake tensors, seconds on a CPU) and compares
-it with the trial's share, min(gpus_per_trial, 1) x one GPU's memory (a trial trains on one device: a second GPU
-adds no memory to it). One GPU's memory is, in this order: --gpu-memory-gb; the driver's own GPU when Ray runs
-here (not with --address / RAY_ADDRESS, whose workers may have other cards); once Ray runs, the cluster's
-`accelerator_type:*` resources through KNOWN_GPU_GB. Without any, one line gives the estimate and says packing was
-not checked. Studies whose trials use no GPU (gpus_per_trial 0: CPU runs, the smoke path) skip all of it.
+it with the trial's share of one GPU's memory (`gpu_share`: Ray puts floor(1 / g) trials of --gpus-per-trial g on
+a card, so 0.4 is 1/2 of it and 0.6 all of it; a trial trains on one device, so a second GPU adds no memory).
+One GPU's memory is, in this order: --gpu-memory-gb; the driver's own GPU when Ray runs here (not with --address /
+RAY_ADDRESS, whose workers may have other cards); once Ray runs, the cluster's `accelerator_type:*` resources
+through KNOWN_GPU_GB. Without any, one line gives the estimate and says packing was not checked. Studies whose
+trials use no GPU (gpus_per_trial 0: CPU runs, the smoke path) skip all of it.
 
 When: with --gpus-per-trial given and the card known from the driver, before Ray starts (`before_ray`); else as
 soon as Ray has sized the trials (`after_ray`, runner.resources), still before the first trial.
@@ -100,12 +101,19 @@ def estimate(plan: Plan, classes: int) -> tuple[MemoryEstimate, ExperimentConfig
     return max(((estimate_train_memory(c, classes), c) for c in configs), key=lambda ec: ec[0].total)
 
 
+def gpu_share(gpus_per_trial: float) -> float:
+    """The part of one GPU's memory a trial of `gpus_per_trial` can count on: 1 / (the trials Ray puts on a card)."""
+    if gpus_per_trial >= 1:
+        return 1.0
+    return 1.0 / math.floor(1.0 / gpus_per_trial + 1e-9)  # the epsilon: 1/3 written as 0.333 is three per card
+
+
 def check(plan: Plan, classes: int, gpus_per_trial: float, card: tuple[tuple[float, ...], str]) -> str:
     """The line saying that a trial's estimate fits its share; StudyError in one line (with what to do) when it
     does not. `card`: one GPU's memory in GB (several values: either of those) and where that came from."""
     est, cfg = estimate(plan, classes)
     sizes, where = card
-    share = min(gpus_per_trial, 1.0)
+    share = gpu_share(gpus_per_trial)
     need = f"a trial needs about {est.total / GB:.1f} GB of GPU memory (estimate: {est.describe()})"
     if est.total <= share * min(sizes) * GB:
         return f"memory: {need}; its share, {_share(share, sizes, where)}, holds it"
