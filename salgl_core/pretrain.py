@@ -171,7 +171,7 @@ def train_small_cnn(cfg: DataConfig, settings: PretrainSettings,
 def pretrained_small_cnn(cfg: DataConfig, settings: PretrainSettings = DEFAULT_SETTINGS,
                          log: Callable[[str], None] | None = None) -> Path:
     """The weights file of the small CNN pretrained for `cfg`'s synthetic world: reused from the cache, or
-    trained now (about 80 s on 2 idle CPU cores at the default settings) and renamed into place."""
+    trained now (25-80 s on 2 idle CPU cores at the default settings) and renamed into place."""
     key = pretrain_key(cfg, settings)
     name = "pretrained-small_cnn-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     root = cache_root(cfg)
@@ -182,7 +182,7 @@ def pretrained_small_cnn(cfg: DataConfig, settings: PretrainSettings = DEFAULT_S
         return final / WEIGHTS
     root.mkdir(parents=True, exist_ok=True)
     if log:
-        log(f"pretraining small_cnn once (about 80 s on 2 idle CPU cores) on {settings.images} synthetic images "
+        log(f"pretraining small_cnn once (under 2 min on 2 CPU cores) on {settings.images} synthetic images "
             f"of a disjoint stream -> {final}")
     state, report = train_small_cnn(cfg, settings, log)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))

@@ -248,8 +248,12 @@ def test_a_crashed_trial_is_retried_from_its_last_checkpoint(ray_two_gpus, tmp_p
     assert len(trials) == 1 and trials[0]["status"] == "FINISHED" and trials[0]["epochs_done"] == "3"
     assert [e["epoch"] for e in read_rows(epochs_csv)] == ["1", "2", "3"]
     (df,) = ExperimentAnalysis(str(tmp_path / "ray" / "scene_count" / "t")).trial_dataframes.values()
-    # Reports in order: the epochs before the crash, the rest from the latest checkpoint, the final report.
-    assert df["epoch"].tolist() == [1, 2, 3, 3] and df["final"].fillna(False).tolist() == [False] * 3 + [True]
+    # Reports in order: the epochs before the crash, the rest from the latest checkpoint, the final report. Epoch 1
+    # is never trained twice. Ray's own result log may lack the report the kill interrupted (seen once: [1, 3, 3],
+    # the kill landing as epoch 2's report was being registered), while the export above holds every epoch once.
+    epochs, final = df["epoch"].tolist(), df["final"].fillna(False).tolist()
+    assert epochs == sorted(epochs) and epochs.count(1) == 1 and epochs[-2:] == [3, 3], epochs
+    assert final == [False] * (len(final) - 1) + [True]
 
 
 def test_checkpoint_every_leaves_the_expected_checkpoints(ray_two_gpus, tmp_path):
