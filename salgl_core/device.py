@@ -18,3 +18,8 @@ def describe_device(device: torch.device) -> str:
         idx = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
     return "cpu"
+
+
+def amp_dtype(amp: str) -> torch.dtype | None:
+    """The autocast dtype of TrainConfig.amp ('fp16', 'bf16'); None for 'none'."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)

@@ -64,7 +64,7 @@ from salgl_core.checkpoint import (
     settle_pending_best,
 )
 from salgl_core.config import ExperimentConfig, available_cpus
-from salgl_core.device import describe_device, resolve_device
+from salgl_core.device import amp_dtype, describe_device, resolve_device
 from salgl_core.ema import ModelEMA, describe_step_decay, step_decay
 from salgl_core.features import attach_feature_cache
 from salgl_core.io import atomic_write_text
@@ -119,9 +119,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def _autocast(device: torch.device, amp: str):
-    enabled = device.type == "cuda" and amp != "none"
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+    dtype = amp_dtype(amp)
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32,
+                          enabled=device.type == "cuda" and dtype is not None)
 
 
 def _set_tf32(device: torch.device, amp: str) -> None:

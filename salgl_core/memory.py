@@ -46,6 +46,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from salgl_core.config import ExperimentConfig
+from salgl_core.device import amp_dtype
 from salgl_core.ema import ModelEMA
 from salgl_core.losses import SALGLLoss
 from salgl_core.model import SALGL, build_model
@@ -56,7 +57,6 @@ GB = 10**9  # decimal GB, as GPU makers and --gpu-memory-gb count
 MARGIN_BYTES = int(1.5 * GB)
 MARGIN_SHARE = 0.10
 _BLOCK = 512  # the CUDA caching allocator's rounding of every allocation
-_AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +209,7 @@ def _step(cfg: ExperimentConfig, model: SALGL, live: _LiveBytes, x: torch.Tensor
     trainable = [p for p in model.parameters() if p.requires_grad]
     # The fused kernel, as the engine on CUDA (engine.adamw_kernel): no temporaries beyond the two moments.
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=1e-2, fused=True)
-    dtype = _AMP_DTYPES.get(cfg.train.amp)
+    dtype = amp_dtype(cfg.train.amp)
     ema_state = [*ema.module.parameters(), *ema.module.buffers()]
     for t in (*model.parameters(), *model.buffers(), *ema_state, x, y):
         live.track(t)

@@ -50,7 +50,7 @@ from salgl_core.config import AUTO_WORKERS, BACKBONES, DataConfig, ModelConfig, 
 from salgl_core.data import resolve_num_workers
 from salgl_core.data.images import MultiLabelDataset
 from salgl_core.data.transforms import to_model_input, train_transform
-from salgl_core.device import resolve_device
+from salgl_core.device import amp_dtype, resolve_device
 from salgl_core.ema import ModelEMA
 from salgl_core.losses import SALGLLoss
 from salgl_core.model import build_model
@@ -103,7 +103,7 @@ class _Setup:
     def batch_step(self, amp: str, channels_last: bool, compile_: bool) -> Step:
         """A fresh model, optimizer and EMA; the step over a loader batch (uint8 images anywhere, targets)."""
         device, cuda = self.device, self.device.type == "cuda"
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if cuda else None  # as the engine
+        dtype = amp_dtype(amp) if cuda else None  # as the engine
         torch.manual_seed(0)
         model = build_model(self.cfg, self.classes, self.dataset, self.class_names).to(device).train()
         if channels_last:
