@@ -173,8 +173,8 @@ def resources(args: argparse.Namespace, cluster: dict[str, Any], n_trials: int) 
 
 def tune_env(concurrent: int) -> None:
     """Ray Tune settings that only environment variables reach."""
-    # Every epoch's checkpoint makes Ray sync its experiment state, which is what keeps a
-    # crash cheap; Ray warns about such frequent syncs, needlessly here.
+    # Each reported checkpoint (every epoch by default, every --checkpoint-every epochs) makes Ray sync its
+    # experiment state, which is what keeps a crash cheap; Ray warns about such frequent syncs, needlessly here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # With a custom searcher Ray keeps one trial pending at a time, so the second of two free slots would
     # wait for the first trial's worker to start (seconds each). Let every free slot fill at once.
