@@ -200,14 +200,14 @@ def _inputs(cfg: ExperimentConfig, model: SALGL, batch: int, classes: int) -> tu
 
 def _step(cfg: ExperimentConfig, model: SALGL, live: _LiveBytes, x: torch.Tensor,
           y: torch.Tensor) -> tuple[int, int, int, int]:
-    """One steady-state training step as engine.train_one_epoch does it, counting live bytes; returns its peak, the
+    """One steady-state training step as training.train_one_epoch does it, counting live bytes; returns its peak, the
     gradients', AdamW state's and the EMA's bytes."""
     with warnings.catch_warnings():  # its deep copy asks fake tensors for a data pointer (harmless, but warned)
         warnings.filterwarnings("ignore", message="Accessing the data pointer of FakeTensor")
         ema = ModelEMA(model, 0.999, cfg.model.comat_ema)
     criterion = SALGLLoss(cfg.model)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    # The fused kernel, as the engine on CUDA (engine.adamw_kernel): no temporaries beyond the two moments.
+    # The fused kernel, as the engine on CUDA (training.adamw_kernel): no temporaries beyond the two moments.
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=1e-2, fused=True)
     dtype = amp_dtype(cfg.train.amp)
     ema_state = [*ema.module.parameters(), *ema.module.buffers()]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from salgl_core import engine, predict
+from salgl_core import engine, predict, training
 from salgl_core.config import ConfigError, ExperimentConfig, field_spec
 from salgl_core.metrics import evaluate
 from salgl_core.presets import SMOKE, synthetic_preset
@@ -139,10 +139,10 @@ def test_eval_precision_context_sets_and_restores_the_tf32_flags():
                 assert _tf32_flags() == (False, True) and not torch.is_autocast_enabled("cpu")
                 assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
         # Training's rule: TF32 on CUDA exactly with mixed precision; nothing changes on CPU.
-        engine._set_tf32(torch.device("cpu"), "fp16")
+        training.set_tf32(torch.device("cpu"), "fp16")
         assert _tf32_flags() == (False, True)
         for amp, on in (("none", False), ("fp16", True), ("bf16", True)):
-            engine._set_tf32(torch.device("cuda"), amp)
+            training.set_tf32(torch.device("cuda"), amp)
             assert _tf32_flags() == (on, on)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
@@ -172,7 +172,7 @@ def test_a_non_finite_loss_is_found_at_its_step_after_the_fact(cache_dir, monkey
 
 
 def test_finite_watch_checks_every_n_steps():
-    watch = engine._FiniteWatch(torch.device("cpu"))
+    watch = training._FiniteWatch(torch.device("cpu"))
     terms = {"loss_total": torch.tensor(1.0), "loss_cls": torch.tensor(2.0)}
     watch.record(torch.tensor(1.0), terms, 1)
     watch.check(1, 0)  # all finite: nothing
@@ -185,16 +185,16 @@ def test_finite_watch_checks_every_n_steps():
 
 def test_adamw_kernel_fused_on_cuda_foreach_elsewhere_and_equal_to_the_default_loop():
     fake = lambda kind, fp=True: SimpleNamespace(device=SimpleNamespace(type=kind), is_floating_point=lambda: fp)  # noqa: E731
-    assert engine.adamw_kernel([fake("cuda"), fake("cuda")]) == {"fused": True, "foreach": False}
-    assert engine.adamw_kernel([fake("cuda"), fake("cpu")]) == {"fused": False, "foreach": True}
-    assert engine.adamw_kernel([fake("cuda", fp=False)]) == {"fused": False, "foreach": True}
-    assert engine.adamw_kernel([torch.zeros(2)]) == {"fused": False, "foreach": True}
+    assert training.adamw_kernel([fake("cuda"), fake("cuda")]) == {"fused": True, "foreach": False}
+    assert training.adamw_kernel([fake("cuda"), fake("cpu")]) == {"fused": False, "foreach": True}
+    assert training.adamw_kernel([fake("cuda", fp=False)]) == {"fused": False, "foreach": True}
+    assert training.adamw_kernel([torch.zeros(2)]) == {"fused": False, "foreach": True}
     # On CPU the foreach form is the default loop's update: equal within float32 rounding over 20 steps.
     torch.manual_seed(0)
     params = [torch.randn(7, 5), torch.randn(5), torch.randn(3, 3, 3)]
     grads = [[torch.randn_like(p) for p in params] for _ in range(20)]
     result = []
-    for kernel in ({"foreach": False}, engine.adamw_kernel(params)):
+    for kernel in ({"foreach": False}, training.adamw_kernel(params)):
         ps = [p.clone().requires_grad_(True) for p in params]
         opt = torch.optim.AdamW(ps, lr=1e-2, weight_decay=1e-2, **kernel)
         for g in grads:

@@ -4,7 +4,7 @@ Each configuration (AMP dtype x channels_last x torch.compile) is timed on uint8
 device (the model's ceiling); then the fastest one is timed fed by the real training loader on generated
 COCO-like JPEGs (640x480, resized by the recipe's train transform: decode, augmentations, collate,
 host-to-device copy), after a warm-up of workers x prefetch batches so that the workers' queue does not
-count (bench/loader.py: `steady_loader`). One step is what `engine.train_one_epoch` does: to_model_input
+count (bench/loader.py: `steady_loader`). One step is what `training.train_one_epoch` does: to_model_input
 (normalised on the device), autocast forward, ASL + scene entropy losses, (scaled) backward, AdamW, EMA
 update. The model is the recipe's (K, outmess, normalize, label vectors) with random-init weights, so
 nothing is downloaded. torch.compile is measured with channels_last on only unless --full-grid; its
