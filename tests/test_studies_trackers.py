@@ -270,14 +270,17 @@ def test_trial_events_to_mlflow_and_wandb_across_a_resume(wandb_home, capsys):
     assert [f.path for f in client.list_artifacts(parent.info.run_id)] == ["study.json"]
     assert Path(parent.info.artifact_uri).is_relative_to(wandb_home / "runs" / "mlflow" / "artifacts")
 
+    # Select by the run id in each folder's records, not by its name: W&B names a folder by the second it started
+    # and adds "-1" when two sessions of one run start within the same second. Sorted names keep the sessions' order.
     folders = sorted((wandb_home / "runs" / "wandb" / "scene_count" / "r" / "wandb").glob("offline-run-*"))
-    sessions = [wandb_run(f) for f in folders if f.name.endswith("-scene_count-r-a")]
+    runs_by_folder = {f: wandb_run(f) for f in folders}
+    sessions = [w for w in runs_by_folder.values() if w["id"] == "scene_count-r-a"]
     assert [s["id"] for s in sessions] == ["scene_count-r-a"] * 2  # the same run, continued
     assert [[h["epoch"] for h in s["history"]] for s in sessions] == [[1], [2]]
     assert sessions[1]["history"][0]["mAP_ema"] == 20.0 and sessions[1]["summary"]["status"] == "FINISHED"
     assert sessions[1]["config"]["node_ip"] == "10.0.0.6" and sessions[0]["config"]["lr"] == BASE["lr"]
     assert (sessions[0]["group"], sessions[0]["job_type"]) == ("scene_count/r", "trial")
-    (analysis,) = [f for f in folders if f.name.endswith("-scene_count-r-analysis-20250603090000")]
+    (analysis,) = [f for f, w in runs_by_folder.items() if w["id"] == "scene_count-r-analysis-20250603090000"]
     assert (analysis / "files" / "study.json").is_file()
 
     (again,) = trackers.callbacks(Trackers(("mlflow",), t.results_dir), "scene_count", "r", "num_scenes",
