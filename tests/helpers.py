@@ -71,6 +71,16 @@ def trial_workers(root: int | None = None) -> list[int]:
     return pids
 
 
+def freeze_trials(root: int) -> None:
+    """SIGSTOP every trial worker below `root`: the trials make no progress while the driver goes on (saving
+    Ray's experiment state). A crash test uses it so the study cannot finish before the crash it simulates."""
+    for pid in trial_workers(root):
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+
+
 def kill(pids: list[int]) -> None:
     for p in pids:
         try:

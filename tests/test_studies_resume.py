@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import descendants, read_rows, wait_until
+from helpers import descendants, freeze_trials, read_rows, wait_until
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from study_process import Study, recorded_by_ray
@@ -67,16 +67,19 @@ def test_ctrl_c_then_sigkill_then_resume(tmp_path, ray_tmp):
     done_before = sum(r["status"] == "FINISHED" for r in read_rows(trials_csv))
     assert done_before < len(GRID), "the study finished before Ctrl-C: nothing was left to resume"
 
-    # 2. Resume with that command, then SIGKILL the driver (a crash) after more trials finished.
+    # 2. Resume with that command, then SIGKILL the driver (a crash) after more trials finished. The trial
+    #    workers are frozen (SIGSTOP) while we wait for Ray's periodic state save (up to 10 s): the trials take
+    #    seconds, and without the freeze the rest of the study could finish before the crash (seen once).
     s = Study(tmp_path, shlex.split(resume) + runtime, "second.log")
     rows = s.wait_for(trials_csv, done_before + 1)
     finished_at_crash = {r["trial_id"]: r for r in rows if r["status"] == "FINISHED"}
-    wait_until(lambda: recorded_by_ray(exp, set(finished_at_crash)), 60,
+    wait_until(lambda: freeze_trials(s.proc.pid) or recorded_by_ray(exp, set(finished_at_crash)), 60,
                "Ray's experiment state to record the finished trials", poll=0.2)
     s.ray_pids = descendants(s.proc.pid)
     s.proc.send_signal(signal.SIGKILL)
     assert s.end() == -signal.SIGKILL
-    assert len(finished_at_crash) < len(GRID), "the study finished before the crash: nothing was left to resume"
+    done_at_crash = sum(r["status"] == "FINISHED" for r in read_rows(trials_csv))
+    assert done_at_crash < len(GRID), "the study finished before the crash: nothing was left to resume"
     assert_quiet(s.log.read_text())  # a resume after Ctrl-C says nothing of Ray's up to the crash
     assert foreign_lines(s.log.read_text()) == [], s.log.read_text()
 
