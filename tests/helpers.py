@@ -71,10 +71,9 @@ def trial_workers(root: int | None = None) -> list[int]:
     return pids
 
 
-def freeze_trials(root: int | None = None) -> None:
-    """SIGSTOP every trial worker below `root` (default: this process): the trials make no progress while the
-    driver goes on (saving Ray's experiment state). Crash tests use it so that the study cannot finish, or the
-    trial move on, before the crash they simulate."""
+def freeze_trials(root: int) -> None:
+    """SIGSTOP every trial worker below `root`: the trials make no progress while the driver goes on (saving
+    Ray's experiment state). A crash test uses it so the study cannot finish before the crash it simulates."""
     for pid in trial_workers(root):
         try:
             os.kill(pid, signal.SIGSTOP)

@@ -17,7 +17,7 @@ import numpy as np
 import optuna
 import pytest
 import ray
-from helpers import freeze_trials, header, read_rows, trial_workers, wait_until
+from helpers import header, read_rows, trial_workers, wait_until
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray.tune import ExperimentAnalysis
@@ -233,13 +233,13 @@ def test_a_crashed_trial_is_retried_from_its_last_checkpoint(ray_two_gpus, tmp_p
     study.start()
     epochs_csv = tmp_path / "results" / "scene_count" / "t" / "epochs.csv"
     wait_until(lambda: read_rows(epochs_csv), 120, "the first epoch in epochs.csv")
-    freeze_trials()  # SIGSTOP: the trial trains no further epoch while Ray records the checkpoint (it is killed below)
     # The driver exports an epoch before it registers that report's checkpoint as the trial's latest; the
     # experiment state it then saves (forced after every checkpoint) says the retry has it to restore.
     storage = str(tmp_path / "ray" / "scene_count" / "t")
     wait_until(lambda: ExperimentAnalysis(storage).trials[0].checkpoint, 60, "Ray's record of the epoch-1 checkpoint",
                poll=0.2)
     workers = trial_workers()
+    # Ray may record a later epoch's checkpoint first: what matters is that epochs are left to resume.
     assert len(workers) == 1 and read_rows(epochs_csv)[-1]["epoch"] != "3", "the trial ended before the kill"
     os.kill(workers[0], signal.SIGKILL)
     study.join(timeout=180)
