@@ -69,7 +69,8 @@ def test_ctrl_c_then_sigkill_then_resume(tmp_path, ray_tmp):
 
     # 2. Resume with that command, then SIGKILL the driver (a crash) after more trials finished. The trial
     #    workers are frozen (SIGSTOP) while we wait for Ray's periodic state save (up to 10 s): the trials take
-    #    seconds, and without the freeze the rest of the study could finish before the crash (seen once).
+    #    seconds, and without the freeze the rest of the study could finish before the crash (seen once). Safe for
+    #    the finished trials: Ray ends a trial only after its last checkpoint's save() call to the actor returned.
     s = Study(tmp_path, shlex.split(resume) + runtime, "second.log")
     rows = s.wait_for(trials_csv, done_before + 1)
     finished_at_crash = {r["trial_id"]: r for r in rows if r["status"] == "FINISHED"}
