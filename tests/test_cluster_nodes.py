@@ -125,8 +125,10 @@ def test_trials_spread_over_nodes_under_readable_names(sim, tmp_path):
 def test_quarter_gpus_pack_four_trials_on_one_gpu(sim, tmp_path):
     """--gpus-per-trial 0.25 with five trials and one (declared) GPU in the cluster: four trial actors hold a
     quarter of it at once, never five, and each trial saw that GPU's id."""
+    # 512 images: trials of seconds more than the stagger of their actors' starts (one worker process at a
+    # time on this node): four overlap by ~5 s (by ~3 s with the 32 smoke images, which a loaded machine could eat).
     outcome = scene_count.main(_args(tmp_path, "pack", "--values", "1", "2", "3", "4", "5", "--gpus-per-trial",
-                                     "0.25", "--cpus-per-trial", "0.125"))
+                                     "0.25", "--cpus-per-trial", "0.125", "--set", "synthetic_train_images=512"))
     assert outcome.status == "FINISHED"
     trials = read_rows(outcome.run_dir / "trials.csv")
     assert len(trials) == 5 and {t["status"] for t in trials} == {"FINISHED"}
@@ -213,8 +215,9 @@ def test_a_lost_node_moves_its_trial_to_another_node(sim, tmp_path):
     study = threading.Thread(target=lambda: out.update(outcome=scene_count.main(args)))
     study.start()
     run = tmp_path / "results" / "scene_count" / "lost"
-    rows = wait_until(lambda: read_rows(run / "trials.csv") if read_rows(run / "epochs.csv") else None, 150,
-                      "the first epoch in the export")
+    # Wait on the field read below: epochs.csv gets an epoch's line before trials.csv's snapshot has its node.
+    rows = wait_until(lambda: (r := read_rows(run / "trials.csv")) and r[0]["node_id"] and r, 150,
+                      "the first epoch's node in trials.csv")
     storage = str(tmp_path / "ray" / "scene_count" / "lost")
     wait_until(lambda: ExperimentAnalysis(storage).trials[0].checkpoint, 60, "Ray's record of the epoch-1 checkpoint",
                poll=0.2)
