@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "dashboards" / "app.py")
 
 
-def start(monkeypatch, root: Path, run: str | None = None):
+def start(monkeypatch, root: Path, run: str | None = None, timeout: float = 30):
     """The app on the results folder `root`, showing `run` (<study>/<run>) or the one it opens on."""
     monkeypatch.setenv(paths.ENV_VAR, str(root))
-    at = AppTest.from_file(APP, default_timeout=30).run()
+    at = AppTest.from_file(APP, default_timeout=timeout).run()
     if run is not None:
         at.sidebar.selectbox(key="run").select(paths.display_path(root / run)).run()
     assert not at.exception, [e.value for e in at.exception]

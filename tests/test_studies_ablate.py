@@ -28,9 +28,9 @@ def parse(*argv: str) -> argparse.Namespace:
     return ablate.get_args_parser(list(argv)).parse_args(list(argv))
 
 
-def run_ablate(*argv: str) -> subprocess.CompletedProcess:
+def run_ablate(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "studies.ablate", *argv], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=timeout)
 
 
 @pytest.mark.parametrize("field", ablate.scalar_fields())
@@ -206,7 +206,7 @@ def test_an_arms_study_runs_end_to_end(tmp_path):
     out = run_ablate("--study", "soft_vs_hard", "--arm", "soft:soft_assignment=true", "--arm",
                      "hard:soft_assignment=false", "--reference", "hard", "--smoke", "--name", "r",
                      "--results-dir", str(tmp_path / "res"), "--storage-path", str(tmp_path / "ray"),
-                     "--no-dashboard", "--reuse-actors")
+                     "--no-dashboard", "--reuse-actors", timeout=300)  # a whole Ray study: as long as the others get
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run = tmp_path / "res" / "soft_vs_hard" / "r"
     meta = json.loads((run / "study.json").read_text())

@@ -47,7 +47,8 @@ def test_the_stopwatch_adds_up_a_step_and_sessions_add_up():
     clock.add(timing.DATA, 2.0)
     clock.add(timing.RAY_START, 5.0)
     clock.add(timing.OTHER, -0.1)  # a clock that went backwards counts as nothing
-    assert clock.seconds[timing.DATA] == pytest.approx(2.0, abs=0.01) and clock.seconds[timing.OTHER] == 0.0
+    # The empty step's own time is real: bounded loosely, a loaded machine may deschedule us inside it.
+    assert 2.0 <= clock.seconds[timing.DATA] < 2.5 and clock.seconds[timing.OTHER] == 0.0
     assert list(clock.seconds) == [timing.DATA, timing.RAY_START, timing.OTHER]
     assert timing.merged({"Ray start": 4.0, "bad": "x"}, {"Ray start": 5.0, "data": 1.0}) == {
         "Ray start": 9.0, "data": 1.0}
