@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
@@ -55,6 +56,30 @@ def test_a_resumed_searcher_hands_out_orphans_and_ignores_finished_trials(tmp_pa
     trials = optuna.load_study(study_name="scene_count/r", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(journal)))).trials
     assert [(t.state.name, t.value) for t in trials] == [("COMPLETE", 50.0), ("COMPLETE", 40.0)]
+
+
+def test_a_resumed_trial_reports_its_epochs_again_without_a_warning(tmp_path):
+    """Ctrl-C or a crash after a trial reported epochs that Ray's snapshot does not hold: the resumed trial trains
+    them again from its checkpoint and reports them again. Optuna keeps the first values, says nothing (it warned,
+    and the warning reached the study's terminal), and takes the steps it has not seen."""
+    plan = _plan(scene_count, tmp_path, "--values", "1", "4", "--seeds", "0")
+    journal, snapshot = tmp_path / "optuna.log", tmp_path / "searcher.pkl"
+    searcher, _ = search.build_search(plan, 0, journal)
+    searcher.suggest("a")
+    searcher.on_trial_result("a", {"mAP_ema": 10.0, "training_iteration": 1})
+    searcher.save(str(snapshot))  # Ray's last experiment snapshot: the trial's first epoch
+    for step, value in ((2, 20.0), (3, 30.0)):
+        searcher.on_trial_result("a", {"mAP_ema": value, "training_iteration": step})  # ... then Ctrl-C
+
+    restored, _ = search.build_search(plan, 0, journal)
+    restored.restore(str(snapshot))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        for step, value in ((1, 11.0), (2, 21.0), (3, 31.0), (4, 41.0)):
+            restored.on_trial_result("a", {"mAP_ema": value, "training_iteration": step})
+    (trial,) = optuna.load_study(study_name="scene_count/r", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal)))).trials
+    assert trial.intermediate_values == {1: 10.0, 2: 20.0, 3: 30.0, 4: 41.0}
 
 
 def test_repeats_train_each_configuration_with_every_seed_and_tell_the_mean(tmp_path):

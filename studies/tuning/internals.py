@@ -2,7 +2,7 @@
 Ray's logger names and message texts, and the module paths older experiments were pickled under.
 
 - Resuming a crashed study: OptunaSearch's `_ot_study`, `_ot_trials` and `_completed_trials`, an Optuna
-  trial's `_trial_id` (`ResumableOptunaSearch`); Optuna's GridSampler without its `study.stop()`; Ray's
+  trial's `_trial_id` and `storage` (`ResumableOptunaSearch`); Optuna's GridSampler without its `study.stop()`; Ray's
   Repeater with the repeat index turned into a seed (`SeededRepeater`, Repeater's TRIAL_INDEX key).
 - Ray: `ray.init`'s `_temp_dir`; Ray's default temp dir and its token-mode switch (a simulated cluster: the
   overhead benchmark, the multi-node tests).
@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 from ray._common import utils as ray_utils
 from ray._private.authentication import authentication_token_setup as ray_auth
 from ray._raylet import AuthenticationTokenLoader
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search import Repeater, Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.repeater import TRIAL_INDEX
@@ -84,9 +85,18 @@ class ResumableOptunaSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     # OptunaSearch warns about (and prints) every result of a trial it considers finished: quietly skip them.
+    # So does Optuna about a step it already holds, which a resumed trial reports again: the epochs after its
+    # last checkpoint that Ray recorded (Ctrl-C or a crash between the report and Ray's snapshot). Optuna
+    # keeps the first value either way; the stored trial says which steps it has.
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id not in self._completed_trials:
-            super().on_trial_result(trial_id, result)
+        if trial_id in self._completed_trials:
+            return
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and TRAINING_ITERATION in result:
+            stored = ot_trial.storage.get_trial(ot_trial._trial_id)
+            if int(result[TRAINING_ITERATION]) in stored.intermediate_values:
+                return
+        super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self._completed_trials:
@@ -252,8 +262,11 @@ def check_internals() -> None:
         missing.append("optuna.trial.FrozenTrial._trial_id")
     else:
         try:
-            if optuna.trial.Trial(study, stored._trial_id).number != asked.number:
+            trial = optuna.trial.Trial(study, stored._trial_id)
+            if trial.number != asked.number:
                 missing.append("optuna.trial.Trial(study, trial_id) for a stored trial")
+            if not isinstance(getattr(trial, "storage", None), optuna.storages.BaseStorage):
+                missing.append("optuna.trial.Trial.storage (the study's storage)")
         except Exception as e:  # any change in the constructor's contract
             missing.append(f"optuna.trial.Trial(study, trial_id): {e}")
     try:
