@@ -26,7 +26,6 @@ import difflib
 import functools
 import json
 import math
-import os
 import types
 import typing
 from collections.abc import Callable
@@ -63,14 +62,6 @@ SHIPPED_EMBEDDINGS_DIR = Path(__file__).resolve().parent / "label_embeddings"
 
 # DataConfig.num_workers: the number of workers chosen when the run starts (salgl_core.data.resolve_num_workers).
 AUTO_WORKERS = -1
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask: a container's or a Ray worker's share), not the host's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 class ConfigError(ValueError):

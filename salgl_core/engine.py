@@ -55,7 +55,7 @@ from salgl_core.checkpoint import (
     save_checkpoint,
     settle_pending_best,
 )
-from salgl_core.config import ExperimentConfig, available_cpus
+from salgl_core.config import ExperimentConfig
 from salgl_core.device import describe_device, resolve_device
 from salgl_core.ema import ModelEMA, describe_step_decay, step_decay
 from salgl_core.features import attach_feature_cache
@@ -256,7 +256,7 @@ def loader_workers(cfg: ExperimentConfig, cpus: int) -> int:
 
 
 def _build_loaders(cfg: ExperimentConfig, bundle: Any, generator: torch.Generator) -> tuple[DataLoader, DataLoader]:
-    from salgl_core.data import build_loader
+    from salgl_core.data import available_cpus, build_loader
 
     nw = loader_workers(cfg, available_cpus())  # a study trial's config holds its count, from its own CPUs
     train_loader = build_loader(bundle.train, cfg.train.batch_size, True, nw, cfg.train.drop_last, generator=generator)

@@ -24,11 +24,11 @@ from salgl_core.config import (
     OneOf,
     Range,
     TrainConfig,
-    available_cpus,
     check_field,
     field_spec,
     field_type,
 )
+from salgl_core.data import available_cpus
 from salgl_core.presets import paper_preset, synthetic_preset
 
 

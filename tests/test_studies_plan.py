@@ -103,7 +103,7 @@ def test_device_indices_get_a_note_at_plan_time(tmp_path):
 def test_the_trials_get_auto_workers_not_the_drivers_count(tmp_path, monkeypatch):
     """num_workers auto (-1) reaches every trial, which sizes its loader from its own CPUs; the driver's CPU count
     is not what they get. A typed --num-workers and a preset's explicit count stay as they are."""
-    monkeypatch.setattr("salgl_core.config.available_cpus", lambda: 2)  # a 2-core head node
+    monkeypatch.setattr("salgl_core.data.available_cpus", lambda: 2)  # a 2-core head node
     coco = make_plan(_args(scene_count, tmp_path, "--dataset", "coco"), scene_count.SPEC)
     assert coco.base["num_workers"] == coco.trial_base(1.0)["num_workers"] == -1
     assert make_plan(_args(scene_count, tmp_path, "--dataset", "coco", "--num-workers", "2"),

@@ -22,8 +22,7 @@ def test_auto_workers_leave_one_cpu_to_training(requested, cpus, workers):
 @pytest.mark.parametrize("driver_cpus", [2, 64])
 def test_a_trial_with_4_cpus_gets_3_workers_whatever_the_driver_has(monkeypatch, driver_cpus):
     # The process's own CPU count (the driver's, or the node's in a Ray worker) must not matter.
-    for module in ("salgl_core.config", "salgl_core.data", "salgl_core.engine"):
-        monkeypatch.setattr(f"{module}.available_cpus", lambda: driver_cpus)
+    monkeypatch.setattr("salgl_core.data.available_cpus", lambda: driver_cpus)  # engine reads it from there
     base = {**synthetic_preset(), "num_workers": config_module.DataConfig().num_workers}
     cfg, threads, notes = settle_trial(base, 4, [])
     assert (cfg.data.num_workers, threads, notes) == (3, 1, [])  # 3 workers + 1 torch thread = the trial's 4 CPUs

@@ -46,8 +46,8 @@ import torch
 from salgl_core.bench.attention import _device_info, _sync
 from salgl_core.bench.loader import COCO_LIKE_SIZE, generate_jpegs, loader_rate, steady_loader
 from salgl_core.bench.records import best_config, summarize
-from salgl_core.config import AUTO_WORKERS, BACKBONES, DataConfig, ModelConfig, available_cpus
-from salgl_core.data import resolve_num_workers
+from salgl_core.config import AUTO_WORKERS, BACKBONES, DataConfig, ModelConfig
+from salgl_core.data import available_cpus, resolve_num_workers
 from salgl_core.data.images import MultiLabelDataset
 from salgl_core.data.transforms import to_model_input, train_transform
 from salgl_core.device import amp_dtype, resolve_device

@@ -14,13 +14,14 @@ Each dataset is one builder `(DataConfig) -> DatasetBundle` in its module, regis
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from salgl_core.config import AUTO_WORKERS, DataConfig, available_cpus
+from salgl_core.config import AUTO_WORKERS, DataConfig
 from salgl_core.data import coco, nuswide, synthetic, voc  # noqa: F401  (importing them registers their builders)
 from salgl_core.data.bundle import DatasetBundle
 from salgl_core.data.errors import CorruptImageError, DataError
@@ -28,10 +29,18 @@ from salgl_core.data.images import MultiLabelDataset, SkippedImage, collate
 from salgl_core.registry import datasets
 
 __all__ = ["CorruptImageError", "DataError", "DatasetBundle", "MultiLabelDataset", "SkippedImage",
-           "build_datasets", "build_loader", "collate", "resolve_num_workers", "seed_worker"]
+           "available_cpus", "build_datasets", "build_loader", "collate", "resolve_num_workers", "seed_worker"]
 
 # Auto workers stop here: past 8, decoding outpaces one GPU and each worker costs memory and /dev/shm.
 MAX_AUTO_WORKERS = 8
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a container's or a Ray worker's share), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def resolve_num_workers(requested: int, cpus: int) -> int:
