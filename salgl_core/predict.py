@@ -79,7 +79,7 @@ def predict_models(models: Sequence[SALGL], loader: DataLoader, device: torch.de
         for batch in loader:
             if batch["images"].shape[0] == 0:
                 continue
-            images, _ = to_device(batch, device, channels_last)
+            images = to_model_input(batch["images"], device, channels_last)  # the targets stay on the host
             given = batch_scenes(batch, models[0].cfg, split)
             if share_backbone:
                 images = models[0].backbone(images)
@@ -88,7 +88,7 @@ def predict_models(models: Sequence[SALGL], loader: DataLoader, device: torch.de
                 # Kept on the device until the pass ends: one copy to the host, not one per batch.
                 scores[i].append(torch.sigmoid(out.logits.float()))
                 scenes[i].append(out.scene_probs.argmax(dim=1))
-            targets.append(batch["targets"])  # the loader's host tensor: what to_device sent, not copied back
+            targets.append(batch["targets"])
             ignore.append(batch["ignore"])
             index.append(batch["index"])
     cat = lambda xs: torch.cat(xs).cpu().numpy() if xs else np.zeros((0,))  # noqa: E731
